@@ -1,0 +1,1 @@
+"""Generic sync operators over a small system adapter. Imported as `erpsync.operators`."""

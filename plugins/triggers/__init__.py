@@ -1,0 +1,1 @@
+"""Async triggers that wait on external work without holding a worker slot. Imported as `erpsync.triggers`."""
