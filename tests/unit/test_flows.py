@@ -2,26 +2,25 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import pytest
 
 from erpsync.flows import POOLS, interval_schedule, sync_params
 
 
 def test_interval_schedule_gives_a_real_data_interval():
+    import pendulum
     from airflow.serialization.encoders import coerce_to_core_timetable
     from airflow.timetables.base import DataInterval, TimeRestriction
 
     timetable = coerce_to_core_timetable(interval_schedule("0 * * * *"))  # what the scheduler runs
     info = timetable.next_dagrun_info(
         last_automated_data_interval=DataInterval(
-            datetime(2026, 3, 1, 5, tzinfo=UTC), datetime(2026, 3, 1, 6, tzinfo=UTC)
+            pendulum.datetime(2026, 3, 1, 5), pendulum.datetime(2026, 3, 1, 6)
         ),
         restriction=TimeRestriction(earliest=None, latest=None, catchup=True),
     )
-    assert info.data_interval.start == datetime(2026, 3, 1, 6, tzinfo=UTC)
-    assert info.data_interval.end == datetime(2026, 3, 1, 7, tzinfo=UTC)
+    assert info.data_interval.start == pendulum.datetime(2026, 3, 1, 6)
+    assert info.data_interval.end == pendulum.datetime(2026, 3, 1, 7)
 
 
 def test_params_reject_bad_values():
@@ -29,10 +28,10 @@ def test_params_reject_bad_values():
 
     params = ParamsDict(sync_params(statuses=["Activated"]))
     params.validate()
-    with pytest.raises(Exception, match="quarantine_threshold|greater than the maximum"):
+    with pytest.raises(Exception, match=r"quarantine_threshold|greater than the maximum"):
         bad = ParamsDict(sync_params())
         bad["quarantine_threshold"] = 1.5
-    with pytest.raises(Exception, match="statuses|should be non-empty|minItems|too short"):
+    with pytest.raises(Exception, match=r"statuses|should be non-empty|minItems|too short"):
         bad = ParamsDict(sync_params(statuses=["Activated"]))
         bad["statuses"] = []
 
