@@ -1,0 +1,43 @@
+"""Exact Online simulator: OAuth with one-time refresh tokens, divisions, OData endpoints, API limits.
+
+`service(ctx)` builds it for `sandbox up` and tests. Plain HTTP: Exact's own clients do not insist on
+https the way simple-salesforce does, and the hook takes any base URL (with a CA bundle when https).
+Options come from `ctx.options["exact"]` (see `SimulatorOptions`; e.g. `{"access_token_ttl": 3}`).
+Data and consent chains persist in `<data_dir>/exact/exact-state.json` between runs.
+
+The state file gets what a connection needs: client id and secret, redirect URI, a refresh token
+from a seeded consent (backdated so it may be refreshed at once), and the divisions.
+"""
+
+from __future__ import annotations
+
+from erpsync.sandbox.exact.app import ExactSimulator, SimulatorOptions
+from erpsync.sandbox.runner import SandboxContext, ServiceSpec
+
+__all__ = ["ExactSimulator", "SimulatorOptions", "build", "service"]
+
+
+def build(ctx: SandboxContext) -> ExactSimulator:
+    """Build the simulator (loading persisted state or seeding) without wrapping it in a spec."""
+    options = SimulatorOptions.from_mapping(ctx.options.get("exact", {}))
+    return ExactSimulator(ctx.data_dir / "exact", options, seed=ctx.seed)
+
+
+def service(ctx: SandboxContext) -> ServiceSpec:
+    """Return the ServiceSpec `sandbox up` serves; `spec.info` carries the seeded credentials."""
+    sim = build(ctx)
+    refresh_token = sim.seeded_consent()
+    divisions = {str(code): div.name for code, div in sorted(sim.store.divisions.items())}
+    info = {
+        "client_id": sim.options.client_id,
+        "client_secret": sim.options.client_secret,
+        "redirect_uri": sim.options.redirect_uri,
+        "refresh_token": refresh_token,
+        "divisions": divisions,
+        "default_division": next(iter(divisions), None),
+        "authorize_path": "/api/oauth2/auth",
+        "token_path": "/api/oauth2/token",
+    }
+    spec = ServiceSpec(name="exact", app=sim.app, tls=False, port=8502, info=info, on_stop=sim.save)
+    spec.simulator = sim  # tests reach counters directly; clients use the admin endpoints
+    return spec
