@@ -1,0 +1,101 @@
+"""qbXML 13.0: build requests in schema order, validate them, parse responses, classify status codes.
+
+One module shared by the bridge, the hook and the QuickBooks simulator. Nothing heavy is imported at
+module level (lxml is loaded inside the functions that parse or validate), so DAG files may import it.
+"""
+
+from __future__ import annotations
+
+from erpsync.qbwc_bridge.qbxml.build import QbRequest, build_request, envelope
+from erpsync.qbwc_bridge.qbxml.builders import (
+    company_query,
+    customer_add,
+    customer_mod,
+    customer_query,
+    data_ext_add,
+    data_ext_def_add,
+    data_ext_def_query,
+    data_ext_del,
+    data_ext_mod,
+    host_query,
+    invoice_add,
+    invoice_mod,
+    invoice_query,
+    item_inventory_add,
+    item_inventory_mod,
+    item_inventory_query,
+    item_non_inventory_add,
+    item_non_inventory_mod,
+    item_non_inventory_query,
+    item_query,
+    item_service_add,
+    item_service_mod,
+    item_service_query,
+    list_del,
+    sales_order_add,
+    sales_order_mod,
+    sales_order_query,
+    sales_receipt_add,
+    sales_receipt_mod,
+    sales_receipt_query,
+    txn_del,
+)
+from erpsync.qbwc_bridge.qbxml.errors import (
+    MalformedXmlError,
+    QbxmlResponseError,
+    QbxmlValidationError,
+    UnsafeXmlError,
+)
+from erpsync.qbwc_bridge.qbxml.parse import QbResponse, QbResponseSet, parse_response
+from erpsync.qbwc_bridge.qbxml.status import STATUS_ACTIONS, Outcome, error_for, outcome_for
+from erpsync.qbwc_bridge.qbxml.validate import validate_document, validate_request
+
+__all__ = [
+    "STATUS_ACTIONS",
+    "MalformedXmlError",
+    "Outcome",
+    "QbRequest",
+    "QbResponse",
+    "QbResponseSet",
+    "QbxmlResponseError",
+    "QbxmlValidationError",
+    "UnsafeXmlError",
+    "build_request",
+    "company_query",
+    "customer_add",
+    "customer_mod",
+    "customer_query",
+    "data_ext_add",
+    "data_ext_def_add",
+    "data_ext_def_query",
+    "data_ext_del",
+    "data_ext_mod",
+    "envelope",
+    "error_for",
+    "host_query",
+    "invoice_add",
+    "invoice_mod",
+    "invoice_query",
+    "item_inventory_add",
+    "item_inventory_mod",
+    "item_inventory_query",
+    "item_non_inventory_add",
+    "item_non_inventory_mod",
+    "item_non_inventory_query",
+    "item_query",
+    "item_service_add",
+    "item_service_mod",
+    "item_service_query",
+    "list_del",
+    "outcome_for",
+    "parse_response",
+    "sales_order_add",
+    "sales_order_mod",
+    "sales_order_query",
+    "sales_receipt_add",
+    "sales_receipt_mod",
+    "sales_receipt_query",
+    "txn_del",
+    "validate_document",
+    "validate_request",
+]
