@@ -1,0 +1,295 @@
+"""The few qbXML operations the bridge itself needs: inspect, re-tag, envelope, parse, probe.
+
+The shared library `erpsync.qbwc_bridge.qbxml` validates requests against the schema (used at enqueue
+when it is importable). What lives here is bridge-specific: rewriting a stored request's requestID and
+iterator attributes, packing stored request strings into one message set, pulling each response's
+status, ids and raw XML out of a (leniently parsed) response document, and the probe queries used to
+reconcile an unacknowledged write.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+from xml.sax.saxutils import escape, quoteattr
+
+from erpsync.errors import FatalSourceError, RecordError
+
+__all__ = [
+    "BadRequestXml",
+    "Probe",
+    "RsInfo",
+    "envelope",
+    "inspect_request",
+    "parse_response_doc",
+    "probe_for",
+    "retag",
+    "validate_with_library",
+]
+
+MAX_REQUEST_ID = 50
+
+
+class BadRequestXml(RecordError):
+    """A request given to the jobs API is not one well-formed qbXML `*Rq` element."""
+
+
+def _parser(recover: bool = False):
+    from lxml import etree
+
+    # No DTDs, no entities, no network: a hostile or broken payload can neither read files nor explode.
+    return etree.XMLParser(
+        resolve_entities=False,
+        no_network=True,
+        load_dtd=False,
+        dtd_validation=False,
+        huge_tree=False,
+        remove_comments=True,
+        remove_pis=True,
+        recover=recover,
+    )
+
+
+def parse_fragment(xml: str | bytes, *, max_bytes: int = 4_000_000, recover: bool = False):
+    """Parse untrusted XML safely; refuse DOCTYPEs outright (the XXE and billion-laughs carriers)."""
+    from lxml import etree
+
+    data = xml.encode("utf-8") if isinstance(xml, str) else xml
+    if len(data) > max_bytes:
+        raise BadRequestXml(f"XML is {len(data)} bytes, more than the {max_bytes} allowed")
+    if b"<!DOCTYPE" in data.upper() or b"<!ENTITY" in data.upper():
+        raise BadRequestXml("XML with a DOCTYPE or ENTITY declaration is refused")
+    try:
+        root = etree.fromstring(data, _parser(recover))
+    except etree.XMLSyntaxError as exc:
+        raise BadRequestXml(f"not well-formed XML: {exc}") from exc
+    if root is None:
+        raise BadRequestXml("empty XML document")
+    return root
+
+
+def _local(tag: Any) -> str:
+    return tag.rsplit("}", 1)[-1] if isinstance(tag, str) else ""
+
+
+def inspect_request(xml: str) -> tuple[str, str | None]:
+    """Return (kind, caller requestID) of one request element, e.g. ("CustomerAddRq", "c1")."""
+    root = parse_fragment(xml)
+    kind = _local(root.tag)
+    if not kind.endswith("Rq") or kind in {"QBXMLMsgsRq", "QBXML"}:
+        raise BadRequestXml(f"expected one qbXML request element such as <CustomerAddRq>, got <{kind}>")
+    return kind, root.get("requestID")
+
+
+def validate_with_library(xml: str) -> None:
+    """Validate with the shared qbXML library when it is installed (schema + lengths, field named)."""
+    try:
+        from erpsync.qbwc_bridge.qbxml import validate_request
+    except ImportError:  # the library is optional for the bridge; well-formedness was checked already
+        return
+    validate_request(xml)
+
+
+def retag(xml: str, *, request_id: str, iterator: str | None = None, iterator_id: str | None = None) -> str:
+    """Return `xml` with our requestID (and iterator attributes for paging) on its root element."""
+    from lxml import etree
+
+    root = parse_fragment(xml)
+    root.set("requestID", request_id)
+    if iterator:
+        root.set("iterator", iterator)
+        if iterator_id:
+            root.set("iteratorID", iterator_id)
+        elif "iteratorID" in root.attrib:
+            del root.attrib["iteratorID"]
+    return etree.tostring(root, encoding="unicode")
+
+
+def envelope(
+    requests: list[str],
+    *,
+    on_error: str = "continueOnError",
+    new_message_set_id: str | None = None,
+    old_message_set_id: str | None = None,
+    version: str = "13.0",
+) -> str:
+    """Pack request element strings into one qbXML document (one Web Connector exchange)."""
+    attrs = f"onError={quoteattr(on_error)}"
+    if old_message_set_id:
+        attrs += f" oldMessageSetID={quoteattr(old_message_set_id)}"
+    if new_message_set_id:
+        attrs += f" newMessageSetID={quoteattr(new_message_set_id)}"
+    return (
+        f'<?xml version="1.0" encoding="utf-8"?><?qbxml version="{version}"?>'
+        f"<QBXML><QBXMLMsgsRq {attrs}>{''.join(requests)}</QBXMLMsgsRq></QBXML>"
+    )
+
+
+@dataclass
+class RsInfo:
+    """One `*Rs` element of a response document, reduced to what the bridge stores."""
+
+    request_id: str
+    kind: str
+    status_code: int
+    severity: str
+    message: str
+    xml: str
+    list_id: str | None = None
+    txn_id: str | None = None
+    edit_sequence: str | None = None
+    iterator_id: str | None = None
+    remaining: int = 0
+    rets: list[Any] = field(default_factory=list)
+
+
+def _first_text(ret, name: str) -> str | None:
+    for child in ret:
+        if _local(child.tag) == name:
+            return (child.text or "").strip() or None
+    return None
+
+
+def parse_response_doc(xml: str, *, max_bytes: int = 64_000_000) -> tuple[int | None, list[RsInfo]]:
+    """Parse a QBXML response leniently: (messageSetStatusCode, every *Rs in document order).
+
+    Real QuickBooks output does not always follow the schema's element order, so nothing here
+    depends on order; elements are found by local name.
+    """
+    from lxml import etree
+
+    try:
+        root = parse_fragment(xml, max_bytes=max_bytes)
+    except BadRequestXml as exc:
+        raise FatalSourceError(f"QuickBooks response is not usable XML: {exc.message}") from exc
+    msgs = (
+        root
+        if _local(root.tag) == "QBXMLMsgsRs"
+        else next((el for el in root.iter() if _local(el.tag) == "QBXMLMsgsRs"), None)
+    )
+    if msgs is None:
+        raise FatalSourceError("QuickBooks response has no QBXMLMsgsRs element")
+    set_status = msgs.get("messageSetStatusCode")
+    out: list[RsInfo] = []
+    for rs in msgs:
+        kind = _local(rs.tag)
+        if not kind.endswith("Rs"):
+            continue
+        try:
+            code = int(rs.get("statusCode", "0"))
+        except ValueError:
+            code = 1000
+        info = RsInfo(
+            request_id=rs.get("requestID", ""),
+            kind=kind,
+            status_code=code,
+            severity=rs.get("statusSeverity", "Info"),
+            message=rs.get("statusMessage", ""),
+            xml=etree.tostring(rs, encoding="unicode"),
+            iterator_id=rs.get("iteratorID"),
+        )
+        try:
+            info.remaining = int(rs.get("iteratorRemainingCount", "0") or 0)
+        except ValueError:
+            info.remaining = 0
+        info.rets = [child for child in rs if _local(child.tag).endswith("Ret")]
+        if info.rets:
+            first = info.rets[0]
+            info.list_id = _first_text(first, "ListID")
+            info.txn_id = _first_text(first, "TxnID")
+            info.edit_sequence = _first_text(first, "EditSequence")
+        out.append(info)
+    return (int(set_status) if set_status not in (None, "") else None), out
+
+
+# --- reconciliation probes -------------------------------------------------------------------------
+
+
+@dataclass
+class Probe:
+    """A query that tells whether an unacknowledged Add landed, and how to recognise the record."""
+
+    query_xml: str
+    key: str  # what is matched (for the audit message)
+    customer: str | None = None  # for transactions: the CustomerRef FullName/ListID that must match
+
+
+_LIST_ADDS = {
+    "CustomerAddRq": ("CustomerQueryRq", "CustomerAdd"),
+    "VendorAddRq": ("VendorQueryRq", "VendorAdd"),
+    "ItemServiceAddRq": ("ItemQueryRq", "ItemServiceAdd"),
+    "ItemNonInventoryAddRq": ("ItemQueryRq", "ItemNonInventoryAdd"),
+    "ItemInventoryAddRq": ("ItemQueryRq", "ItemInventoryAdd"),
+}
+_TXN_ADDS = {
+    "InvoiceAddRq": ("InvoiceQueryRq", "InvoiceAdd"),
+    "SalesOrderAddRq": ("SalesOrderQueryRq", "SalesOrderAdd"),
+    "SalesReceiptAddRq": ("SalesReceiptQueryRq", "SalesReceiptAdd"),
+}
+#: Requests that change nothing, or whose replay QuickBooks itself refuses safely (EditSequence).
+SAFE_TO_RESEND_SUFFIXES = ("QueryRq",)
+EDIT_GUARDED_SUFFIXES = ("ModRq",)
+
+
+def _child(el, name: str):
+    return next((c for c in el if _local(c.tag) == name), None)
+
+
+def probe_for(kind: str, request_xml: str, probe_id: str) -> Probe | None:
+    """Build the probe query for an unacknowledged Add, or None when nothing identifies its result.
+
+    Lists are found by full name (unique in QuickBooks); transactions by RefNumber plus customer,
+    since QuickBooks allows duplicate RefNumbers and only the pair is a useful identity.
+    """
+    root = parse_fragment(request_xml)
+    if kind in _LIST_ADDS:
+        query, agg = _LIST_ADDS[kind]
+        add = _child(root, agg)
+        name = _child(add, "Name") if add is not None else None
+        if name is None or not (name.text or "").strip():
+            return None
+        full = name.text.strip()
+        parent = _child(add, "ParentRef")
+        if parent is not None:
+            parent_name = _child(parent, "FullName")
+            if parent_name is None:
+                return None  # parent given by ListID only: its full name is unknown here
+            full = f"{parent_name.text.strip()}:{full}"
+        return Probe(
+            f"<{query} requestID={quoteattr(probe_id)}><FullName>{escape(full)}</FullName></{query}>",
+            key=f"name {full!r}",
+        )
+    if kind in _TXN_ADDS:
+        query, agg = _TXN_ADDS[kind]
+        add = _child(root, agg)
+        ref = _child(add, "RefNumber") if add is not None else None
+        if ref is None or not (ref.text or "").strip():
+            return None
+        customer = None
+        cref = _child(add, "CustomerRef")
+        if cref is not None:
+            node = _child(cref, "ListID") or _child(cref, "FullName")
+            customer = (node.text or "").strip() if node is not None else None
+        return Probe(
+            f"<{query} requestID={quoteattr(probe_id)}><RefNumber>{escape(ref.text.strip())}</RefNumber>"
+            f"</{query}>",
+            key=f"RefNumber {ref.text.strip()!r}",
+            customer=customer,
+        )
+    return None
+
+
+def probe_match(probe: Probe, rs: RsInfo) -> Any | None:
+    """The Ret element in a probe's response that is the unacknowledged Add's record, if any."""
+    if rs.status_code != 0:
+        return None
+    for ret in rs.rets:
+        if probe.customer is None:
+            return ret
+        cref = _child(ret, "CustomerRef")
+        if cref is None:
+            continue
+        values = {(c.text or "").strip() for c in cref}
+        if probe.customer in values:
+            return ret
+    return None

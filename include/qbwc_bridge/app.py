@@ -1,0 +1,132 @@
+"""The bridge as one ASGI app: SOAP for the Web Connector, REST for DAG tasks, pages for people.
+
+POST /qbwc                          SOAP 1.1 endpoint (every Web Connector method)
+GET  /qbwc?wsdl                     a WSDL of that endpoint
+GET  /qbwc/companies/{name}.qwc     the .qwc file (also /companies/{name}/qwc)
+/api/v1/jobs...                     jobs API (api.py), OpenAPI at /openapi.json, docs at /docs
+GET  /status                        queue per company and last sessions (HTML)
+GET  /health, /healthz              database reachable
+GET  /metrics                       Prometheus text
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from sqlalchemy import text
+
+from erpsync.errors import ConfigError
+from erpsync.qbwc_bridge import api, metrics, soap, status
+from erpsync.qbwc_bridge.config import BridgeSettings, load_settings
+from erpsync.qbwc_bridge.conversation import Conversation
+from erpsync.qbwc_bridge.crud import company_by_name
+from erpsync.qbwc_bridge.db import Store
+from erpsync.qbwc_bridge.qwc import render_qwc
+
+__all__ = ["Bridge", "create_app"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Bridge:
+    settings: BridgeSettings
+    store: Store
+    conversation: Conversation
+
+
+def create_app(settings: BridgeSettings | None = None, *, store: Store | None = None) -> FastAPI:
+    """Build the app. The database must already be migrated (`qbwc-bridge migrate` / `serve --migrate`)."""
+    settings = settings or load_settings()
+    store = store or Store(settings.database_url)
+    bridge = Bridge(settings, store, Conversation(store, settings))
+    app = FastAPI(
+        title="QuickBooks Web Connector bridge",
+        version="0.1.0",
+        description="Jobs API for DAG tasks; the Web Connector itself speaks SOAP at POST /qbwc.",
+    )
+    app.state.bridge = bridge
+    app.include_router(api.router)
+
+    @app.post("/qbwc", include_in_schema=False)
+    async def soap_endpoint(request: Request) -> Response:
+        limit = settings.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            fault = soap.SoapFault(f"request body of {declared} bytes exceeds the {limit} byte limit")
+            return Response(soap.render_fault(fault), status_code=413, media_type="text/xml; charset=utf-8")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                fault = soap.SoapFault(f"request body exceeds the {limit} byte limit")
+                return Response(
+                    soap.render_fault(fault), status_code=413, media_type="text/xml; charset=utf-8"
+                )
+            chunks.append(chunk)
+        code, body = await run_in_threadpool(
+            soap.handle_soap, bridge.conversation, b"".join(chunks), request.headers.get("soapaction", "")
+        )
+        return Response(body, status_code=code, media_type="text/xml; charset=utf-8")
+
+    @app.get("/qbwc", include_in_schema=False)
+    def wsdl_endpoint() -> Response:
+        return Response(soap.wsdl(f"{settings.public_url}/qbwc"), media_type="text/xml; charset=utf-8")
+
+    def _qwc(name: str) -> Response:
+        with store.session() as s:
+            company = company_by_name(session=s, name=name)
+            if company is None:
+                return JSONResponse({"detail": f"no company named {name!r}"}, status_code=404)
+            try:
+                body = render_qwc(company, public_url=settings.public_url, app_name=settings.app_name)
+            except ConfigError as exc:
+                return JSONResponse({"detail": exc.message, "where": exc.where}, status_code=409)
+        safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+        return Response(
+            body,
+            media_type="application/x-qwc",
+            headers={"Content-Disposition": f'attachment; filename="{safe}.qwc"'},
+        )
+
+    @app.get("/qbwc/companies/{name}.qwc", tags=["companies"])
+    def qwc_file(name: str) -> Response:
+        return _qwc(name)
+
+    @app.get("/companies/{name}/qwc", tags=["companies"])
+    def qwc_file_alias(name: str) -> Response:
+        return _qwc(name)
+
+    @app.get("/status", response_class=HTMLResponse, tags=["operations"])
+    def status_page() -> HTMLResponse:
+        with store.session() as s:
+            return HTMLResponse(status.render_status(s))
+
+    def _health() -> JSONResponse:
+        try:
+            with store.session() as s:
+                s.execute(text("SELECT 1"))
+        except Exception as exc:
+            log.error("health check failed: %s", type(exc).__name__)
+            return JSONResponse({"status": "error", "database": "unreachable"}, status_code=503)
+        return JSONResponse({"status": "ok", "database": store.engine.dialect.name})
+
+    @app.get("/health", tags=["operations"])
+    def health() -> JSONResponse:
+        return _health()
+
+    @app.get("/healthz", tags=["operations"])
+    def healthz() -> JSONResponse:
+        return _health()
+
+    @app.get("/metrics", response_class=PlainTextResponse, tags=["operations"])
+    def metrics_endpoint() -> PlainTextResponse:
+        with store.session() as s:
+            body = metrics.render(status.gauges(s))
+        return PlainTextResponse(body, media_type="text/plain; version=0.0.4")
+
+    return app

@@ -1,0 +1,606 @@
+"""What the bridge says to the Web Connector, call by call, with all state kept in the store.
+
+`soap.py` parses envelopes and renders replies; this module decides. Each method loads the ticket,
+acts, and commits before it returns, so any replica can answer the next call of the same session.
+
+Never posting twice rests on three rules:
+
+1. Every work document carries a fresh `newMessageSetID`, and the exchange row (state `sent`, with its
+   requests marked `sent`) is committed *before* the document is returned to the Web Connector.
+2. An exchange whose answer never arrived (a second sendRequestXML, connectionError, closeConnection,
+   or a new authenticate while it is outstanding, or a bridge crash) becomes `lost`.
+3. Before any new work, a lost exchange is reconciled: one recovery document asks QuickBooks about the
+   old message set (`oldMessageSetID`) and carries a probe query for each unacknowledged Add (by name
+   for list objects, by RefNumber plus customer for transactions). A stored answer or a found record
+   settles the request without resending it; "not found" makes it safe to send again; an Add with
+   nothing to probe is reported failed rather than risk a duplicate. Queries are simply resent, Mods
+   are resent because EditSequence makes a replay fail (3200) instead of applying twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import secrets
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from erpsync.qbwc_bridge import _qbxml
+from erpsync.qbwc_bridge.config import BridgeSettings
+from erpsync.qbwc_bridge.crud import company_by_username
+from erpsync.qbwc_bridge.db import Store
+from erpsync.qbwc_bridge.jobs import ACTIVE_REQUEST_STATES, expire_jobs, settle_jobs
+from erpsync.qbwc_bridge.models import Company, Exchange, Job, JobRequest, Ticket
+from erpsync.qbwc_bridge.passwords import hash_password, verify_password
+
+__all__ = ["SERVER_VERSION", "Conversation"]
+
+log = logging.getLogger(__name__)
+
+SERVER_VERSION = "erpsync qbwc-bridge 0.1"
+#: Transient QuickBooks answers the bridge resends by itself, up to MAX_ATTEMPTS sends in all.
+MAX_ATTEMPTS = 3
+_TRANSIENT_CODES = {1000, 1010}
+_LOCK_CODES = {3170, 3175, 3176, 3180}
+_LOCK_TEXTS = ("in use", "locked", "lock", "modified by another user", "busy")
+_PARSE_HRESULT = "0x80040400"
+_DUMMY_HASH = hash_password("timing-equaliser")  # verify against it for unknown users: same cost
+
+
+def _now() -> float:
+    return time.time()
+
+
+def _message_set_id() -> str:
+    return secrets.token_hex(11)  # 22 characters; QuickBooks allows 23
+
+
+@dataclass
+class _Outcome:
+    ok: int = 0
+    failed: int = 0
+
+
+class Conversation:
+    """One object per bridge process; every call is a short transaction on the store."""
+
+    def __init__(self, store: Store, settings: BridgeSettings):
+        self.store = store
+        self.settings = settings
+
+    # -- helpers ------------------------------------------------------------------------------------
+
+    def _ticket(self, s: Session, ticket: str) -> Ticket | None:
+        if not ticket:
+            return None
+        stmt = select(Ticket).where(Ticket.ticket == ticket)
+        if self.store.is_postgres:
+            stmt = stmt.with_for_update()
+        t = s.scalar(stmt)
+        if t is None or t.state != "open" or t.expires_at < _now():
+            return None
+        t.expires_at = _now() + self.settings.ticket_ttl_seconds  # sliding: long runs stay valid
+        return t
+
+    def _mark_lost(self, s: Session, exchange_id: int | None) -> None:
+        """The answer to this exchange will never come: its writes must be reconciled before a resend."""
+        if exchange_id is None:
+            return
+        ex = s.get(Exchange, exchange_id)
+        if ex is None or ex.state != "sent":
+            return
+        if ex.kind == "recovery":
+            # A recovery document only queries; the exchange it was reconciling is still unresolved.
+            ex.state = "lost"
+            meta = json.loads(ex.probes or "{}")
+            target = s.get(Exchange, meta.get("lost_exchange"))
+            if target is not None and target.state == "recovering":
+                target.state = "lost"
+            return
+        ex.state = "lost"
+        s.execute(
+            update(JobRequest)
+            .where(JobRequest.exchange_id == ex.id, JobRequest.state == "sent")
+            .values(state="lost", updated_at=_now())
+        )
+        log.warning(
+            "exchange %s (message set %s) was not acknowledged; it will be reconciled",
+            ex.id,
+            ex.message_set_id,
+        )
+
+    def record_error(self, ticket: str, message: str) -> None:
+        """Keep `message` for getLastError (used by the SOAP error boundary)."""
+        with self.store.session() as s:
+            t = s.get(Ticket, ticket) if ticket else None
+            if t is not None:
+                t.last_error = message[:2000]
+
+    # -- the Web Connector methods ------------------------------------------------------------------
+
+    def server_version(self) -> str:
+        return SERVER_VERSION
+
+    def client_version(self, version: str) -> str:
+        """Warn (never refuse) clients older than 2.1.0.30, the version QbSync also warns below."""
+        parts = [int(p) for p in re.findall(r"\d+", version or "")[:4]]
+        if parts and parts < [2, 1, 0, 30]:
+            return f"W:This bridge is tested with Web Connector 2.1.0.30 or later; you run {version}."
+        return ""
+
+    def authenticate(self, username: str, password: str) -> list[str]:
+        """[ticket, ""|company file|"none"|"nvu", postpone seconds, minimum run interval seconds]."""
+        min_run = str(self.settings.min_run_every_seconds) if self.settings.min_run_every_seconds else ""
+        with self.store.session() as s:
+            company = company_by_username(session=s, username=username or "")
+            ok = verify_password(password or "", company.password_hash if company else _DUMMY_HASH)
+            if company is None or not ok:
+                log.warning("authenticate refused for user %r", (username or "")[:100])
+                return ["", "nvu", "", ""]
+            now = _now()
+            # A new session while an older one is open means the older one died: whatever it sent and
+            # never had acknowledged is now unknown and must be reconciled.
+            for old in s.scalars(
+                select(Ticket).where(Ticket.company_id == company.id, Ticket.state == "open")
+            ):
+                self._mark_lost(s, old.pending_exchange_id)
+                old.state, old.closed_at, old.pending_exchange_id = "superseded", now, None
+            s.flush()
+            expire_jobs(session=s, company_id=company.id, now=now)
+            outstanding = self._outstanding(s, company.id)
+            ticket = secrets.token_urlsafe(24)
+            s.add(
+                Ticket(
+                    ticket=ticket,
+                    company_id=company.id,
+                    state="open" if outstanding else "idle",
+                    created_at=now,
+                    expires_at=now + self.settings.ticket_ttl_seconds,
+                    closed_at=None if outstanding else now,
+                    baseline=outstanding,
+                    exchanges=0,
+                    requests_ok=0,
+                    requests_failed=0,
+                    reconciled=0,
+                )
+            )
+            if not outstanding:
+                return [ticket, "none", "", min_run]
+            return [ticket, company.company_file or "", "", min_run]
+
+    def _outstanding(self, s: Session, company_id: int) -> int:
+        return s.scalar(
+            select(func.count(JobRequest.id)).where(
+                JobRequest.company_id == company_id, JobRequest.state.in_(ACTIVE_REQUEST_STATES)
+            )
+        )
+
+    def send_request_xml(
+        self, ticket: str, hcp_response: str, company_file: str, country: str, major: str, minor: str
+    ) -> str:
+        """Return the next qbXML document, or "" (getLastError follows) when there is none."""
+        with self.store.session() as s:
+            t = self._ticket(s, ticket)
+            if t is None:
+                return ""
+            if hcp_response:
+                t.hcp_response = hcp_response[:1_000_000]
+            t.country = (country or t.country or "US")[:4]
+            t.qbxml_version = self._version(major, minor, t.qbxml_version)
+            if t.pending_exchange_id is not None:
+                # sendRequestXML twice in a row: the answer to the previous document was lost.
+                self._mark_lost(s, t.pending_exchange_id)
+                t.pending_exchange_id = None
+            doc = self._recovery_document(s, t) or self._work_document(s, t)
+            if doc is None:
+                t.last_error = "Nothing left to send: every queued request has been answered."
+                return ""
+            return doc
+
+    def _version(self, major: str, minor: str, current: str | None) -> str:
+        ours = tuple(int(x) for x in self.settings.qbxml_version.split("."))
+        try:
+            theirs = (int(major), int(minor or 0))
+        except (TypeError, ValueError):
+            return current or self.settings.qbxml_version
+        low = min(ours, theirs)
+        return f"{low[0]}.{low[1]}"
+
+    def _new_exchange(self, s: Session, t: Ticket, *, kind: str, count: int, size: int, **extra) -> Exchange:
+        ex = Exchange(
+            company_id=t.company_id,
+            ticket=t.ticket,
+            message_set_id=_message_set_id(),
+            kind=kind,
+            state="sent",
+            request_count=count,
+            size_bytes=size,
+            created_at=_now(),
+            **extra,
+        )
+        s.add(ex)
+        s.flush()
+        t.pending_exchange_id = ex.id
+        t.exchanges += 1
+        return ex
+
+    def _recovery_document(self, s: Session, t: Ticket) -> str | None:
+        lost = s.scalar(
+            select(Exchange)
+            .where(Exchange.company_id == t.company_id, Exchange.state == "lost", Exchange.kind == "work")
+            .order_by(Exchange.id)
+        )
+        if lost is None:
+            return None
+        requests = list(
+            s.scalars(select(JobRequest).where(JobRequest.exchange_id == lost.id, JobRequest.state == "lost"))
+        )
+        probes: dict[str, int] = {}
+        unprobed: list[int] = []
+        parts: list[str] = []
+        now = _now()
+        for jr in requests:
+            if jr.kind.endswith(_qbxml.SAFE_TO_RESEND_SUFFIXES) or jr.kind.endswith(
+                _qbxml.EDIT_GUARDED_SUFFIXES
+            ):
+                continue  # settled from the stored answer if QuickBooks has one, else resent
+            probe = _qbxml.probe_for(jr.kind, jr.request_xml, f"probe.{jr.id}")
+            if probe is None:
+                unprobed.append(jr.id)
+            else:
+                probes[f"probe.{jr.id}"] = jr.id
+                parts.append(probe.query_xml)
+        meta = {"lost_exchange": lost.id, "probes": probes, "unprobed": unprobed}
+        # No newMessageSetID here: QuickBooks keeps one recovery record, and it must stay the lost one's.
+        doc = _qbxml.envelope(
+            parts,
+            old_message_set_id=lost.message_set_id,
+            version=t.qbxml_version or self.settings.qbxml_version,
+        )
+        self._new_exchange(
+            s,
+            t,
+            kind="recovery",
+            count=len(parts),
+            size=len(doc),
+            old_message_set_id=lost.message_set_id,
+            probes=json.dumps(meta),
+        )
+        lost.state = "recovering"
+        lost.acked_at = now
+        return doc
+
+    def _work_document(self, s: Session, t: Ticket) -> str | None:
+        cfg = self.settings
+        rows = list(
+            s.scalars(
+                select(JobRequest)
+                .where(JobRequest.company_id == t.company_id, JobRequest.state == "pending")
+                .order_by(JobRequest.id)
+                .limit(cfg.max_batch_requests)
+            )
+        )
+        if not rows:
+            return None
+        job_modes = dict(
+            s.execute(select(Job.id, Job.on_error).where(Job.id.in_({r.job_id for r in rows}))).all()
+        )
+        first_mode = job_modes[rows[0].job_id]
+        picked: list[JobRequest] = []
+        parts: list[str] = []
+        size = 0
+        for jr in rows:
+            if picked and (jr.solo or picked[0].solo):
+                break
+            # stopOnError applies to the whole document, so a stop-job travels alone.
+            if first_mode == "stop" and jr.job_id != rows[0].job_id:
+                break
+            if first_mode == "continue" and job_modes[jr.job_id] == "stop":
+                break
+            iterator = iterator_id = None
+            if jr.kind.endswith("QueryRq") and (jr.iterator_id or "iterator" in jr.request_xml):
+                if jr.iterator_id and jr.iterator_ticket == t.ticket:
+                    iterator, iterator_id = "Continue", jr.iterator_id
+                elif (
+                    jr.iterator_id
+                    or 'iterator="Start"' in jr.request_xml
+                    or "iterator='Start'" in jr.request_xml
+                ):
+                    # An iterator lives inside one QuickBooks session: start over in a new one.
+                    iterator = "Start"
+                    jr.iterator_id, jr.response_xml, jr.record_count = None, None, 0
+            xml = _qbxml.retag(
+                jr.request_xml, request_id=jr.qb_request_id, iterator=iterator, iterator_id=iterator_id
+            )
+            if picked and size + len(xml) > cfg.max_batch_bytes:
+                break
+            picked.append(jr)
+            parts.append(xml)
+            size += len(xml)
+        ex = self._new_exchange(s, t, kind="work", count=len(picked), size=size)
+        doc = _qbxml.envelope(
+            parts,
+            on_error="stopOnError" if first_mode == "stop" else "continueOnError",
+            new_message_set_id=ex.message_set_id,
+            version=t.qbxml_version or cfg.qbxml_version,
+        )
+        ex.size_bytes = len(doc)
+        now = _now()
+        ids = [jr.id for jr in picked]
+        s.execute(
+            update(JobRequest)
+            .where(JobRequest.id.in_(ids))
+            .values(state="sent", exchange_id=ex.id, attempts=JobRequest.attempts + 1, updated_at=now)
+        )
+        for jr in picked:
+            if jr.iterator_id is None and jr.kind.endswith("QueryRq"):
+                jr.iterator_ticket = t.ticket
+        s.execute(
+            update(Job)
+            .where(Job.id.in_({jr.job_id for jr in picked}), Job.state == "queued")
+            .values(state="in_progress", updated_at=now)
+        )
+        if cfg.debug_qbxml:
+            log.debug("sendRequestXML ticket=%s document=%s", t.ticket[:8], doc)
+        return doc
+
+    def receive_response_xml(self, ticket: str, response: str, hresult: str, message: str) -> int:
+        """Store the answers; return percent done (100 = finished, negative = see getLastError)."""
+        with self.store.session() as s:
+            t = self._ticket(s, ticket)
+            if t is None:
+                return -1
+            ex = s.get(Exchange, t.pending_exchange_id) if t.pending_exchange_id else None
+            t.pending_exchange_id = None
+            if ex is None or ex.state != "sent":
+                t.last_error = "receiveResponseXML without a matching sendRequestXML; the answer was ignored."
+                return -1
+            ex.acked_at = _now()
+            if not response and hresult:
+                return self._hresult(s, t, ex, hresult, message)
+            try:
+                set_status, answers = _qbxml.parse_response_doc(response or "")
+            except Exception as exc:  # unusable answer: treat like a lost one, reconcile next time
+                self._mark_lost(s, ex.id)
+                t.last_error = f"QuickBooks response could not be read ({exc}); it will be reconciled."
+                return -1
+            if ex.kind == "recovery":
+                outcome = self._apply_recovery(s, t, ex, set_status, answers)
+            else:
+                outcome = self._apply_work(s, t, ex, answers)
+                ex.state = "acked"
+            t.requests_ok += outcome.ok
+            t.requests_failed += outcome.failed
+            return self._percent(s, t)
+
+    def _percent(self, s: Session, t: Ticket) -> int:
+        left = self._outstanding(s, t.company_id)
+        if not left:
+            return 100
+        done = t.requests_ok + t.requests_failed + t.reconciled
+        return max(1, min(99, done * 100 // max(1, done + left)))
+
+    def _hresult(self, s: Session, t: Ticket, ex: Exchange, hresult: str, message: str) -> int:
+        text = f"QuickBooks could not process the document ({hresult}): {message}"
+        t.last_error = text
+        if ex.kind == "recovery":
+            ex.state = "lost"
+            meta = json.loads(ex.probes or "{}")
+            target = s.get(Exchange, meta.get("lost_exchange"))
+            if target is not None:
+                target.state = "lost"
+            return -1
+        if hresult.lower() != _PARSE_HRESULT:
+            # Not a parse error: QuickBooks may have applied part of the batch. Reconcile, never assume.
+            ex.state = "sent"
+            self._mark_lost(s, ex.id)
+            return -1
+        ex.state = "acked"
+        requests = list(s.scalars(select(JobRequest).where(JobRequest.exchange_id == ex.id)))
+        now = _now()
+        if len(requests) > 1:
+            # A parse error rejects the whole document before anything runs: isolate the culprit.
+            for jr in requests:
+                jr.state, jr.solo, jr.updated_at = "pending", True, now
+                jr.attempts -= 1
+            t.last_error = None
+            return self._percent(s, t)
+        for jr in requests:
+            jr.state, jr.status_message, jr.updated_at = "failed", text, now
+            jr.status_severity = "Error"
+        t.requests_failed += len(requests)
+        settle_jobs(session=s, job_ids={jr.job_id for jr in requests})
+        return self._percent(s, t)
+
+    def _store_answer(self, jr: JobRequest, rs: _qbxml.RsInfo, ticket: str) -> str:
+        """Apply one *Rs to its request; return "ok", "failed" or "more" (iterator pages left)."""
+        from lxml import etree
+
+        now = _now()
+        jr.updated_at = now
+        jr.status_code, jr.status_severity, jr.status_message = rs.status_code, rs.severity, rs.message
+        failed = rs.status_code >= 1000 or rs.severity == "Error"
+        if not failed and jr.iterator_id and jr.response_xml:
+            # A later page: gather its records into the first page's response.
+            merged = _qbxml.parse_fragment(jr.response_xml, max_bytes=512_000_000)
+            for ret in rs.rets:
+                merged.append(ret)
+            merged.set("iteratorRemainingCount", str(rs.remaining))
+            jr.response_xml = etree.tostring(merged, encoding="unicode")
+        else:
+            jr.response_xml = rs.xml
+            jr.list_id, jr.txn_id, jr.edit_sequence = rs.list_id, rs.txn_id, rs.edit_sequence
+        if not failed:
+            jr.record_count = (jr.record_count or 0) + len(rs.rets)
+        if not failed and rs.remaining > 0 and rs.iterator_id:
+            jr.state, jr.iterator_id, jr.iterator_ticket = "pending", rs.iterator_id, ticket
+            return "more"
+        if failed and self._transient(rs) and jr.attempts < MAX_ATTEMPTS:
+            jr.state = "pending"
+            return "more"
+        jr.state = "failed" if failed else "done"
+        jr.iterator_id = None
+        return "failed" if failed else "ok"
+
+    @staticmethod
+    def _transient(rs: _qbxml.RsInfo) -> bool:
+        if rs.status_code in _TRANSIENT_CODES:
+            return True
+        text = (rs.message or "").lower()
+        return rs.status_code in _LOCK_CODES and any(word in text for word in _LOCK_TEXTS)
+
+    def _apply_work(self, s: Session, t: Ticket, ex: Exchange, answers: list[_qbxml.RsInfo]) -> _Outcome:
+        requests = {
+            jr.qb_request_id: jr
+            for jr in s.scalars(select(JobRequest).where(JobRequest.exchange_id == ex.id))
+        }
+        out = _Outcome()
+        stopped: dict[str, str] = {}
+        for rs in answers:
+            jr = requests.get(rs.request_id)
+            if jr is None or jr.state != "sent":
+                continue
+            result = self._store_answer(jr, rs, t.ticket)
+            if result == "ok":
+                out.ok += 1
+            elif result == "failed":
+                out.failed += 1
+                stopped.setdefault(jr.job_id, f"not run: request {jr.position} failed ({rs.status_code})")
+        job_modes = dict(
+            s.execute(
+                select(Job.id, Job.on_error).where(Job.id.in_({r.job_id for r in requests.values()}))
+            ).all()
+        )
+        now = _now()
+        for jr in requests.values():
+            if jr.state != "sent":
+                continue
+            # No answer for it in a document QuickBooks did answer: with stopOnError it was skipped.
+            reason = stopped.get(jr.job_id, "QuickBooks returned no response for this requestID")
+            jr.state, jr.status_message, jr.status_severity, jr.updated_at = "failed", reason, "Error", now
+            out.failed += 1
+        for job_id, reason in stopped.items():
+            if job_modes.get(job_id) == "stop":
+                n = s.execute(
+                    update(JobRequest)
+                    .where(JobRequest.job_id == job_id, JobRequest.state == "pending")
+                    .values(state="failed", status_message=reason, status_severity="Error", updated_at=now)
+                ).rowcount
+                out.failed += n or 0
+        settle_jobs(session=s, job_ids={jr.job_id for jr in requests.values()})
+        return out
+
+    def _apply_recovery(
+        self, s: Session, t: Ticket, ex: Exchange, set_status: int | None, answers: list[_qbxml.RsInfo]
+    ) -> _Outcome:
+        meta = json.loads(ex.probes or "{}")
+        lost = s.get(Exchange, meta["lost_exchange"])
+        requests = {
+            jr.qb_request_id: jr
+            for jr in s.scalars(
+                select(JobRequest).where(JobRequest.exchange_id == lost.id, JobRequest.state == "lost")
+            )
+        }
+        by_id = {jr.id: jr for jr in requests.values()}
+        out = _Outcome()
+        now = _now()
+        settled: set[int] = set()
+        # 1. QuickBooks' own record of the lost message set (error recovery), if it kept one.
+        for rs in answers:
+            jr = requests.get(rs.request_id)
+            if jr is None:
+                continue
+            jr.state = "sent"
+            result = self._store_answer(jr, rs, t.ticket)
+            settled.add(jr.id)
+            out.ok += result == "ok"
+            out.failed += result == "failed"
+        # 2. Probe answers for Adds QuickBooks' record did not settle.
+        probe_rs = {rs.request_id: rs for rs in answers}
+        for probe_rid, jr_id in meta.get("probes", {}).items():
+            jr = by_id.get(jr_id)
+            if jr is None or jr.id in settled:
+                continue
+            rs = probe_rs.get(probe_rid)
+            probe = _qbxml.probe_for(jr.kind, jr.request_xml, probe_rid)
+            if rs is None or probe is None:
+                continue  # no answer for the probe: stays lost, the next session asks again
+            ret = _qbxml.probe_match(probe, rs)
+            settled.add(jr.id)
+            if ret is not None:
+                from lxml import etree
+
+                jr.state, jr.status_code, jr.status_severity = "done", 0, "Info"
+                jr.status_message = f"reconciled: the unacknowledged request had been applied; found by {probe.key}, not resent"
+                jr.list_id = _qbxml._first_text(ret, "ListID")
+                jr.txn_id = _qbxml._first_text(ret, "TxnID")
+                jr.edit_sequence = _qbxml._first_text(ret, "EditSequence")
+                jr.response_xml = etree.tostring(ret, encoding="unicode")
+                jr.record_count = 1
+                t.reconciled += 1
+            else:
+                jr.state = "pending"  # provably not in QuickBooks: safe to send again
+            jr.updated_at = now
+        # 3. Whatever is left: resend what is replay-safe, fail what cannot be verified.
+        for jr in by_id.values():
+            if jr.id in settled or jr.state != "lost":
+                continue
+            if jr.id in meta.get("unprobed", []):
+                jr.state, jr.status_severity = "failed", "Error"
+                jr.status_message = (
+                    "sent to QuickBooks but never acknowledged, and nothing identifies its result "
+                    "(no name/RefNumber): not resent to avoid a duplicate; check QuickBooks"
+                )
+                out.failed += 1
+            elif jr.id in meta.get("probes", {}).values():
+                continue  # its probe got no answer: ask again next session
+            else:
+                jr.state = "pending"
+            jr.updated_at = now
+        still_lost = any(jr.state == "lost" for jr in by_id.values())
+        lost.state = "lost" if still_lost else "reconciled"
+        ex.state = "acked"
+        settle_jobs(session=s, job_ids={jr.job_id for jr in by_id.values()})
+        return out
+
+    def get_last_error(self, ticket: str) -> str:
+        with self.store.session() as s:
+            t = s.get(Ticket, ticket) if ticket else None
+            if t is None:
+                return "Invalid or expired ticket: authenticate again."
+            return t.last_error or "No error recorded for this session."
+
+    def connection_error(self, ticket: str, hresult: str, message: str) -> str:
+        """QuickBooks could not be opened: record why and give up for this run ("done")."""
+        with self.store.session() as s:
+            t = s.get(Ticket, ticket) if ticket else None
+            if t is not None:
+                t.last_error = f"QuickBooks could not be opened ({hresult or 'no HRESULT'}): {message or ''}"[
+                    :2000
+                ]
+                self._mark_lost(s, t.pending_exchange_id)
+                t.pending_exchange_id = None
+        return "done"
+
+    def close_connection(self, ticket: str) -> str:
+        with self.store.session() as s:
+            t = s.get(Ticket, ticket) if ticket else None
+            if t is None:
+                return "Invalid or expired ticket."
+            self._mark_lost(s, t.pending_exchange_id)
+            t.pending_exchange_id = None
+            if t.state == "open":
+                t.state = "closed"
+            t.closed_at = _now()
+            text = f"OK: {t.requests_ok} succeeded, {t.requests_failed} failed"
+            if t.reconciled:
+                text += f", {t.reconciled} reconciled"
+            return text
+
+    def session_company(self, s: Session, ticket: str) -> Company | None:
+        t = s.get(Ticket, ticket)
+        return s.get(Company, t.company_id) if t and t.company_id else None

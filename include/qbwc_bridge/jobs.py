@@ -1,0 +1,321 @@
+"""The job queue: enqueue (validated, idempotent, bounded), read back, cancel, expire, settle states.
+
+A job is an ordered list of qbXML requests for one company. Each request becomes a `JobRequest` row
+with a bridge-assigned requestID, so results route back whatever else shares the exchange.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.orm import Session
+
+from erpsync.errors import ConfigError, FatalSourceError, RateLimitedError, RecordError
+from erpsync.qbwc_bridge import _qbxml
+from erpsync.qbwc_bridge.crud import company_by_name
+from erpsync.qbwc_bridge.models import Company, Job, JobRequest
+
+__all__ = [
+    "ACTIVE_REQUEST_STATES",
+    "TERMINAL_JOB_STATES",
+    "InvalidRequests",
+    "JobConflict",
+    "QueueFull",
+    "UnknownCompany",
+    "UnknownJob",
+    "cancel_job",
+    "enqueue",
+    "expire_jobs",
+    "get_job",
+    "job_view",
+    "list_jobs",
+    "settle_jobs",
+]
+
+TERMINAL_JOB_STATES = frozenset({"completed", "failed", "cancelled", "expired"})
+#: Requests still owed an answer: waiting, on the wire, or sent and not acknowledged.
+ACTIVE_REQUEST_STATES = ("pending", "sent", "lost")
+
+
+class UnknownCompany(ConfigError):
+    """No company file with that name is registered."""
+
+
+class UnknownJob(FatalSourceError):
+    """No job with that id."""
+
+
+class JobConflict(FatalSourceError):
+    """The idempotency key was used before with a different body, or the job can no longer change."""
+
+
+class QueueFull(RateLimitedError):
+    """The company's queue holds as many requests as allowed; retry after the Web Connector drains it."""
+
+
+class InvalidRequests(RecordError):
+    """One or more requests failed validation; `details["errors"]` lists index, field and message."""
+
+
+def _now() -> float:
+    return time.time()
+
+
+def _body_hash(company: str, requests: list[str], on_error: str) -> str:
+    return hashlib.sha256(json.dumps([company, requests, on_error]).encode()).hexdigest()
+
+
+def _validate(requests: list[str]) -> list[dict[str, Any]]:
+    """Return [(index, kind, caller requestID)] or raise InvalidRequests naming every bad request."""
+    errors, parsed = [], []
+    for index, xml in enumerate(requests):
+        try:
+            if not isinstance(xml, str) or not xml.strip():
+                raise _qbxml.BadRequestXml("empty request; expected one qbXML request element")
+            kind, caller_rid = _qbxml.inspect_request(xml)
+            if caller_rid is not None and len(caller_rid) > _qbxml.MAX_REQUEST_ID:
+                raise _qbxml.BadRequestXml(
+                    f"requestID is {len(caller_rid)} characters, QuickBooks allows {_qbxml.MAX_REQUEST_ID}"
+                )
+            _qbxml.validate_with_library(xml)
+            parsed.append({"index": index, "kind": kind, "caller_request_id": caller_rid})
+        except RecordError as exc:
+            field = exc.details.get("field") or exc.where or getattr(exc, "field", None)
+            errors.append({"index": index, "field": field, "message": exc.message})
+    if errors:
+        first = errors[0]
+        raise InvalidRequests(
+            f"{len(errors)} of {len(requests)} requests are invalid; first: request {first['index']}"
+            f"{' field ' + str(first['field']) if first['field'] else ''}: {first['message']}",
+            where="requests",
+            details={"errors": errors},
+        )
+    return parsed
+
+
+def enqueue(
+    *,
+    session: Session,
+    company: str,
+    requests: list[str],
+    on_error: str = "continue",
+    idempotency_key: str | None = None,
+    max_queued: int,
+    max_per_job: int,
+    ttl_seconds: float,
+) -> tuple[Job, bool]:
+    """Queue a job; return (job, created). The same idempotency key returns the existing job."""
+    if on_error not in {"continue", "stop"}:
+        raise InvalidRequests("on_error must be 'continue' or 'stop'", where="on_error")
+    if not isinstance(requests, list) or not requests:
+        raise InvalidRequests("requests must be a non-empty list of qbXML request elements", where="requests")
+    if len(requests) > max_per_job:
+        raise InvalidRequests(
+            f"{len(requests)} requests in one job; at most {max_per_job} are allowed", where="requests"
+        )
+    found = company_by_name(session=session, name=company)
+    if found is None:
+        raise UnknownCompany(f"no company named {company!r} is registered with the bridge", where="company")
+    body_hash = _body_hash(company, requests, on_error)
+    if idempotency_key:
+        existing = session.scalar(
+            select(Job).where(Job.company_id == found.id, Job.idempotency_key == idempotency_key)
+        )
+        if existing is not None:
+            if existing.body_hash != body_hash:
+                raise JobConflict(
+                    f"Idempotency-Key {idempotency_key!r} was used for a different job ({existing.id})",
+                    where="Idempotency-Key",
+                )
+            return existing, False
+    parsed = _validate(requests)
+    queued = session.scalar(
+        select(func.count(JobRequest.id)).where(
+            JobRequest.company_id == found.id, JobRequest.state.in_(ACTIVE_REQUEST_STATES)
+        )
+    )
+    if queued + len(requests) > max_queued:
+        raise QueueFull(
+            f"company {company!r} already has {queued} requests queued (limit {max_queued})",
+            retry_after=60,
+        )
+    now = _now()
+    job = Job(
+        id=uuid.uuid4().hex,
+        company_id=found.id,
+        idempotency_key=idempotency_key or None,
+        body_hash=body_hash,
+        state="queued",
+        on_error=on_error,
+        request_count=len(requests),
+        created_at=now,
+        updated_at=now,
+        expires_at=now + ttl_seconds,
+    )
+    session.add(job)
+    session.flush()
+    short = job.id[:20]
+    session.execute(
+        insert(JobRequest),
+        [
+            {
+                "job_id": job.id,
+                "company_id": found.id,
+                "position": p["index"],
+                "kind": p["kind"],
+                "request_xml": requests[p["index"]],
+                "caller_request_id": p["caller_request_id"],
+                "qb_request_id": f"{short}.{p['index']}",
+                "state": "pending",
+                "record_count": 0,
+                "attempts": 0,
+                "solo": False,
+                "updated_at": now,
+            }
+            for p in parsed
+        ],
+    )
+    return job, True
+
+
+def get_job(*, session: Session, job_id: str) -> Job:
+    job = session.get(Job, job_id)
+    if job is None:
+        raise UnknownJob(f"no job {job_id!r}", where="job_id")
+    return job
+
+
+def _result(jr: JobRequest) -> dict[str, Any]:
+    return {
+        "index": jr.position,
+        "request_id": jr.caller_request_id or jr.qb_request_id,
+        "kind": jr.kind,
+        "state": jr.state,
+        "status_code": jr.status_code,
+        "status_severity": jr.status_severity,
+        "status_message": jr.status_message,
+        "list_id": jr.list_id,
+        "txn_id": jr.txn_id,
+        "edit_sequence": jr.edit_sequence,
+        "record_count": jr.record_count,
+        "response_xml": jr.response_xml,
+    }
+
+
+def job_view(*, session: Session, job: Job, with_results: bool = True) -> dict[str, Any]:
+    """The job as the API returns it (the hook relies on these names)."""
+    company = session.get(Company, job.company_id)
+    counts: dict[str, int] = dict(
+        session.execute(
+            select(JobRequest.state, func.count())
+            .where(JobRequest.job_id == job.id)
+            .group_by(JobRequest.state)
+        ).all()
+    )
+    view: dict[str, Any] = {
+        "id": job.id,
+        "company": company.name if company else None,
+        "state": job.state,
+        "on_error": job.on_error,
+        "idempotency_key": job.idempotency_key,
+        "request_count": job.request_count,
+        "counts": {s: counts.get(s, 0) for s in ("pending", "sent", "lost", "done", "failed", "cancelled")},
+        "created_at": job.created_at,
+        "updated_at": job.updated_at,
+        "expires_at": job.expires_at,
+        "finished_at": job.finished_at,
+        "error": job.error,
+    }
+    if with_results:
+        rows = session.scalars(
+            select(JobRequest).where(JobRequest.job_id == job.id).order_by(JobRequest.position)
+        )
+        view["results"] = [_result(r) for r in rows]
+    return view
+
+
+def list_jobs(
+    *, session: Session, company: str | None = None, state: str | None = None, limit: int = 100
+) -> list[Job]:
+    stmt = select(Job).order_by(Job.created_at.desc()).limit(max(1, min(limit, 1000)))
+    if company:
+        found = company_by_name(session=session, name=company)
+        if found is None:
+            raise UnknownCompany(f"no company named {company!r}", where="company")
+        stmt = stmt.where(Job.company_id == found.id)
+    if state:
+        stmt = stmt.where(Job.state == state)
+    return list(session.scalars(stmt))
+
+
+def cancel_job(*, session: Session, job_id: str) -> Job:
+    """Cancel what has not been sent yet; requests already on the wire still report their outcome."""
+    job = get_job(session=session, job_id=job_id)
+    if job.state in TERMINAL_JOB_STATES:
+        raise JobConflict(f"job {job_id} is already {job.state}", where="job_id")
+    now = _now()
+    session.execute(
+        update(JobRequest)
+        .where(JobRequest.job_id == job.id, JobRequest.state == "pending")
+        .values(state="cancelled", status_message="cancelled before it was sent", updated_at=now)
+    )
+    job.state, job.updated_at, job.finished_at = "cancelled", now, now
+    return job
+
+
+def expire_jobs(*, session: Session, company_id: int | None = None, now: float | None = None) -> int:
+    """Mark unfinished jobs past their deadline expired; their unsent requests are dropped."""
+    now = now or _now()
+    stmt = select(Job).where(Job.state.in_(("queued", "in_progress")), Job.expires_at < now)
+    if company_id is not None:
+        stmt = stmt.where(Job.company_id == company_id)
+    jobs = list(session.scalars(stmt))
+    for job in jobs:
+        session.execute(
+            update(JobRequest)
+            .where(JobRequest.job_id == job.id, JobRequest.state == "pending")
+            .values(
+                state="cancelled",
+                status_message="expired: no Web Connector session sent it in time",
+                updated_at=now,
+            )
+        )
+        job.state, job.updated_at, job.finished_at = "expired", now, now
+        job.error = "the job expired before the Web Connector sent all of its requests"
+    return len(jobs)
+
+
+def settle_jobs(*, session: Session, job_ids: set[str]) -> None:
+    """Recompute the state of `job_ids` from their requests (after an exchange changed them)."""
+    now = _now()
+    for job_id in job_ids:
+        job = session.get(Job, job_id)
+        if job is None or job.state in {"cancelled", "expired"}:
+            continue
+        counts = dict(
+            session.execute(
+                select(JobRequest.state, func.count())
+                .where(JobRequest.job_id == job_id)
+                .group_by(JobRequest.state)
+            ).all()
+        )
+        active = sum(counts.get(s, 0) for s in ACTIVE_REQUEST_STATES)
+        if active:
+            touched = (
+                counts.get("done", 0)
+                + counts.get("failed", 0)
+                + counts.get("sent", 0)
+                + counts.get("lost", 0)
+            )
+            job.state = "in_progress" if touched else job.state
+        elif counts.get("failed", 0):
+            job.state, job.finished_at = "failed", now
+            job.error = f"{counts['failed']} of {job.request_count} requests failed"
+        else:
+            job.state, job.finished_at = "completed", now
+        job.updated_at = now

@@ -1,0 +1,52 @@
+"""Password and token hashing: scrypt with a random salt for Web Connector passwords, SHA-256 for tokens.
+
+Web Connector passwords are typed by people and need a slow, salted hash. API tokens are 256-bit
+random strings, so a fast hash is enough and lets the API look a token up by its hash.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+
+__all__ = ["hash_password", "hash_token", "new_token", "verify_password"]
+
+_N, _R, _P = 2**14, 8, 1
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def hash_password(password: str) -> str:
+    """Return `scrypt$N$r$p$salt$hash` for `password`."""
+    if not password:
+        raise ValueError("a Web Connector password may not be empty")
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, n=_N, r=_R, p=_P, dklen=32)
+    return f"scrypt${_N}${_R}${_P}${_b64(salt)}${_b64(digest)}"
+
+
+def verify_password(password: str, stored: str) -> bool:
+    """Check `password` against a stored hash in constant time; a malformed hash never matches."""
+    try:
+        scheme, n, r, p, salt, digest = stored.split("$")
+        if scheme != "scrypt":
+            return False
+        got = hashlib.scrypt(
+            password.encode(), salt=base64.b64decode(salt), n=int(n), r=int(r), p=int(p), dklen=32
+        )
+    except (ValueError, TypeError):
+        return False
+    return hmac.compare_digest(got, base64.b64decode(digest))
+
+
+def new_token() -> str:
+    """A fresh random secret (tickets, API tokens)."""
+    return secrets.token_urlsafe(32)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()

@@ -1,0 +1,284 @@
+"""A Web Connector client simulator: drives a bridge over real HTTP exactly as QBWC on Windows does.
+
+One `run_once()` is one scheduled update (one ticket):
+
+    serverVersion -> clientVersion -> authenticate
+      -> connectionError (if the company file cannot be opened) -> closeConnection
+      -> sendRequestXML / (QuickBooks runs the document) / receiveResponseXML ... until 100%
+         or an empty request (then getLastError; "NoOp" = wait and ask again)
+      -> getLastError after a negative percent -> closeConnection
+
+Each qbXML document goes to a QuickBooks processor: the company-file simulator
+(`erpsync.sandbox.quickbooks.CompanyFile`, anything with `.process(xml) -> xml`) or a callable.
+Faults are injected by exchange number (1-based, per session): drop the acknowledgement after
+QuickBooks applied the document (QBWC timed out / crashed), crash before QuickBooks ran it, an HRESULT
+from the request processor, a slow QuickBooks, a company file that cannot be opened, and HTTP-level
+failures (timeouts, 5xx) end the update the way QBWC does: no further calls in that run.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from xml.sax.saxutils import escape
+
+__all__ = ["Faults", "SessionReport", "WebConnectorSimulator"]
+
+log = logging.getLogger(__name__)
+
+INTUIT_NS = "http://developer.intuit.com/"
+SOAP_NS = "http://schemas.xmlsoap.org/soap/envelope/"
+HCP_REQUEST = (
+    '<?xml version="1.0" encoding="utf-8"?><?qbxml version="13.0"?><QBXML>'
+    '<QBXMLMsgsRq onError="continueOnError"><HostQueryRq requestID="hcp1"/>'
+    '<CompanyQueryRq requestID="hcp2"/><PreferencesQueryRq requestID="hcp3"/></QBXMLMsgsRq></QBXML>'
+)
+
+
+@dataclass
+class Faults:
+    """Failures to inject, keyed by exchange number within a session (1 = first sendRequestXML)."""
+
+    #: QuickBooks applied the document but receiveResponseXML is never sent (timeout, QBWC killed).
+    drop_ack_on: set[int] = field(default_factory=set)
+    #: QBWC dies right after sendRequestXML: QuickBooks never sees the document.
+    crash_before_quickbooks_on: set[int] = field(default_factory=set)
+    #: The request processor throws: receiveResponseXML carries (hresult, message) and no response.
+    hresult_on: dict[int, tuple[str, str]] = field(default_factory=dict)
+    #: Seconds QuickBooks takes per document.
+    slow_quickbooks: float = 0.0
+    #: QuickBooks cannot open the company file: connectionError instead of sendRequestXML.
+    open_fails: bool = False
+
+
+@dataclass
+class SessionReport:
+    """What one update did, as the QBWC window and log would show it."""
+
+    status: str = "ok"  # ok | none | nvu | busy | error | aborted | client-refused
+    ticket: str = ""
+    exchanges: int = 0
+    calls: list[str] = field(default_factory=list)
+    percents: list[int] = field(default_factory=list)
+    last_error: str | None = None
+    close_message: str | None = None
+    authenticate: list[str] = field(default_factory=list)
+
+
+class BridgeHttpError(Exception):
+    """The bridge answered a call with an HTTP error or a SOAP fault, or did not answer in time."""
+
+
+class WebConnectorSimulator:
+    """Play the Windows Web Connector against `url` for one company user.
+
+    :param url: the AppURL (the bridge's SOAP endpoint, e.g. http://localhost:8443/qbwc).
+    :param username: the .qwc UserName; :param password: what the user typed into QBWC.
+    :param quickbooks: the company file: an object with `.process(xml) -> xml`, or a callable.
+    :param style: "document" (default) or "rpc" (RPC-encoded bodies with xsi:type, `ns1:` prefixes).
+    :param noop_wait: seconds to wait after getLastError answered "NoOp" (QBWC waits 5).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        username: str,
+        password: str,
+        quickbooks: Any,
+        *,
+        company_file: str = "",
+        version: str = "2.3.0.36",
+        qbxml_version: tuple[int, int] = (13, 0),
+        country: str = "US",
+        timeout: float = 30.0,
+        verify: Any = True,
+        style: str = "document",
+        faults: Faults | None = None,
+        noop_wait: float = 5.0,
+        max_exchanges: int = 100_000,
+    ):
+        self.url, self.username, self.password = url, username, password
+        self._process: Callable[[str], str] = (
+            quickbooks.process if hasattr(quickbooks, "process") else quickbooks
+        )
+        self.company_file, self.version, self.qbxml_version, self.country = (
+            company_file,
+            version,
+            qbxml_version,
+            country,
+        )
+        self.timeout, self.verify, self.style = timeout, verify, style
+        self.faults = faults or Faults()
+        self.noop_wait, self.max_exchanges = noop_wait, max_exchanges
+        self._client = None
+
+    # -- wire --------------------------------------------------------------------------------------
+
+    def _envelope(self, method: str, params: list[tuple[str, str]]) -> bytes:
+        if self.style == "rpc":
+            inner = "".join(f'<ns1:{k} xsi:type="xsd:string">{escape(v)}</ns1:{k}>' for k, v in params)
+            return (
+                '<?xml version="1.0" encoding="UTF-8"?><SOAP-ENV:Envelope '
+                f'xmlns:SOAP-ENV="{SOAP_NS}" xmlns:ns1="{INTUIT_NS}" '
+                'xmlns:xsd="http://www.w3.org/2001/XMLSchema" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
+                'SOAP-ENV:encodingStyle="http://schemas.xmlsoap.org/soap/encoding/">'
+                f"<SOAP-ENV:Body><ns1:{method}>{inner}</ns1:{method}></SOAP-ENV:Body></SOAP-ENV:Envelope>"
+            ).encode()
+        inner = "".join(f"<{k}>{escape(v)}</{k}>" if v else f"<{k} />" for k, v in params)
+        return (
+            f'<?xml version="1.0" encoding="utf-8"?><soap:Envelope xmlns:soap="{SOAP_NS}" '
+            'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xmlns:xsd="http://www.w3.org/2001/XMLSchema">'
+            f'<soap:Body><{method} xmlns="{INTUIT_NS}">{inner}</{method}></soap:Body></soap:Envelope>'
+        ).encode()
+
+    def call(self, method: str, params: list[tuple[str, str]] | None = None) -> Any:
+        """POST one SOAP call and return its result (str, or list[str] for ArrayOfString)."""
+        import httpx
+        from lxml import etree
+
+        if self._client is None:
+            self._client = httpx.Client(verify=self.verify, timeout=self.timeout)
+        headers = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": f'"{INTUIT_NS}{method}"'}
+        try:
+            resp = self._client.post(self.url, content=self._envelope(method, params or []), headers=headers)
+        except httpx.HTTPError as exc:
+            raise BridgeHttpError(f"{method}: {type(exc).__name__}: {exc}") from exc
+        if resp.status_code != 200:
+            raise BridgeHttpError(f"{method}: HTTP {resp.status_code}: {resp.text[:300]}")
+        parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
+        root = etree.fromstring(resp.content, parser)
+        result = next(
+            (el for el in root.iter() if isinstance(el.tag, str) and el.tag.endswith(f"{method}Result")), None
+        )
+        if result is None:
+            raise BridgeHttpError(f"{method}: the reply has no {method}Result element")
+        strings = [el for el in result if isinstance(el.tag, str) and etree.QName(el).localname == "string"]
+        if method == "authenticate":
+            return [(el.text or "") for el in strings]
+        return result.text or ""
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    # -- one update --------------------------------------------------------------------------------
+
+    def run_once(self) -> SessionReport:
+        report = SessionReport()
+        try:
+            self._session(report)
+        except BridgeHttpError as exc:
+            # QBWC1012/1041/1042...: the update stops; nothing is retried inside this run.
+            report.status, report.last_error = "error", str(exc)
+        return report
+
+    def _c(self, report: SessionReport, method: str, params: list[tuple[str, str]] | None = None) -> Any:
+        report.calls.append(method)
+        return self.call(method, params)
+
+    def _session(self, r: SessionReport) -> None:
+        self._c(r, "serverVersion")
+        answer = self._c(r, "clientVersion", [("strVersion", self.version)])
+        if answer.startswith("E:"):
+            r.status, r.last_error = "client-refused", answer[2:]
+            return
+        auth = self._c(r, "authenticate", [("strUserName", self.username), ("strPassword", self.password)])
+        r.authenticate = auth
+        auth = [*auth, "", "", "", ""][:4]
+        ticket, company = auth[0], auth[1]
+        r.ticket = ticket
+        if company in {"nvu", "none", "busy"}:
+            r.status = company
+            return
+        company_file = company or self.company_file
+        if self.faults.open_fails:
+            self._c(
+                r,
+                "connectionError",
+                [("ticket", ticket), ("hresult", "0x80040408"), ("message", "Could not start QuickBooks.")],
+            )
+            r.status, r.last_error = "error", "Could not start QuickBooks."
+            r.close_message = self._c(r, "closeConnection", [("ticket", ticket)])
+            return
+        hcp = self._hcp()
+        major, minor = self.qbxml_version
+        while r.exchanges < self.max_exchanges:
+            doc = self._c(
+                r,
+                "sendRequestXML",
+                [
+                    ("ticket", ticket),
+                    ("strHCPResponse", hcp if r.exchanges == 0 else ""),
+                    ("strCompanyFileName", company_file),
+                    ("qbXMLCountry", self.country),
+                    ("qbXMLMajorVers", str(major)),
+                    ("qbXMLMinorVers", str(minor)),
+                ],
+            )
+            if doc in {"", "NoOp"}:
+                err = self._c(r, "getLastError", [("ticket", ticket)])
+                if err == "NoOp":
+                    time.sleep(self.noop_wait)
+                    continue
+                r.last_error = err
+                r.close_message = self._c(r, "closeConnection", [("ticket", ticket)])
+                return
+            r.exchanges += 1
+            n = r.exchanges
+            if n in self.faults.crash_before_quickbooks_on:
+                r.status = "aborted"
+                return
+            if self.faults.slow_quickbooks:
+                time.sleep(self.faults.slow_quickbooks)
+            if n in self.faults.hresult_on:
+                hresult, message = self.faults.hresult_on[n]
+                response = ""
+            else:
+                hresult = message = ""
+                try:
+                    response = self._process(doc)
+                except Exception as exc:  # the request processor threw: QBWC passes an HRESULT on
+                    response, hresult, message = "", "0x80040400", f"QuickBooks found an error: {exc}"
+            if n in self.faults.drop_ack_on:
+                r.status = "aborted"  # QuickBooks has applied the document; the bridge never hears of it
+                return
+            pct = int(
+                self._c(
+                    r,
+                    "receiveResponseXML",
+                    [("ticket", ticket), ("response", response), ("hresult", hresult), ("message", message)],
+                )
+            )
+            r.percents.append(pct)
+            if pct < 0:
+                r.last_error = self._c(r, "getLastError", [("ticket", ticket)])
+                r.status = "error"
+                r.close_message = self._c(r, "closeConnection", [("ticket", ticket)])
+                return
+            if pct >= 100:
+                r.close_message = self._c(r, "closeConnection", [("ticket", ticket)])
+                return
+        r.close_message = self._c(r, "closeConnection", [("ticket", ticket)])
+
+    def _hcp(self) -> str:
+        """The Host/Company/Preferences answers QBWC collects itself and sends on the first call."""
+        try:
+            return self._process(HCP_REQUEST)
+        except Exception:
+            log.info("the QuickBooks processor does not answer the HCP queries; sending none")
+            return ""
+
+    def run_every(
+        self, minutes: float, stop: threading.Event, on_report: Callable[[SessionReport], None] | None = None
+    ) -> None:
+        """Run an update every `minutes` until `stop` is set (QBWC's Auto-Run)."""
+        while not stop.is_set():
+            report = self.run_once()
+            if on_report:
+                on_report(report)
+            stop.wait(minutes * 60)
