@@ -118,9 +118,19 @@ class SystemAdapter(Protocol):
         """Yield the records modified in `window` (all when None), at most `chunk_rows` per frame."""
 
     def read_by_keys(
-        self, obj: str, field: str, keys: Iterable[Any], *, columns: list[str] | None = None
+        self,
+        obj: str,
+        field: str,
+        keys: Iterable[Any],
+        *,
+        columns: list[str] | None = None,
+        casefold: bool = False,
     ) -> pd.DataFrame:
-        """Return the records whose `field` is one of `keys` (with the id field always included)."""
+        """Return the records whose `field` is one of `keys` (with the id field always included).
+
+        With `casefold`, compare trimmed and case-insensitively (match rules on names and e-mails);
+        a system that cannot filter that way returns a superset and the planner compares again.
+        """
 
     def upsert(self, obj: str, rows: pd.DataFrame, *, identity: str) -> pd.DataFrame:
         """Create or update `rows`; return one result per row (columns `RESULT_COLUMNS`).

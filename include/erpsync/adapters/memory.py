@@ -209,16 +209,26 @@ class MemoryAdapter:
                 return
 
     def read_by_keys(
-        self, obj: str, field: str, keys: Iterable[Any], *, columns: list[str] | None = None
+        self,
+        obj: str,
+        field: str,
+        keys: Iterable[Any],
+        *,
+        columns: list[str] | None = None,
+        casefold: bool = False,
     ) -> pd.DataFrame:
         meta = self._meta(obj)
         self._check_columns(meta, [field, *(columns or [])])
-        wanted = {str(k) for k in keys if _clean(k) is not None}
+
+        def norm(v: Any) -> str:
+            return " ".join(str(v).split()).casefold() if casefold else str(v)
+
+        wanted = {norm(k) for k in keys if _clean(k) is not None}
         with self.call_log.timed("read_by_keys", obj) as entry:
             found = [
                 rec
                 for (data,) in self._db.execute("SELECT data FROM records WHERE object = ?", (obj,))
-                if (rec := json.loads(data)).get(field) is not None and str(rec[field]) in wanted
+                if (rec := json.loads(data)).get(field) is not None and norm(rec[field]) in wanted
             ]
             entry["rows"] = len(found)
         cols = None if columns is None else list(dict.fromkeys([meta.id_field, field, *columns]))
