@@ -1,0 +1,75 @@
+"""The shipped mappings load, validate and map realistic Salesforce / Exact rows."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from erpsync.mapping import MappingError, default_mappings_dir, list_flows, load_flow, load_mapping
+
+DEFAULT_FLOWS = ["exact_items_to_sf_products", "sf_accounts_to_qb_customers", "sf_orders_to_exact"]
+
+
+def test_every_shipped_mapping_validates():
+    """Each YAML in include/mappings loads against the schema without a problem."""
+    flows = list_flows()
+    for flow in flows:
+        mapping = load_mapping(default_mappings_dir() / f"{flow}.yaml")
+        assert mapping.flow == flow
+        assert mapping.target.identity in mapping.fields
+
+
+def test_accounts_mapping_shape():
+    """The account flow keeps the Salesforce Id as DataExt, written on create only, and cuts Name to 41."""
+    m = load_flow("sf_accounts_to_qb_customers")
+    assert m.enabled and m.source.system == "salesforce" and m.target.system == "quickbooks"
+    assert m.target.identity == "dataext.SalesforceId"
+    assert ["Email"] in m.target.match
+    assert "dataext.SalesforceId" in m.create_only_fields and "Name" in m.update_fields
+    assert m.fields["Name"].max_length == 41 and m.fields["Name"].overflow == "truncate"
+    assert {"Id", "Name", "Owner.FirstName", "Owner.LastName", "Type"} <= set(m.source.fields)
+    assert m.lookups["sales_reps"].key == ["FirstName", "LastName"]
+
+
+def test_accounts_mapping_maps_a_chunk():
+    """A long name is cut to 41, an unknown Type falls back, an unknown owner gets the default rep."""
+    m = load_flow("sf_accounts_to_qb_customers")
+    df = pd.DataFrame(
+        {
+            "Id": ["001A", "001B"],
+            "Name": ["Acme  Corp", "B" * 50],
+            "AccountNumber": ["1", None],
+            "BillingStreet": ["Main 1\nSuite 2", None],
+            "BillingCity": ["Amsterdam", None],
+            "BillingState": ["NH", None],
+            "BillingPostalCode": ["1011AB", None],
+            "BillingCountry": ["NL", None],
+            "ShippingStreet": [None, None],
+            "ShippingCity": [None, None],
+            "ShippingState": [None, None],
+            "ShippingPostalCode": [None, None],
+            "ShippingCountry": [None, None],
+            "Phone": ["+31 20 123 4567", None],
+            "Fax": [None, None],
+            "Email": [" Info@Acme.NL ", None],
+            "Owner.FirstName": ["Angela", "Nobody"],
+            "Owner.LastName": ["Richer", "Known"],
+            "Type": ["Customer - Direct", "Martian"],
+            "Description": ["long text", None],
+        }
+    )
+    reps = pd.DataFrame({"FirstName": ["Angela"], "LastName": ["Richer"], "Initial": ["AR"]})
+    out = m.compile().apply(df, {"sales_reps": reps})
+    assert out.rejected.empty
+    a, b = out.frame.loc[0], out.frame.loc[1]
+    assert a["Name"] == "Acme Corp" and a["Email"] == "info@acme.nl"
+    assert a["BillAddress.Addr1"] == "Main 1" and a["BillAddress.Addr2"] == "Suite 2"
+    assert a["CustomerTypeRef.FullName"] == "Commercial" and b["CustomerTypeRef.FullName"] == "Other"
+    assert a["SalesRepRef.FullName"] == "AR" and b["SalesRepRef.FullName"] == "ADM"
+    assert len(b["Name"]) == 41 and a["dataext.SalesforceId"] == "001A" == a["_source_key"]
+
+
+def test_unknown_flow_names_the_known_ones(tmp_path):
+    """Asking for a flow without a file says which flows exist."""
+    with pytest.raises(MappingError, match="no mapping for flow 'nope'"):
+        load_flow("nope", mappings_dir=tmp_path)
