@@ -13,6 +13,7 @@ DEFAULT_FLOWS = ["exact_items_to_sf_products", "sf_accounts_to_qb_customers", "s
 def test_every_shipped_mapping_validates():
     """Each YAML in include/mappings loads against the schema without a problem."""
     flows = list_flows()
+    assert set(DEFAULT_FLOWS) <= set(flows)
     for flow in flows:
         mapping = load_mapping(default_mappings_dir() / f"{flow}.yaml")
         assert mapping.flow == flow
