@@ -504,7 +504,7 @@ class Org:
             )
 
         if t in ("string", "textarea", "email", "phone", "url", "picklist"):
-            if isinstance(value, bool) or isinstance(value, dict | list):
+            if isinstance(value, bool | dict | list):
                 return bad()
             text = str(value)
             if lax:
