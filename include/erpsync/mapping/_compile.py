@@ -118,7 +118,7 @@ def _transform(series: pd.Series, name: str) -> pd.Series:
     if name == "digits_only":
         return s.str.replace(r"\D+", "", regex=True)
     if name == "single_line":
-        return s.str.replace(r"\s*[\r\n]+\s*", ", ", regex=True).str.strip()
+        return s.str.strip().str.replace(r"\s*[\r\n]+\s*", ", ", regex=True)
     if name in {"line1", "line2", "line3"}:
         skip = r"[^\n]*\n" * (int(name[-1]) - 1)
         line = s.str.replace("\r", "", regex=False).str.extract(f"^{skip}([^\\n]*)", expand=False)

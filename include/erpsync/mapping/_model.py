@@ -237,7 +237,10 @@ def _unique(items) -> list:
 
 def template_paths(template: str) -> list[str]:
     """Return the placeholder paths of a "{FirstName} {LastName}" template (assumes it is valid)."""
-    return [name for _, name, _, _ in string.Formatter().parse(template) if name]
+    try:
+        return [name for _, name, _, _ in string.Formatter().parse(template) if name]
+    except ValueError:  # reported by template_problems
+        return []
 
 
 def template_problems(template: str) -> str | None:
@@ -395,32 +398,29 @@ class _Builder:
         if not file.is_file():
             self.add((*where, "file"), f"value map file {file} does not exist")
             return None
+        found: list[Problem] = []
+        data: Any = None
         try:
             doc = load_yaml(file)
+            data = doc.data
         except MappingError as exc:
-            self.problems.extend(exc.problems)
+            found.extend(exc.problems)
+        if not found and (not isinstance(data, dict) or not isinstance(data.get("values"), dict)):
+            found.append(problem(file, 1, "values", "a value map file needs a 'values' mapping"))
+        if not found:
+            for key in data:
+                if key not in {"values", "fallback", "description"}:
+                    line = doc.line((key,))
+                    text = f"unknown key '{key}' (allowed: description, fallback, values)"
+                    found.append(problem(file, line, str(key), text))
+            for key, value in data["values"].items():
+                if isinstance(value, dict | list):
+                    line = doc.line(("values", key))
+                    found.append(problem(file, line, f"values.{key}", "a mapped value must be a scalar"))
+        if found:
+            self.add((*where, "file"), f"value map file {file.name} is invalid (its problems are listed too)")
+            self.problems.extend(found)
             return None
-        data = doc.data
-        if not isinstance(data, dict) or not isinstance(data.get("values"), dict):
-            self.problems.append(problem(file, 1, "values", "a value map file needs a 'values' mapping"))
-            return None
-        for key in data:
-            if key not in {"values", "fallback", "description"}:
-                self.problems.append(
-                    problem(
-                        file,
-                        doc.line((key,)),
-                        str(key),
-                        f"unknown key '{key}' (allowed: description, fallback, values)",
-                    )
-                )
-        for key, value in data["values"].items():
-            if isinstance(value, dict | list):
-                self.problems.append(
-                    problem(
-                        file, doc.line(("values", key)), f"values.{key}", "a mapped value must be a scalar"
-                    )
-                )
         return data
 
     def fields(self, where: PathT, raw: dict[str, Any], lookups: dict[str, Any]) -> dict[str, FieldSpec]:
