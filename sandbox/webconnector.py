@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from xml.sax.saxutils import escape
 
-__all__ = ["Faults", "SessionReport", "WebConnectorSimulator"]
+__all__ = ["Faults", "LocalBridge", "SessionReport", "WebConnectorSimulator", "start_bridge"]
 
 log = logging.getLogger(__name__)
 
@@ -282,3 +282,59 @@ class WebConnectorSimulator:
             if on_report:
                 on_report(report)
             stop.wait(minutes * 60)
+
+
+@dataclass
+class LocalBridge:
+    """A bridge served on a local port (for the sandbox, the demo, tests and the benchmark)."""
+
+    url: str
+    store: Any
+    settings: Any
+    running: Any
+
+    @property
+    def soap_url(self) -> str:
+        return f"{self.url}/qbwc"
+
+    def stop(self) -> None:
+        self.running.stop()
+        self.store.dispose()
+
+
+def start_bridge(
+    ctx: Any,
+    *,
+    database_url: str | None = None,
+    companies: dict[str, str] | None = None,
+    api_token: str = "sandbox-token",
+    port: int = 0,
+    migrate: bool = True,
+    **settings: Any,
+) -> LocalBridge:
+    """Migrate a store, register `companies` ({name: password}), and serve the bridge on a thread.
+
+    :param ctx: a `SandboxContext` (data folder for the default SQLite file, host).
+    """
+    from erpsync.qbwc_bridge.app import create_app
+    from erpsync.qbwc_bridge.config import load_settings
+    from erpsync.qbwc_bridge.crud import add_company, company_by_name
+    from erpsync.qbwc_bridge.db import Store
+    from erpsync.qbwc_bridge.db import migrate as run_migrations
+    from erpsync.sandbox.runner import ServiceSpec, serve_in_thread
+
+    url = database_url or f"sqlite:///{ctx.data_dir / 'qbwc_bridge.db'}"
+    if migrate:
+        run_migrations(url)
+    store = Store(url)
+    with store.session() as s:
+        for name, password in (companies or {}).items():
+            if company_by_name(session=s, name=name) is None:
+                add_company(session=s, name=name, password=password)
+    cfg = load_settings(database_url=url, api_token=api_token, environment="development", **settings)
+    app = create_app(cfg, store=store)
+    running = serve_in_thread(ServiceSpec("qbwc_bridge", app), ctx, port=port)
+    # The .qwc and WSDL name the URL the bridge really got (port 0 = chosen by the OS).
+    cfg = cfg.model_copy(update={"public_url": running.url.replace("127.0.0.1", "localhost")})
+    app.state.bridge.settings = app.state.bridge.conversation.settings = cfg
+    return LocalBridge(running.url, store, cfg, running)

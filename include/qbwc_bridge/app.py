@@ -54,7 +54,7 @@ def create_app(settings: BridgeSettings | None = None, *, store: Store | None = 
 
     @app.post("/qbwc", include_in_schema=False)
     async def soap_endpoint(request: Request) -> Response:
-        limit = settings.max_body_bytes
+        limit = bridge.settings.max_body_bytes
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > limit:
             fault = soap.SoapFault(f"request body of {declared} bytes exceeds the {limit} byte limit")
@@ -75,7 +75,7 @@ def create_app(settings: BridgeSettings | None = None, *, store: Store | None = 
 
     @app.get("/qbwc", include_in_schema=False)
     def wsdl_endpoint() -> Response:
-        return Response(soap.wsdl(f"{settings.public_url}/qbwc"), media_type="text/xml; charset=utf-8")
+        return Response(soap.wsdl(f"{bridge.settings.public_url}/qbwc"), media_type="text/xml; charset=utf-8")
 
     def _qwc(name: str) -> Response:
         with store.session() as s:
@@ -83,7 +83,9 @@ def create_app(settings: BridgeSettings | None = None, *, store: Store | None = 
             if company is None:
                 return JSONResponse({"detail": f"no company named {name!r}"}, status_code=404)
             try:
-                body = render_qwc(company, public_url=settings.public_url, app_name=settings.app_name)
+                body = render_qwc(
+                    company, public_url=bridge.settings.public_url, app_name=bridge.settings.app_name
+                )
             except ConfigError as exc:
                 return JSONResponse({"detail": exc.message, "where": exc.where}, status_code=409)
         safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
-from erpsync.errors import ConfigError, FatalSourceError, RateLimitedError, RecordError
+from erpsync.errors import ConfigError, FatalSourceError, RateLimitedError, RecordError, SyncError
 from erpsync.qbwc_bridge import _qbxml
 from erpsync.qbwc_bridge.crud import company_by_name
 from erpsync.qbwc_bridge.models import Company, Job, JobRequest
@@ -84,8 +84,8 @@ def _validate(requests: list[str]) -> list[dict[str, Any]]:
                 )
             _qbxml.validate_with_library(xml)
             parsed.append({"index": index, "kind": kind, "caller_request_id": caller_rid})
-        except RecordError as exc:
-            field = exc.details.get("field") or exc.where or getattr(exc, "field", None)
+        except SyncError as exc:  # QbxmlValidationError (a RecordError) or an unsafe/malformed-XML error
+            field = exc.details.get("field") or getattr(exc, "field", None) or exc.where
             errors.append({"index": index, "field": field, "message": exc.message})
     if errors:
         first = errors[0]
