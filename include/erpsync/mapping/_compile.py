@@ -489,7 +489,11 @@ class _FieldSet:
                 if not mask.any():
                     continue
                 rejected |= mask
-                value = None if r.value is None else to_text(pd.Series(r.value)).to_numpy(dtype=object)[mask]
+                value = (
+                    None
+                    if r.value is None
+                    else _none_for_null(to_text(pd.Series(r.value)).to_numpy(dtype=object)[mask])
+                )
                 message = r.message if isinstance(r.message, str) else r.message.to_numpy(dtype=object)[mask]
                 parts.append(
                     pd.DataFrame(
@@ -593,6 +597,7 @@ class CompiledMapping:
         frame = pd.DataFrame(columns, index=df.index)[self.columns]
         frame = frame[~rejected]
         rejected_frame = pd.concat(parts) if parts else empty_rejected()
+        rejected_frame["value"] = object_texts(rejected_frame["value"])
         return MappedChunk(frame=frame, rejected=rejected_frame[REJECTED_COLUMNS], skipped=skipped)
 
     def _map_lines(self, df: pd.DataFrame, keys: pd.Series, tables: dict[str, Any]):
@@ -655,6 +660,20 @@ class CompiledMapping:
             )
             rejected |= too_few
         return lists, parts, rejected
+
+
+def object_texts(series: pd.Series) -> pd.Series:
+    """Return the column as object dtype holding str or None (pandas 3 would infer str with NaN)."""
+    import pandas as pd
+
+    return pd.Series([None if _is_null(v) else str(v) for v in series], index=series.index, dtype=object)
+
+
+def _none_for_null(values):
+    """Return an object array with None for every null, so stored values are text or None."""
+    import numpy as np
+
+    return np.array([None if _is_null(v) else v for v in values], dtype=object)
 
 
 def _is_null(value: Any) -> bool:

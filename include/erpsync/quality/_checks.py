@@ -209,7 +209,7 @@ def run_checks(
     import numpy as np
     import pandas as pd
 
-    from erpsync.mapping._compile import to_text
+    from erpsync.mapping._compile import object_texts, to_text
 
     _validate(df, rules, key_column, suite_name)
     total = len(df)
@@ -252,12 +252,13 @@ def run_checks(
                     "_source_key": keys[positions],
                     "rule": name,
                     "column": "+".join(columns),
-                    "value": [None if v is None or v != v else str(v) for v in value],
+                    "value": value,
                 },
                 index=df.index[positions],
             )
         )
     bad = pd.concat(parts) if parts else empty_bad
+    bad["value"] = object_texts(bad["value"])
     if counts:
         log.info("Quality suite %s: %d of %d rows failed (%s)", suite_name, int(failed.sum()), total, counts)
     return QualityResult(df[~failed], bad[BAD_COLUMNS], df[failed], counts, total, suite_name, list(rules))
