@@ -8,7 +8,7 @@ HTTP 200, Bulk errors are ``[{errorCode, message}]``; every API response has ``S
 Fault injection lives under ``/__admin`` (no auth: it is a sandbox):
 
 - ``POST /__admin/faults`` ``{"latency_ms": 150, "lock_row_rate": 0.1, "rules": [...]}``; each rule is
-  ``{"kind": "status"|"drop"|"request_limit"|"lock_row"|"malformed_json"|"invalid_session",
+  ``{"kind": "status"|"drop"|"request_limit"|"lock_row"|"malformed_json"|"invalid_session"|"repeat_next",
   "count": n, "path": "substring", "method": "PATCH", "status": 503}`` and fires for the next `count`
   matching requests (``lock_row``: the next `count` records written).
 - ``DELETE /__admin/faults``; ``POST /__admin/sessions/expire``; ``POST /__admin/limits``
@@ -328,13 +328,17 @@ class SalesforceSimulator:
             return _rest_error(401, "INVALID_SESSION_ID", "Session expired or invalid")
         counts = parts[:1] != ["limits"]
         if counts:
-            if self.api_used >= self.api_max or self._take_rule(request, {"request_limit"}):
+            if self.api_used >= self.api_max:
                 return _rest_error(
                     403,
                     "REQUEST_LIMIT_EXCEEDED",
                     "TotalRequests Limit exceeded.",
                     headers=self._limit_headers(),
                 )
+            limit_rule = self._take_rule(request, {"request_limit"})
+            if limit_rule:  # injected: the concurrency flavour unless the rule names another message
+                message = limit_rule.get("message", "ConcurrentPerOrgLongTxn Limit exceeded.")
+                return _rest_error(403, "REQUEST_LIMIT_EXCEEDED", message, headers=self._limit_headers())
             self.api_used += 1
             self.stats[
                 f"{request.method} {'/'.join(parts[:2]) if parts[:1] != ['sobjects'] else 'sobjects'}"
@@ -436,7 +440,17 @@ class SalesforceSimulator:
                 self.cursors.pop(locator, None)
                 return _rest_error(400, "INVALID_QUERY_LOCATOR", "invalid query locator")
             cursor.last_used = time.monotonic()
-            return self._page(cursor, locator, int(offset), batch, version)
+            response = self._page(cursor, locator, int(offset), batch, version)
+            if self._take_rule(request, {"repeat_next"}):
+                # A server bug a client must survive: the page points back at itself.
+                body = json.loads(response.body)
+                body["nextRecordsUrl"], body["done"] = (
+                    f"/services/data/v{version}/{endpoint}/{parts[1]}",
+                    False,
+                )
+                self.cursors[locator] = cursor
+                return JSONResponse(body)
+            return response
         q_text = request.query_params.get("q")
         if q_text is None:
             return _rest_error(400, "MALFORMED_QUERY", "A query string has to be specified")

@@ -257,7 +257,9 @@ class Org:
             return None, errors
         rid = self.next_id(obj)
         stamp = self._stamp()
-        rec = {f.name: None for f in obj.fields}
+        rec = {
+            f.name: (False if f.type == "boolean" else None) for f in obj.fields
+        }  # booleans are never null
         rec.update(clean)
         rec.update(
             Id=rid,

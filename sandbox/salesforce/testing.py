@@ -1,0 +1,122 @@
+"""Start the Salesforce simulator for a test or a benchmark and build connections pointing at it.
+
+    with running_salesforce(tmp_path) as sf:
+        monkeypatch.setenv("AIRFLOW_CONN_SALESFORCE_DEFAULT", sf.connection_json())
+        ...
+        sf.admin("POST", "faults", {"rules": [{"kind": "lock_row", "count": 3}]})
+
+Everything goes over real HTTPS sockets; the admin calls are plain HTTP requests to ``/__admin``.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from erpsync.sandbox.runner import RunningService, SandboxCA, SandboxContext, serve_in_thread
+
+__all__ = ["SalesforceSandbox", "running_salesforce"]
+
+
+@dataclass
+class SalesforceSandbox:
+    """A running simulator: its URL, CA bundle, seeded credentials and the in-process simulator object."""
+
+    running: RunningService
+    ctx: SandboxContext
+
+    @property
+    def url(self) -> str:
+        return self.running.url
+
+    @property
+    def info(self) -> dict[str, Any]:
+        return self.running.spec.info
+
+    @property
+    def ca_bundle(self) -> str:
+        return str(self.ctx.ca.ca_bundle)
+
+    @property
+    def simulator(self):
+        return self.running.spec.simulator  # type: ignore[attr-defined]
+
+    def ssl_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=self.ca_bundle)
+
+    def connection_json(self, flow: str = "password", **extra: Any) -> str:
+        """Return an ``AIRFLOW_CONN_*`` JSON value for `flow` (password, client_credentials or jwt)."""
+        i = self.info
+        extras: dict[str, Any] = {
+            "login_url": self.url,
+            "ca_bundle": self.ca_bundle,
+            "version": i["api_version"],
+        }
+        conn: dict[str, Any] = {"conn_type": "salesforce"}
+        if flow == "password":
+            conn.update(login=i["username"], password=i["password"])
+            extras.update(
+                security_token=i["security_token"],
+                consumer_key=i["client_id"],
+                consumer_secret=i["client_secret"],
+            )
+        elif flow == "client_credentials":
+            extras.update(consumer_key=i["client_id"], consumer_secret=i["client_secret"])
+        elif flow == "jwt":
+            conn.update(login=i["username"])
+            extras.update(consumer_key=i["client_id"], private_key_file_path=i["jwt_private_key_file"])
+        else:
+            raise ValueError(f"unknown flow {flow!r}")
+        extras.update(extra)
+        conn["extra"] = extras
+        return json.dumps(conn)
+
+    def admin(self, method: str, what: str, body: dict | None = None) -> dict:
+        import httpx
+
+        resp = httpx.request(method, f"{self.url}/__admin/{what}", json=body, verify=self.ssl_context())
+        resp.raise_for_status()
+        return resp.json()
+
+    def token(self) -> str:
+        """Return a fresh access token (username-password flow)."""
+        import httpx
+
+        i = self.info
+        resp = httpx.post(
+            f"{self.url}/services/oauth2/token",
+            verify=self.ssl_context(),
+            data={
+                "grant_type": "password",
+                "client_id": i["client_id"],
+                "client_secret": i["client_secret"],
+                "username": i["username"],
+                "password": i["password"] + i["security_token"],
+            },
+        )
+        resp.raise_for_status()
+        return resp.json()["access_token"]
+
+
+@contextmanager
+def running_salesforce(data_dir: Path, *, seed: bool = True, **options: Any) -> Iterator[SalesforceSandbox]:
+    """Serve a simulator whose org lives in `data_dir` on a free port, and stop it afterwards."""
+    from erpsync.sandbox.salesforce import service
+
+    options.setdefault("bulk_processing_seconds", 0.05)
+    ctx = SandboxContext(
+        data_dir=Path(data_dir),
+        ca=SandboxCA(Path(data_dir) / "ca"),
+        seed=seed,
+        options={"salesforce": options},
+    )
+    running = serve_in_thread(service(ctx), ctx, port=0)
+    try:
+        yield SalesforceSandbox(running, ctx)
+    finally:
+        running.stop()
