@@ -151,7 +151,7 @@ class OAuthServer:
 
     def _pair(self, chain: Chain) -> dict:
         access = max(chain.access_tokens, key=chain.access_tokens.get)
-        ttl = int(round(chain.access_tokens[access] - chain.issued_at))
+        ttl = round(chain.access_tokens[access] - chain.issued_at)
         return {
             "access_token": access,
             "token_type": "bearer",

@@ -1,0 +1,80 @@
+"""Helpers for tests and benchmarks: start the Exact simulator on a free port, build a connection for it.
+
+    with running_exact(tmp_path, access_token_ttl=3) as exact:
+        monkeypatch.setenv("AIRFLOW_CONN_EXACT_ONLINE_DEFAULT", exact.connection_json(division_name="ERPSync Demo B.V."))
+        hook = ExactOnlineHook()
+
+Other areas' tests (flows that read items or write orders) can use this too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from erpsync.sandbox.exact import service
+from erpsync.sandbox.exact.app import ExactSimulator
+from erpsync.sandbox.runner import RunningService, SandboxCA, SandboxContext, serve_in_thread
+
+__all__ = ["RunningExact", "running_exact"]
+
+
+@dataclass
+class RunningExact:
+    """A started simulator: its URL, seeded credentials and the simulator object (for counters)."""
+
+    running: RunningService
+    simulator: ExactSimulator
+    info: dict[str, Any]
+    data_dir: Path
+
+    @property
+    def url(self) -> str:
+        return self.running.url
+
+    def connection_json(self, **extra: Any) -> str:
+        """An `AIRFLOW_CONN_*` value (JSON form) for this simulator; `extra` is merged into the extras.
+
+        A `token_store_url` should be passed (a per-test SQLite file or PostgreSQL database): the
+        default store under AIRFLOW_HOME is shared by every test of the session.
+        """
+        extras = {
+            "division": int(self.info["default_division"]),
+            "refresh_token": self.info["refresh_token"],
+            "redirect_uri": self.info["redirect_uri"],
+            "token_store_url": f"sqlite:///{self.data_dir / 'tokens.db'}",
+            **extra,
+        }
+        if extras.get("division") is None or ("division_name" in extra and "division" not in extra):
+            extras.pop("division", None)
+        return json.dumps(
+            {
+                "conn_type": "exact_online",
+                "host": self.url,
+                "login": self.info["client_id"],
+                "password": self.info["client_secret"],
+                "extra": {k: v for k, v in extras.items() if v is not None},
+            }
+        )
+
+    def new_consent(self, divisions: list[int] | None = None) -> str:
+        """A fresh refresh token, as if a user consented again (optionally to some divisions only)."""
+        return self.simulator.seeded_consent(divisions)
+
+
+@contextlib.contextmanager
+def running_exact(data_dir: Path, *, seed: bool = True, **options: Any) -> Iterator[RunningExact]:
+    """Start the simulator with `options` (see SimulatorOptions) on a free port; stop it afterwards."""
+    ctx = SandboxContext(
+        data_dir=Path(data_dir), ca=SandboxCA(Path(data_dir) / "ca"), seed=seed, options={"exact": options}
+    )
+    spec = service(ctx)
+    running = serve_in_thread(spec, ctx, port=0)
+    try:
+        yield RunningExact(running, spec.simulator, dict(spec.info), Path(data_dir))
+    finally:
+        running.stop()
