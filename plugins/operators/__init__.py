@@ -1,1 +1,25 @@
-"""Generic sync operators over a small system adapter. Imported as `erpsync.operators`."""
+"""Generic sync operators over a small system adapter. Imported as `erpsync.operators`.
+
+Cheap to import (DAG files do, at parse time): the operators load pandas, the state store and the
+adapters inside `execute` only.
+"""
+
+from erpsync.operators.sync import (
+    ExtractOperator,
+    MapOperator,
+    PlanOperator,
+    QualityCheckOperator,
+    ReportOperator,
+    UpsertOperator,
+    VerifyOperator,
+)
+
+__all__ = [
+    "ExtractOperator",
+    "MapOperator",
+    "PlanOperator",
+    "QualityCheckOperator",
+    "ReportOperator",
+    "UpsertOperator",
+    "VerifyOperator",
+]

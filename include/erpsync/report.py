@@ -1,0 +1,170 @@
+"""The run report: what a run created, updated, skipped and quarantined, and what it cost.
+
+Built from the small manifests the tasks passed through XCom and the state store's quarantine,
+never from the rows. One report is written per run as Markdown (task log, pull requests, chat) and
+as HTML (opened from the staging area), and its summary is stored in the run history.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["COUNT_NAMES", "RunReport", "merge_calls"]
+
+COUNT_NAMES = (
+    "extracted",
+    "created",
+    "updated",
+    "skipped",
+    "failed",
+    "quarantined",
+    "conflicts",
+    "unplaceable",
+)
+
+
+def merge_calls(summaries: dict[str, dict[str, Any] | None], slowest: int = 5) -> dict[str, Any]:
+    """Merge per-task call summaries (`CallLog.summary()`) into one: totals per task and method, slowest."""
+    by_task: dict[str, int] = {}
+    by_method: dict[str, int] = {}
+    calls: list[dict[str, Any]] = []
+    for task, summary in summaries.items():
+        if not summary:
+            continue
+        by_task[task] = int(summary.get("total", 0))
+        for method, n in (summary.get("by_method") or {}).items():
+            by_method[method] = by_method.get(method, 0) + int(n)
+        calls.extend({**c, "task": task} for c in summary.get("slowest") or [])
+    calls.sort(key=lambda c: c.get("seconds", 0), reverse=True)
+    return {
+        "total": sum(by_task.values()),
+        "by_task": by_task,
+        "by_method": by_method,
+        "slowest": calls[:slowest],
+    }
+
+
+@dataclass
+class RunReport:
+    """Everything one run did, small enough for XCom and the run history.
+
+    :param status: success, failed (a step did not finish) or dry_run.
+    :param counts: extracted/created/updated/skipped/failed/quarantined/conflicts/unplaceable.
+    :param quarantine: open entries seen in this run, by stage, rule and column.
+    :param calls: merged call summary (`merge_calls`).
+    :param problems: one line per step that did not finish, or other things a reader must know.
+    """
+
+    flow: str
+    run_id: str
+    status: str
+    counts: dict[str, int]
+    interval: list[str | None] = field(default_factory=lambda: [None, None])
+    quarantine: list[dict[str, Any]] = field(default_factory=list)
+    resolved: int = 0
+    calls: dict[str, Any] = field(default_factory=dict)
+    steps: dict[str, str] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    duration_seconds: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def headline(self) -> str:
+        c = self.counts
+        return (
+            f"{self.flow} {self.status}: {c.get('created', 0)} created, {c.get('updated', 0)} updated, "
+            f"{c.get('skipped', 0)} skipped, {c.get('failed', 0)} failed, "
+            f"{c.get('quarantined', 0)} quarantined of {c.get('extracted', 0)} extracted"
+        )
+
+    def _tables(self) -> list[tuple[str, list[str], list[list[Any]]]]:
+        tables = [
+            ("Counts", ["what", "rows"], [[n, self.counts.get(n, 0)] for n in COUNT_NAMES]),
+            ("Steps", ["step", "result"], [[k, v] for k, v in self.steps.items()]),
+            (
+                "Quarantine by rule",
+                ["stage", "rule", "column", "rows"],
+                [[q["stage"], q["rule"], q["column"], q["rows"]] for q in self.quarantine],
+            ),
+            (
+                "API calls",
+                ["method", "calls"],
+                [[m, n] for m, n in sorted((self.calls.get("by_method") or {}).items())],
+            ),
+            (
+                "Slowest calls",
+                ["task", "method", "object", "rows", "seconds"],
+                [
+                    [
+                        c.get("task"),
+                        c.get("method"),
+                        c.get("object"),
+                        c.get("rows"),
+                        f"{c.get('seconds', 0):.3f}",
+                    ]
+                    for c in self.calls.get("slowest") or []
+                ],
+            ),
+        ]
+        return [t for t in tables if t[2]]
+
+    def to_markdown(self) -> str:
+        lines = [f"# Run report: {self.flow}", "", f"**{self.headline}**", ""]
+        lines += [
+            f"- run: `{self.run_id}`",
+            f"- interval: {self.interval[0] or '-'} to {self.interval[1] or '-'}",
+            f"- API calls used: {self.calls.get('total', 0)}",
+            f"- left quarantine this run: {self.resolved}",
+        ]
+        if self.duration_seconds is not None:
+            lines.append(f"- duration: {self.duration_seconds:.1f} s")
+        for problem in self.problems:
+            lines.append(f"- **problem**: {_md(problem)}")
+        for title, head, rows in self._tables():
+            lines += ["", f"## {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+            lines += ["| " + " | ".join(_md(v) for v in row) + " |" for row in rows]
+        return "\n".join(lines) + "\n"
+
+    def to_html(self) -> str:
+        e = html.escape
+        colour = {"success": "#1a7f37", "dry_run": "#9a6700"}.get(self.status, "#cf222e")
+        parts = [
+            "<!doctype html><html><head><meta charset='utf-8'>",
+            f"<title>Run report: {e(self.flow)}</title>",
+            "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}"
+            "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}</style></head><body>",
+            f"<h1>Run report: {e(self.flow)}</h1>",
+            f"<p style='color:{colour}'><strong>{e(self.headline)}</strong></p><ul>",
+            f"<li>run: <code>{e(self.run_id)}</code></li>",
+            f"<li>interval: {e(str(self.interval[0] or '-'))} to {e(str(self.interval[1] or '-'))}</li>",
+            f"<li>API calls used: {self.calls.get('total', 0)}</li>",
+            f"<li>left quarantine this run: {self.resolved}</li>",
+        ]
+        parts += [f"<li><strong>problem</strong>: {e(p)}</li>" for p in self.problems]
+        parts.append("</ul>")
+        for title, head, rows in self._tables():
+            parts.append(
+                f"<h2>{e(title)}</h2><table><tr>" + "".join(f"<th>{e(h)}</th>" for h in head) + "</tr>"
+            )
+            parts += ["<tr>" + "".join(f"<td>{e(str(v))}</td>" for v in row) + "</tr>" for row in rows]
+            parts.append("</table>")
+        parts.append("</body></html>")
+        return "\n".join(parts) + "\n"
+
+    def write(self, directory: Path | str) -> dict[str, str]:
+        """Write report.md and report.html into `directory`; return their paths."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        md, page = directory / "report.md", directory / "report.html"
+        md.write_text(self.to_markdown(), encoding="utf-8")
+        page.write_text(self.to_html(), encoding="utf-8")
+        return {"markdown": str(md), "html": str(page)}
+
+
+def _md(value: Any) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ")

@@ -1,0 +1,698 @@
+"""The work of each sync step, as plain functions over a `StepContext` (no Airflow in here).
+
+The operators in `erpsync.operators.sync` only turn Airflow's context into a `StepContext`, build
+the adapter and call one of these. Keeping the steps free of Airflow makes them testable alone and
+keeps each operator a few lines.
+
+Retry safety, step by step:
+- extract, check, map and plan write their output chunks afresh under fixed names (ChunkWriter
+  replaces an earlier try's files) and only upsert into the state store;
+- upsert records identity and content hash after every successful batch, skips rows whose hash
+  is already recorded, and on a retried try first asks the target which rows an interrupted batch
+  already wrote, so no write is repeated;
+- report and verify only read.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from erpsync.chunks import ChunkWriter, Manifest, read_chunks
+from erpsync.errors import ConfigError, FatalSourceError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from erpsync.adapters.base import SystemAdapter
+    from erpsync.mapping import Mapping
+    from erpsync.state import StateStore
+
+__all__ = [
+    "StepContext",
+    "VerificationError",
+    "check_step",
+    "extract_step",
+    "map_step",
+    "plan_step",
+    "report_step",
+    "upsert_step",
+    "verify_step",
+]
+
+log = logging.getLogger(__name__)
+
+_KEY_BATCH = 500  # keys per read_by_keys call (SOQL IN lists and OData filters stay short)
+DEFAULT_THRESHOLD = 0.1
+
+
+class VerificationError(FatalSourceError):
+    """The target does not hold what was written; the message lists the differences."""
+
+
+@dataclass
+class StepContext:
+    """What every step needs to know about the run it belongs to."""
+
+    flow: str
+    dag_id: str
+    run_id: str
+    staging: Path
+    store: StateStore
+    interval_start: datetime | None = None
+    interval_end: datetime | None = None
+    try_number: int = 1
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _payload(row: dict[str, Any]) -> dict[str, Any]:
+    """Return a JSON-safe copy of a row for the quarantine payload."""
+    from erpsync.plan import normalize
+
+    out = {}
+    for k, v in row.items():
+        try:
+            out[str(k)] = normalize(v)
+        except (TypeError, ValueError):
+            out[str(k)] = str(v)
+    return out
+
+
+def _records(df: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    if "_source_key" in df.columns:
+        keys = df["_source_key"].astype(str).tolist()
+    else:
+        keys = [str(i) for i in df.index]
+    return dict(zip(keys, df.to_dict("records"), strict=True))
+
+
+# ---- extract ------------------------------------------------------------------------------------
+
+
+def _window(ctx: StepContext, mapping: Mapping, full_refresh: bool):
+    from erpsync.adapters import ReadWindow
+
+    if full_refresh:
+        return None
+    start, end = ctx.interval_start, ctx.interval_end
+    if start is None or end is None or start >= end:
+        # A manual run has no interval of its own: continue from the flow's cursor up to now.
+        cursor = ctx.store.get_cursor(ctx.flow, mapping.source.object)
+        start = datetime.fromisoformat(cursor) if cursor else None
+        end = end or datetime.now(UTC)
+    return ReadWindow(start, end)
+
+
+def extract_step(
+    ctx: StepContext,
+    mapping: Mapping,
+    adapter: SystemAdapter,
+    *,
+    full_refresh: bool = False,
+    chunk_rows: int = 50_000,
+) -> Manifest:
+    """Read the interval's changed rows plus the quarantined keys' current rows into staging."""
+    import pandas as pd
+
+    src = mapping.source
+    ctx.store.start_run(
+        flow=ctx.flow, run_id=ctx.run_id, interval_start=ctx.interval_start, interval_end=ctx.interval_end
+    )
+    columns = list(dict.fromkeys([src.key, *([src.cursor] if src.cursor else []), *src.fields]))
+    window = _window(ctx, mapping, full_refresh)
+    writer = ChunkWriter(ctx.staging, "extract")
+    seen: set[str] = set()
+    max_cursor: str | None = None
+    in_window = 0
+
+    def take(df: pd.DataFrame) -> pd.DataFrame:
+        nonlocal max_cursor
+        keys = df[src.key].astype(str)
+        fresh = ~keys.isin(seen) & ~keys.duplicated()
+        df = df[fresh.to_numpy()]
+        seen.update(keys[fresh].tolist())
+        if src.cursor and src.cursor in df.columns and len(df):
+            top = pd.to_datetime(df[src.cursor], utc=True, errors="coerce").max()
+            if pd.notna(top):
+                iso = top.isoformat()
+                max_cursor = iso if max_cursor is None or iso > max_cursor else max_cursor
+        return df
+
+    for chunk in adapter.read(src.object, window=window, columns=columns, chunk_rows=chunk_rows):
+        chunk = take(chunk)
+        in_window += len(chunk)
+        writer.write(chunk)
+    retry_keys = [k for k in ctx.store.open_quarantine_keys(ctx.flow) if k not in seen]
+    retried = 0
+    for i in range(0, len(retry_keys), _KEY_BATCH):
+        again = take(
+            adapter.read_by_keys(src.object, src.key, retry_keys[i : i + _KEY_BATCH], columns=columns)
+        )
+        retried += len(again)
+        writer.write(again[columns])
+    manifest = writer.close(
+        columns=columns,
+        window=[_iso(window.start), _iso(window.end)] if window else None,
+        full_refresh=bool(full_refresh),
+        in_window=in_window,
+        retried=retried,
+        quarantined_not_found=len(retry_keys) - retried,
+        max_cursor=max_cursor,
+        calls=adapter.call_log.summary(),
+    )
+    log.info(
+        "Extracted %d %s rows (%d changed in the window, %d retried from quarantine)",
+        manifest.rows,
+        src.object,
+        in_window,
+        retried,
+    )
+    return manifest
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.astimezone(UTC).isoformat() if value else None
+
+
+# ---- quality check ------------------------------------------------------------------------------
+
+
+def check_step(
+    ctx: StepContext,
+    mapping: Mapping,
+    manifest: Manifest | dict,
+    *,
+    side: str,
+    threshold: float | None = None,
+) -> Manifest:
+    """Run the mapping's source or target rules: bad rows to quarantine, good rows on.
+
+    Fails (QualityThresholdError) only when the failed share of all rows passes the threshold,
+    after the bad rows are quarantined, so the quarantine shows what went wrong.
+    """
+    import pandas as pd
+
+    from erpsync.quality import QualityResult, enforce_threshold, run_checks
+    from erpsync.state import QuarantineRecord
+
+    if side not in ("source", "target"):
+        raise ConfigError(f"side must be 'source' or 'target', got {side!r}")
+    manifest = Manifest.from_xcom(manifest, where=f"check_{side} input")
+    rules = list(getattr(mapping.quality, side))
+    key_column = mapping.source.key if side == "source" else "_source_key"
+    stage = f"check_{side}"
+    limit = threshold if threshold is not None else mapping.quality.threshold
+    limit = DEFAULT_THRESHOLD if limit is None else float(limit)
+    writer = ChunkWriter(ctx.staging, stage)
+    # Rows retried from quarantine that still fail are already known: they stay quarantined but do
+    # not count toward the threshold, or one stuck row would fail every quiet run.
+    known_bad = set(ctx.store.open_quarantine_keys(ctx.flow))
+    total, bad_total, fresh_total, fresh_bad, failed_by_rule = 0, 0, 0, 0, {}
+    for i, chunk in enumerate(read_chunks(manifest)):
+        result = run_checks(chunk, rules, key_column=key_column, suite_name=f"{ctx.flow}.{side}")
+        total += result.total
+        bad_total += result.bad_count
+        retried = chunk[key_column].astype(str).isin(known_bad)
+        bad_retried = result.bad_rows[key_column].astype(str).isin(known_bad)
+        fresh_total += int((~retried).sum())
+        fresh_bad += int((~bad_retried).sum())
+        fresh_keys = set(result.bad_rows.loc[~bad_retried.to_numpy(), key_column].astype(str))
+        for b in result.bad.to_dict("records"):
+            if str(b["_source_key"]) in fresh_keys:
+                failed_by_rule[b["rule"]] = failed_by_rule.get(b["rule"], 0) + 1
+        rows = dict(
+            zip(result.bad_rows[key_column].astype(str), result.bad_rows.to_dict("records"), strict=True)
+        )
+        ctx.store.quarantine(
+            ctx.flow,
+            (
+                QuarantineRecord(
+                    source_key=str(b["_source_key"]),
+                    stage=stage,
+                    rule=str(b["rule"]),
+                    column=str(b["column"]),
+                    value=b["value"],
+                    message=f"failed {b['rule']} in suite {ctx.flow}.{side} (chunk {i})",
+                    payload=_payload(rows.get(str(b["_source_key"]), {})),
+                )
+                for b in result.bad.to_dict("records")
+            ),
+            run_id=ctx.run_id,
+        )
+        ctx.store.resolve_quarantine(
+            ctx.flow, stage=stage, keys=result.good[key_column].astype(str).tolist(), run_id=ctx.run_id
+        )
+        writer.write(result.good)
+    out = writer.close(
+        columns=manifest.columns,
+        checked=total,
+        quarantined=bad_total,
+        still_bad_from_quarantine=bad_total - fresh_bad,
+        failed_by_rule=failed_by_rule,
+    )
+    log.info(
+        "Quality %s: %d of %d rows failed (%d of them already in quarantine) %s",
+        side,
+        bad_total,
+        total,
+        bad_total - fresh_bad,
+        failed_by_rule or "",
+    )
+    overall = QualityResult(
+        good=pd.DataFrame(),
+        bad=pd.DataFrame(),
+        bad_rows=pd.DataFrame(index=range(fresh_bad)),
+        failed_by_rule=failed_by_rule,
+        total=fresh_total,
+        suite_name=f"{ctx.flow}.{side}",
+        rules=rules,
+    )
+    enforce_threshold(overall, limit)
+    return out
+
+
+# ---- map ----------------------------------------------------------------------------------------
+
+
+def load_lookups(mapping: Mapping, adapters: dict[str, SystemAdapter]) -> dict[str, pd.DataFrame]:
+    """Read each declared lookup table whole (they are small: sales reps, VAT codes, debtors)."""
+    import pandas as pd
+
+    tables = {}
+    for name, spec in mapping.lookups.items():
+        adapter = adapters.get(spec.system)
+        if adapter is None:
+            raise ConfigError(
+                f"lookup {name!r} reads {spec.system} {spec.object}, but no adapter for {spec.system!r} was given",
+                where=str(mapping.path),
+            )
+        frames = list(adapter.read(spec.object, window=None, columns=spec.columns))
+        tables[name] = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=spec.columns)
+    return tables
+
+
+def map_step(
+    ctx: StepContext,
+    mapping: Mapping,
+    manifest: Manifest | dict,
+    *,
+    lookups: dict[str, pd.DataFrame] | None = None,
+) -> Manifest:
+    """Apply the compiled mapping chunk by chunk; rejected rows go to quarantine (stage `map`)."""
+    from erpsync.state import QuarantineRecord
+
+    manifest = Manifest.from_xcom(manifest, where="map input")
+    compiled = mapping.compile()
+    writer = ChunkWriter(ctx.staging, "map")
+    rejected_rows: set[str] = set()
+    filtered = 0
+    for chunk in read_chunks(manifest):
+        mapped = compiled.apply(chunk, lookups)
+        src_rows = dict(zip(chunk[mapping.source.key].astype(str), chunk.to_dict("records"), strict=True))
+        ctx.store.quarantine(
+            ctx.flow,
+            (
+                QuarantineRecord(
+                    source_key=str(r["_source_key"]),
+                    stage="map",
+                    rule=str(r["rule"]),
+                    column=str(r["field"]),
+                    value=r["value"],
+                    message=str(r["message"]),
+                    payload=_payload(src_rows.get(str(r["_source_key"]), {})),
+                )
+                for r in mapped.rejected.to_dict("records")
+            ),
+            run_id=ctx.run_id,
+        )
+        rejected_rows.update(mapped.rejected["_source_key"].astype(str))
+        filtered += len(mapped.skipped)
+        ctx.store.resolve_quarantine(
+            ctx.flow,
+            stage="map",
+            keys=[*mapped.frame["_source_key"].astype(str), *mapped.skipped["_source_key"].astype(str)],
+            run_id=ctx.run_id,
+        )
+        writer.write(mapped.frame)
+    out = writer.close(
+        columns=["_source_key", *mapping.fields], quarantined=len(rejected_rows), filtered=filtered
+    )
+    log.info(
+        "Mapped %d rows; %d rejected, %d left out by the source filter",
+        out.rows,
+        len(rejected_rows),
+        filtered,
+    )
+    return out
+
+
+# ---- plan ---------------------------------------------------------------------------------------
+
+
+def plan_step(
+    ctx: StepContext,
+    mapping: Mapping,
+    manifest: Manifest | dict,
+    adapter: SystemAdapter,
+    *,
+    requires: Iterable[str] = (),
+) -> Manifest:
+    """Decide create/update/skip/conflict/unplaceable per row; conflicts and unplaceable rows are
+    quarantined (stage `plan`) with their reason, so they are reported and retried, never dropped."""
+    from erpsync.plan import Planner, PlanSpec
+    from erpsync.state import QuarantineRecord
+
+    manifest = Manifest.from_xcom(manifest, where="plan input")
+    spec = PlanSpec.from_mapping(mapping, requires=requires)
+    planner = Planner(spec, adapter, lambda keys: ctx.store.get_identities(ctx.flow, keys))
+    writer = ChunkWriter(ctx.staging, "plan")
+    for chunk in read_chunks(manifest):
+        plan = planner.plan(chunk)
+        stuck = plan[plan["_action"].isin(["conflict", "unplaceable"])]
+        ctx.store.quarantine(
+            ctx.flow,
+            (
+                QuarantineRecord(
+                    source_key=str(r["_source_key"]),
+                    stage="plan",
+                    rule=str(r["_action"]),
+                    column="",
+                    value=None,
+                    message=str(r["_reason"]),
+                    payload=_payload({k: v for k, v in r.items() if not str(k).startswith("_")}),
+                )
+                for r in stuck.to_dict("records")
+            ),
+            run_id=ctx.run_id,
+        )
+        placed = plan.loc[~plan["_action"].isin(["conflict", "unplaceable"]), "_source_key"]
+        ctx.store.resolve_quarantine(ctx.flow, stage="plan", keys=placed.tolist(), run_id=ctx.run_id)
+        writer.write(plan)
+    out = writer.close(counts=dict(planner.counts), calls=adapter.call_log.summary())
+    log.info("Plan for %s: %s", spec.target_object, planner.counts)
+    return out
+
+
+# ---- upsert -------------------------------------------------------------------------------------
+
+
+def upsert_step(
+    ctx: StepContext,
+    mapping: Mapping,
+    manifest: Manifest | dict,
+    adapter: SystemAdapter,
+    *,
+    batch_size: int = 200,
+    dry_run: bool = False,
+    max_retries: int = 2,
+) -> Manifest:
+    """Write the plan's creates and updates in batches, recording identities after each batch."""
+    from erpsync.plan import PlanSpec
+    from erpsync.state import Identity, QuarantineRecord
+
+    manifest = Manifest.from_xcom(manifest, where="upsert input")
+    spec = PlanSpec.from_mapping(mapping)
+    counts = dict.fromkeys(["created", "updated", "failed", "skipped", "already_written", "linked"], 0)
+    writer = ChunkWriter(ctx.staging, "upsert")
+    if dry_run:
+        planned = manifest.extra.get("counts", {})
+        return writer.close(dry_run=True, counts=counts, planned=planned, calls=adapter.call_log.summary())
+
+    for plan in read_chunks(manifest):
+        skip = plan[plan["_action"] == "skip"]
+        counts["skipped"] += len(skip)
+        adopt = skip[skip["_record"].astype(bool)]
+        if len(adopt):
+            ctx.store.record_identities(
+                ctx.flow,
+                [Identity(r["_source_key"], r["_target_id"], r["_hash"]) for r in adopt.to_dict("records")],
+                run_id=ctx.run_id,
+            )
+            counts["linked"] += len(adopt)
+        ctx.store.resolve_quarantine(
+            ctx.flow, stage="upsert", keys=skip["_source_key"].tolist(), run_id=ctx.run_id
+        )
+        todo = plan[plan["_action"].isin(["create", "update"])]
+        if todo.empty:
+            continue
+        # Rows an earlier try of this task already wrote carry their planned hash in the state store.
+        known = ctx.store.get_identities(ctx.flow, todo["_source_key"].tolist())
+        done = [
+            k in known and known[k].content_hash == h
+            for k, h in zip(todo["_source_key"], todo["_hash"], strict=True)
+        ]
+        counts["already_written"] += sum(done)
+        todo = todo[[not d for d in done]]
+        if ctx.try_number > 1 and len(todo):
+            todo = _reconcile(ctx, spec, adapter, todo, counts)
+        for action in ("create", "update"):
+            rows = todo[todo["_action"] == action]
+            for start in range(0, len(rows), batch_size):
+                batch = rows.iloc[start : start + batch_size]
+                results = _write_batch(ctx, spec, adapter, batch, action, max_retries)
+                ok = results[results["_result"].isin(["created", "updated"])]
+                ctx.store.record_identities(
+                    ctx.flow,
+                    [Identity(r["_source_key"], r["_target_id"], r["_hash"]) for r in ok.to_dict("records")],
+                    run_id=ctx.run_id,
+                )
+                ctx.store.resolve_quarantine(
+                    ctx.flow, stage="upsert", keys=ok["_source_key"].tolist(), run_id=ctx.run_id
+                )
+                bad = results[results["_result"] == "failed"]
+                ctx.store.quarantine(
+                    ctx.flow,
+                    (
+                        QuarantineRecord(
+                            source_key=r["_source_key"],
+                            stage="upsert",
+                            rule=str(r["_error_code"] or "refused"),
+                            column="",
+                            value=None,
+                            message=str(r["_error"]),
+                            payload=_payload({k: r.get(k) for k in spec.payload_columns(action)}),
+                        )
+                        for r in bad.to_dict("records")
+                    ),
+                    run_id=ctx.run_id,
+                )
+                for result, n in results["_result"].value_counts().items():
+                    counts[result] += int(n)
+                writer.write(results)
+    out = writer.close(counts=counts, calls=adapter.call_log.summary())
+    log.info("Upsert into %s: %s", spec.target_object, counts)
+    return out
+
+
+def _write_batch(ctx, spec, adapter, batch, action: str, max_retries: int):
+    """Send one batch; retry only the rows the target called transient, within max_retries."""
+    import pandas as pd
+
+    columns = spec.payload_columns(action)
+    pending = batch
+    finished = []
+    for attempt in range(max_retries + 1):
+        payload = pending[["_source_key", *columns]].copy()
+        if action == "update":
+            payload.insert(1, "_target_id", pending["_target_id"].to_numpy())
+        res = adapter.upsert(spec.target_object, payload, identity=spec.identity).reset_index(drop=True)
+        if len(res) != len(pending):
+            raise FatalSourceError(
+                f"{adapter.name} answered {len(res)} results for {len(pending)} rows",
+                where=spec.target_object,
+            )
+        merged = pending.reset_index(drop=True).copy()
+        merged["_result"] = res["action"].to_numpy()
+        merged["_target_id"] = (
+            res["target_id"].where(res["target_id"].notna(), merged["_target_id"]).to_numpy()
+        )
+        merged["_error"] = res["error"].to_numpy()
+        merged["_error_code"] = res["error_code"].to_numpy()
+        transient = merged["_result"].eq("failed") & res["retriable"].fillna(False).astype(bool)
+        if not transient.any() or attempt == max_retries:
+            finished.append(merged)
+            break
+        finished.append(merged[~transient.to_numpy()])
+        pending = pending.reset_index(drop=True)[transient.to_numpy()]
+        log.warning("Retrying %d rows the target refused for now (attempt %d)", len(pending), attempt + 1)
+    return pd.concat(finished, ignore_index=True)
+
+
+def _reconcile(ctx, spec, adapter, todo, counts):
+    """On a retried try, skip rows an interrupted batch already wrote (target holds the values)."""
+    from erpsync.plan import normalize
+    from erpsync.state import Identity
+
+    ids = todo[spec.identity].dropna().astype(str).unique().tolist()
+    found: dict[str, dict] = {}
+    for i in range(0, len(ids), _KEY_BATCH):
+        frame = adapter.read_by_keys(
+            spec.target_object, spec.identity, ids[i : i + _KEY_BATCH], columns=spec.payload_columns("create")
+        )
+        found.update({str(normalize(r[spec.identity])): r for r in frame.to_dict("records")})
+    id_field = adapter.describe(spec.target_object).id_field
+    written = []
+    for r in todo.to_dict("records"):
+        rec = found.get(str(normalize(r[spec.identity])))
+        cols = spec.payload_columns(r["_action"])
+        if rec is not None and all(normalize(r[c]) == normalize(rec.get(c)) for c in cols):
+            written.append(Identity(r["_source_key"], rec[id_field], r["_hash"]))
+    if written:
+        ctx.store.record_identities(ctx.flow, written, run_id=ctx.run_id)
+        counts["already_written"] += len(written)
+        log.info(
+            "Retry: %d rows were already written by the interrupted try; not sending them again", len(written)
+        )
+    done = {w.source_key for w in written}
+    return todo[~todo["_source_key"].isin(done).to_numpy()]
+
+
+# ---- verify -------------------------------------------------------------------------------------
+
+
+def verify_step(
+    ctx: StepContext,
+    mapping: Mapping,
+    manifest: Manifest | dict,
+    adapter: SystemAdapter,
+    *,
+    sample: int | None = None,
+    max_listed: int = 20,
+) -> dict[str, Any]:
+    """Read back what upsert wrote and compare every written field; raise with the differences."""
+    import pandas as pd
+
+    from erpsync.plan import PlanSpec, normalize
+
+    manifest = Manifest.from_xcom(manifest, where="verify input")
+    if manifest.extra.get("dry_run"):
+        return {"checked": 0, "dry_run": True, "calls": adapter.call_log.summary()}
+    spec = PlanSpec.from_mapping(mapping)
+    frames = list(read_chunks(manifest))
+    if not frames:
+        log.info("Nothing was written; nothing to verify")
+        return {"checked": 0, "found": 0, "missing": 0, "differences": 0, "calls": adapter.call_log.summary()}
+    written = pd.concat(frames, ignore_index=True)
+    written = written[written["_result"].isin(["created", "updated"])]
+    if sample is not None and len(written) > sample:
+        written = written.sort_values("_hash").head(sample)  # stable, spread over keys
+    id_field = adapter.describe(spec.target_object).id_field
+    ids = written["_target_id"].astype(str).tolist()
+    found: dict[str, dict] = {}
+    for i in range(0, len(ids), _KEY_BATCH):
+        frame = adapter.read_by_keys(
+            spec.target_object, id_field, ids[i : i + _KEY_BATCH], columns=spec.payload_columns("create")
+        )
+        found.update({str(r[id_field]): r for r in frame.to_dict("records")})
+    differences: list[str] = []
+    missing = 0
+    for r in written.to_dict("records"):
+        rec = found.get(str(r["_target_id"]))
+        label = f"{spec.target_object} {r['_target_id']} (source {r['_source_key']})"
+        if rec is None:
+            missing += 1
+            differences.append(f"{label}: not found in {adapter.name}")
+            continue
+        action = "create" if r["_result"] == "created" else "update"
+        for column in spec.payload_columns(action):
+            want, got = normalize(r.get(column)), normalize(rec.get(column))
+            if want != got and str(want) != str(got):
+                differences.append(f"{label}: {column} is {got!r}, expected {want!r}")
+    summary = {
+        "checked": len(written),
+        "found": len(written) - missing,
+        "missing": missing,
+        "differences": len(differences),
+        "calls": adapter.call_log.summary(),
+    }
+    if differences:
+        shown = "\n".join(f"  {d}" for d in differences[:max_listed])
+        more = f"\n  ... and {len(differences) - max_listed} more" if len(differences) > max_listed else ""
+        raise VerificationError(
+            f"{len(differences)} difference(s) between what was written and what {adapter.name} holds "
+            f"({missing} record(s) missing of {len(written)} checked):\n{shown}{more}",
+            where=f"{ctx.flow} verify",
+            details={k: v for k, v in summary.items() if k != "calls"},
+        )
+    log.info("Verified %d written records in %s: all fields equal", len(written), spec.target_object)
+    return summary
+
+
+# ---- report -------------------------------------------------------------------------------------
+
+
+def report_step(
+    ctx: StepContext, mapping: Mapping, manifests: dict[str, Any], *, dry_run: bool = False
+) -> dict[str, Any]:
+    """Build the run report from the steps' manifests; write it, store it, move the cursor on success."""
+    from erpsync.report import RunReport, merge_calls
+
+    def extra(step: str) -> dict[str, Any]:
+        value = manifests.get(step)
+        if isinstance(value, dict) and "extra" in value:
+            return value["extra"]
+        return value if isinstance(value, dict) else {}
+
+    steps = {name: ("done" if manifests.get(name) is not None else "did not finish") for name in manifests}
+    problems = [f"step {name} did not finish (see its log)" for name, v in steps.items() if v != "done"]
+    plan_counts = extra("plan").get("counts", {})
+    upsert_counts = extra("upsert").get("counts", {})
+    quarantine = ctx.store.quarantine_by_rule(ctx.flow, run_id=ctx.run_id)
+    quarantined_keys = {
+        e["source_key"] for e in ctx.store.quarantine_entries(ctx.flow) if e["last_run_id"] == ctx.run_id
+    }
+    counts = {
+        "extracted": int(manifests.get("extract", {}).get("rows", 0))
+        if isinstance(manifests.get("extract"), dict)
+        else 0,
+        "created": int(upsert_counts.get("created", 0)),
+        "updated": int(upsert_counts.get("updated", 0)),
+        "skipped": int(plan_counts.get("skip", 0)) + int(upsert_counts.get("already_written", 0)),
+        "failed": int(upsert_counts.get("failed", 0)),
+        "quarantined": len(quarantined_keys),
+        "conflicts": int(plan_counts.get("conflict", 0)),
+        "unplaceable": int(plan_counts.get("unplaceable", 0)),
+    }
+    if dry_run:
+        counts["would_create"] = int(plan_counts.get("create", 0))
+        counts["would_update"] = int(plan_counts.get("update", 0))
+    status = "failed" if problems else ("dry_run" if dry_run else "success")
+    calls = merge_calls({name: extra(name).get("calls") for name in manifests})
+    if isinstance(manifests.get("verify"), dict) and "calls" in manifests["verify"]:
+        calls = merge_calls(
+            {**{name: extra(name).get("calls") for name in manifests}, "verify": manifests["verify"]["calls"]}
+        )
+    window = extra("extract").get("window") or [_iso(ctx.interval_start), _iso(ctx.interval_end)]
+    report = RunReport(
+        flow=ctx.flow,
+        run_id=ctx.run_id,
+        status=status,
+        counts=counts,
+        interval=list(window),
+        quarantine=quarantine,
+        resolved=ctx.store.resolved_count(ctx.flow, ctx.run_id),
+        calls=calls,
+        steps=steps,
+        problems=problems,
+    )
+    run = ctx.store.get_run(ctx.flow, ctx.run_id)
+    if run is not None:
+        report.duration_seconds = (datetime.now(UTC) - run["started_at"]).total_seconds()
+    files = report.write(ctx.staging)
+    summary = {**report.to_dict(), "files": files}
+    ctx.store.finish_run(
+        flow=ctx.flow,
+        run_id=ctx.run_id,
+        status=status,
+        counts=counts,
+        report={k: summary[k] for k in ("counts", "quarantine", "resolved", "steps", "problems", "files")}
+        | {"api_calls": calls.get("total", 0)},
+    )
+    cursor = extra("extract").get("max_cursor")
+    if status == "success" and cursor:
+        ctx.store.set_cursor(ctx.flow, mapping.source.object, cursor, run_id=ctx.run_id)
+    return summary
