@@ -1,0 +1,457 @@
+"""A simulated QuickBooks Desktop company file that answers qbXML 13.0 the way QuickBooks does.
+
+`CompanyFile.process(request_xml)` is the request processor's ``ProcessRequest``: it validates the
+document (XSD when ``ERPSYNC_QBXML_SCHEMA_DIR`` is set, the built-in rules otherwise), refuses a
+malformed one as a whole with HRESULT 0x80040400, and answers each request with QuickBooks' status
+codes: 3100 duplicate name, 3120 object not found, 3130 bad parent, 3140 bad list reference in a
+transaction, 3200 stale EditSequence, 3070 string too long, 500 (warn) when a query names ids that do
+not exist, 1 (info) when filters match nothing. Message sets carrying ``newMessageSetID`` are
+remembered with their response for error recovery (``oldMessageSetID``), atomically with their
+writes. Every answer is built in schema order, so it validates against the XSD like the real one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import threading
+import time
+from collections.abc import Callable
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+from erpsync.qbwc_bridge.qbxml.build import _serialize, escape_attr
+from erpsync.qbwc_bridge.qbxml.errors import MalformedXmlError, QbxmlValidationError, UnsafeXmlError
+from erpsync.qbwc_bridge.qbxml.safe_xml import parse_xml
+from erpsync.qbwc_bridge.qbxml.validate import validate_request
+from erpsync.sandbox.quickbooks._store import Store
+from erpsync.sandbox.quickbooks.faults import (
+    BUSY,
+    PARSE_ERROR,
+    Faults,
+    RequestProcessorError,
+    ResponseLostError,
+)
+
+__all__ = ["CompanyFile"]
+
+#: List kinds the simulator keeps, with their name space (names are unique per name space:
+#: customers share one with vendors/employees in QuickBooks, items share one across item types).
+LIST_KINDS: dict[str, str] = {
+    "Customer": "entity",
+    "ItemService": "item",
+    "ItemNonInventory": "item",
+    "ItemInventory": "item",
+    "Account": "account",
+    "PaymentMethod": "paymentmethod",
+    "SalesTaxCode": "salestaxcode",
+    "StandardTerms": "terms",
+}
+ITEM_KINDS = ("ItemService", "ItemNonInventory", "ItemInventory")
+TXN_KINDS: dict[str, str] = {
+    "SalesOrder": "SalesOrderLine",
+    "Invoice": "InvoiceLine",
+    "SalesReceipt": "SalesReceiptLine",
+}
+#: Which name space each reference element points into.
+REF_FAMILIES: dict[str, str] = {
+    "CustomerRef": "entity",
+    "ItemRef": "item",
+    "AccountRef": "account",
+    "IncomeAccountRef": "account",
+    "COGSAccountRef": "account",
+    "AssetAccountRef": "account",
+    "ExpenseAccountRef": "account",
+    "DepositToAccountRef": "account",
+    "ARAccountRef": "account",
+    "PaymentMethodRef": "paymentmethod",
+    "PreferredPaymentMethodRef": "paymentmethod",
+    "SalesTaxCodeRef": "salestaxcode",
+    "CustomerSalesTaxCodeRef": "salestaxcode",
+    "PurchaseTaxCodeRef": "salestaxcode",
+    "TermsRef": "terms",
+}
+FAMILY_LABEL = {
+    "entity": "Customer",
+    "item": "Item",
+    "account": "Account",
+    "paymentmethod": "PaymentMethod",
+    "salestaxcode": "SalesTaxCode",
+    "terms": "Terms",
+}
+NOT_FOUND_TAIL = (
+    "QuickBooks error message: Invalid argument.  The specified record does not exist in the list."
+)
+MAX_MESSAGE_SET_ID = 24  # Intuit's error-recovery sample: messageSetStatusCode 9004 above 24 characters
+
+
+class _Failure(Exception):
+    """One request failed with a QuickBooks status code; the others in the batch go on."""
+
+    def __init__(self, code: int, message: str, severity: str = "Error"):
+        self.code, self.message, self.severity = code, message, severity
+        super().__init__(f"{code}: {message}")
+
+
+def _money(value: Any) -> Decimal:
+    try:
+        return Decimal(str(value or "0"))
+    except InvalidOperation:
+        return Decimal(0)
+
+
+def _fmt(amount: Decimal) -> str:
+    return str(amount.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP))
+
+
+def _parse_when(text: str, default_tz: dt.tzinfo) -> dt.datetime:
+    """Read a qbXML DATETIMETYPE/DATETYPE; a value without offset is in the company's local time."""
+    text = text.strip()
+    if len(text) == 10:
+        return dt.datetime.fromisoformat(text).replace(tzinfo=default_tz)
+    value = dt.datetime.fromisoformat(text)
+    return value if value.tzinfo else value.replace(tzinfo=default_tz)
+
+
+class CompanyFile:
+    """One QuickBooks company file.
+
+    :param path: SQLite file to keep it in (survives restarts); None keeps it in memory.
+    :param clock: returns epoch seconds; tests inject one to control TimeModified and EditSequence.
+    :param tz: the company's local time zone (TimeCreated/TimeModified carry its offset).
+    :param recovery_history: how many message sets to remember for ``oldMessageSetID``. Real
+        QuickBooks keeps the most recent one per application; the default keeps more so a bridge
+        with several batches in flight can be tested, ``1`` simulates the strict behaviour.
+    :param company_name: shown by CompanyQuery.
+    """
+
+    def __init__(
+        self,
+        path: Path | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        tz: dt.tzinfo | None = None,
+        recovery_history: int = 1000,
+        company_name: str = "Sandbox Trading Co",
+        iterator_ttl_seconds: float = 600.0,
+    ):
+        self.path = path
+        self.store = Store(path)
+        self.clock = clock
+        self.tz = tz or dt.timezone(dt.timedelta(hours=-5))
+        self.recovery_history = recovery_history
+        self.company_name = company_name
+        self.iterator_ttl_seconds = iterator_ttl_seconds
+        self.faults = Faults()
+        self._iterators: dict[str, dict[str, Any]] = {}
+        self._lock = threading.RLock()
+        self.stats = {"documents": 0, "requests": 0, "parse_errors": 0}
+        if self.store.get_meta("created") is None:
+            with self.store.transaction():
+                self.store.set_meta("created", self._now_text())
+                self._seed_lists()
+
+    # -- public API ---------------------------------------------------------------------------------
+    def close(self) -> None:
+        self.store.close()
+
+    def end_session(self, session: str = "default") -> None:
+        """Forget the iterators of a Web Connector session (QuickBooks drops them at EndSession)."""
+        with self._lock:
+            for key in [k for k, v in self._iterators.items() if v["session"] == session]:
+                del self._iterators[key]
+
+    def register_application(self, owner_id: str, file_id: str) -> None:
+        """Store the Web Connector's private ``FileID`` DataExt on the company, as QBWC does on first run."""
+        with self.store.transaction():
+            if self.store.get_def(owner_id, "FileID") is None:
+                self.store.put_def(
+                    owner_id, "FileID", self._def_ret(owner_id, "FileID", "STR255TYPE", ["Company"])
+                )
+            self.store.set_ext(owner_id, "FileID", "company", file_id)
+
+    def process(self, request_xml: str | bytes, *, session: str = "default") -> str:
+        """Answer one qbXML request document with a response document, as ProcessRequest does.
+
+        :raises RequestProcessorError: the document is not parseable/valid (0x80040400) or QuickBooks
+            is busy (fault); no request in it was executed.
+        :raises ResponseLostError: fault "crash after commit": executed and stored, answer lost.
+        """
+        if self.faults.latency_seconds:
+            time.sleep(self.faults.latency_seconds)
+        with self._lock:
+            self.stats["documents"] += 1
+            if self.faults.take("busy"):
+                raise RequestProcessorError(*BUSY)
+            msgs, requests, too_long = self._read_document(request_xml)
+            response, set_id = self._process_set(msgs, requests, too_long, session)
+            if self.faults.take("lose_responses"):
+                raise ResponseLostError(response, set_id)
+            return response
+
+    def reset(self, *, seed: bool = False) -> None:
+        """Empty the company file (and reseed the base lists; `seed` adds the demo data)."""
+        with self._lock:
+            self.store.reset()
+            self._iterators.clear()
+            with self.store.transaction():
+                self.store.set_meta("created", self._now_text())
+                self._seed_lists()
+        if seed:
+            from erpsync.sandbox.quickbooks.seed import seed_company
+
+            seed_company(self)
+
+    # -- inspection (admin API, tests) --------------------------------------------------------------
+    def records(self, kind: str) -> list[dict[str, Any]]:
+        """Return the stored ``*Ret`` dicts of one kind (``Customer``, ``Item`` = all items, ``Invoice``...)."""
+        kinds = ITEM_KINDS if kind == "Item" else (kind,)
+        return [self._with_ext(data) for _, data in self.store.all(kinds)]
+
+    def count(self, kind: str) -> int:
+        return self.store.count(ITEM_KINDS if kind == "Item" else (kind,))
+
+    def data_ext(self, owner_id: str, name: str, object_id: str) -> str | None:
+        return self.store.get_ext(owner_id, name, object_id)
+
+    # -- document level -------------------------------------------------------------------------------
+    def _read_document(self, request_xml: str | bytes) -> tuple[Any, list[Any], dict[int, tuple[str, str]]]:
+        from lxml import etree
+
+        try:
+            root = parse_xml(request_xml)
+        except (MalformedXmlError, UnsafeXmlError) as exc:
+            self.stats["parse_errors"] += 1
+            raise RequestProcessorError(*PARSE_ERROR, detail=str(exc)) from None
+        msgs = root.find("QBXMLMsgsRq") if root.tag == "QBXML" else None
+        if msgs is None or msgs.get("onError") not in ("stopOnError", "continueOnError", "rollbackOnError"):
+            self.stats["parse_errors"] += 1
+            raise RequestProcessorError(
+                *PARSE_ERROR, detail="QBXML/QBXMLMsgsRq with a valid onError is required"
+            )
+        requests = [rq for rq in msgs if isinstance(rq.tag, str)]
+        too_long: dict[int, tuple[str, str]] = {}
+        for index, rq in enumerate(requests):
+            try:
+                validate_request(etree.tostring(rq, encoding="unicode"))
+            except QbxmlValidationError as exc:
+                # QuickBooks parses structure strictly but checks lengths per request (3070).
+                if "maxLength" in exc.rule or "maxLength" in str(exc):
+                    field = exc.field.rsplit("/", 1)[-1].split("[")[0]
+                    too_long[index] = (field, exc.value or "")
+                    continue
+                self.stats["parse_errors"] += 1
+                raise RequestProcessorError(*PARSE_ERROR, detail=str(exc)) from None
+        return msgs, requests, too_long
+
+    def _process_set(self, msgs, requests, too_long, session) -> tuple[str, str | None]:
+        from lxml import etree
+
+        new_id, old_id = msgs.get("newMessageSetID"), msgs.get("oldMessageSetID")
+        for set_id in (new_id, old_id):
+            if set_id is not None and len(set_id) > MAX_MESSAGE_SET_ID:
+                return self._document([], {"messageSetStatusCode": "9004"}), None
+        checksum = hashlib.sha256(b"".join(etree.tostring(rq) for rq in requests)).hexdigest()
+        if old_id is not None:
+            stored = self.store.get_message_set(old_id)
+            if stored is not None:
+                return self._document(
+                    [stored[1]], {"newMessageSetID": old_id, "messageSetStatusCode": "0"}
+                ), old_id
+            if new_id is None:
+                return self._document([], {"messageSetStatusCode": "600"}), None
+            if new_id == old_id:
+                return self._document([], {"messageSetStatusCode": "9002"}), None
+        if new_id is not None:
+            stored = self.store.get_message_set(new_id)
+            if stored is not None:
+                if stored[0] != checksum:
+                    return self._document(
+                        [], {"newMessageSetID": new_id, "messageSetStatusCode": "9001"}
+                    ), None
+                return self._document(
+                    [stored[1]], {"newMessageSetID": new_id, "messageSetStatusCode": "0"}
+                ), new_id
+        mode = msgs.get("onError")
+        parts: list[str] = []
+        with self.store.transaction():
+            try:
+                with self.store.savepoint("msgset"):
+                    failed = False
+                    for index, rq in enumerate(requests):
+                        self.stats["requests"] += 1
+                        part, ok = self._answer(rq, too_long.get(index), session)
+                        parts.append(part)
+                        if not ok:
+                            failed = True
+                            if mode == "stopOnError":
+                                break
+                    if failed and mode == "rollbackOnError":
+                        raise _Rollback
+            except _Rollback:
+                pass
+            body = "".join(parts)
+            if new_id is not None:
+                self.store.put_message_set(new_id, checksum, body, self.recovery_history)
+        attrs = {"newMessageSetID": new_id} if new_id is not None else {}
+        return self._document([body], attrs), new_id
+
+    def _document(self, bodies: list[str], attrs: dict[str, str]) -> str:
+        shown = "".join(f' {k}="{escape_attr(v)}"' for k, v in attrs.items() if v is not None)
+        return f'<?xml version="1.0" ?>\n<QBXML>\n<QBXMLMsgsRs{shown}>\n{"".join(bodies)}</QBXMLMsgsRs>\n</QBXML>\n'
+
+    def _answer(self, rq: Any, too_long: tuple[str, str] | None, session: str) -> tuple[str, bool]:
+        kind = rq.tag[:-2]
+        request_id = rq.get("requestID")
+        attrs: dict[str, str] = {}
+        try:
+            if too_long is not None:
+                field, value = too_long
+                raise _Failure(3070, f'The string "{value}" in the field "{field}" is too long.')
+            handler = _HANDLERS.get(kind) or _generic_handler(kind)
+            if handler is None:
+                raise _Failure(3250, f"{kind} is not implemented by the QuickBooks simulator.")
+            with self.store.savepoint("rq"):
+                body, attrs, status = handler(self, rq, session)
+            code, severity, message = status
+            ok = True
+        except _Failure as failure:
+            body, code, severity, message, ok = "", failure.code, failure.severity, failure.message, False
+        head = f"<{kind}Rs"
+        if request_id is not None:
+            head += f' requestID="{escape_attr(request_id)}"'
+        head += f' statusCode="{code}" statusSeverity="{severity}" statusMessage="{escape_attr(message)}"'
+        head += "".join(f' {k}="{escape_attr(str(v))}"' for k, v in attrs.items())
+        text = f"{head}>{body}</{kind}Rs>\n" if body else f"{head} />\n"
+        return text, ok or severity != "Error"
+
+    # -- helpers ------------------------------------------------------------------------------------------
+    def _now(self) -> dt.datetime:
+        return dt.datetime.fromtimestamp(self.clock(), self.tz).replace(microsecond=0)
+
+    def _now_text(self) -> str:
+        return self._now().isoformat()
+
+    def _edit_sequence(self, previous: str | None = None) -> str:
+        value = int(self.clock())
+        if previous is not None and previous.isdigit() and value <= int(previous):
+            value = int(previous) + 1  # EditSequence must change on every Mod, even within a second
+        return str(value)
+
+    def _new_list_id(self) -> str:
+        return f"{self.store.next_counter('list_id', 0x80000001):08X}-{int(self.clock())}"
+
+    def _new_txn_id(self) -> str:
+        return f"{self.store.next_counter('txn_id', 0x100):X}-{int(self.clock())}"
+
+    def _resolve(self, ref: Any, family: str, context: str) -> dict[str, str]:
+        """Find a referenced list object by ListID or FullName; 3140 names the missing one."""
+        if not isinstance(ref, dict):
+            ref = {"FullName": str(ref)}
+        found = None
+        if ref.get("ListID"):
+            got = self.store.get(ref["ListID"])
+            if got is not None and LIST_KINDS.get(got[0]) == family:
+                found = got[1]
+        elif ref.get("FullName"):
+            got = self.store.by_name(family, ref["FullName"])
+            found = got[1] if got else None
+        if found is None:
+            label = FAMILY_LABEL.get(family, family)
+            shown = ref.get("ListID") or ref.get("FullName") or ""
+            raise _Failure(
+                3140,
+                f'There is an invalid reference to QuickBooks {label} "{shown}" in the {context}.  {NOT_FOUND_TAIL}',
+            )
+        return {"ListID": found["ListID"], "FullName": found["FullName"]}
+
+    def _resolve_refs(self, data: dict[str, Any], context: str) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, value in data.items():
+            if name in REF_FAMILIES:
+                out[name] = self._resolve(value, REF_FAMILIES[name], context)
+            elif isinstance(value, dict):
+                out[name] = self._resolve_refs(value, context)
+            else:
+                out[name] = value
+        return out
+
+    def _with_ext(self, data: dict[str, Any], owner_ids: list[str] | None = None) -> dict[str, Any]:
+        object_id = data.get("ListID") or data.get("TxnID")
+        if not object_id:
+            return data
+        owners = owner_ids if owner_ids is not None else [d["OwnerID"] for d in self.store.defs(None)]
+        exts = []
+        for owner, name, value in self.store.exts_for(object_id, sorted(set(owners)) or ["0"]):
+            definition = self.store.get_def(owner, name) or {}
+            ret = {
+                "DataExtName": name,
+                "DataExtType": definition.get("DataExtType", "STR255TYPE"),
+                "DataExtValue": value,
+            }
+            if owner != "0":
+                ret = {"OwnerID": owner, **ret}
+            exts.append(ret)
+        return {**data, "DataExtRet": exts} if exts else data
+
+    def _render(self, ret_key: str, data: dict[str, Any]) -> str:
+        out: list[str] = [f"<{ret_key}>"]
+        _serialize(ret_key, data, ret_key, out)
+        out.append(f"</{ret_key}>")
+        return "".join(out)
+
+    def _def_ret(self, owner_id: str, name: str, data_type: str, assign_to: list[str]) -> dict[str, Any]:
+        return {
+            "OwnerID": owner_id,
+            "DataExtID": str(self.store.next_counter("data_ext_id", 1)),
+            "DataExtName": name,
+            "DataExtType": data_type,
+            "AssignToObject": assign_to,
+            "DataExtListRequire": "false",  # the 13.0 schema requires these three on every DataExtDefRet
+            "DataExtTxnRequire": "false",
+            "DataExtFormatString": "",
+        }
+
+    def _seed_lists(self) -> None:
+        """The lists a fresh QuickBooks company already has (accounts, payment methods, tax codes, terms)."""
+        accounts = [
+            ("Accounts Receivable", "AccountsReceivable"),
+            ("Undeposited Funds", "OtherCurrentAsset"),
+            ("Inventory Asset", "OtherCurrentAsset"),
+            ("Sales", "Income"),
+            ("Services", "Income"),
+            ("Cost of Goods Sold", "CostOfGoodsSold"),
+            ("Purchases", "CostOfGoodsSold"),
+        ]
+        for name, account_type in accounts:
+            self._put_simple("Account", name, {"AccountType": account_type})
+        for name in ("Cash", "Check", "Visa", "MasterCard", "American Express"):
+            self._put_simple("PaymentMethod", name, {})
+        for name in ("Tax", "Non"):
+            self._put_simple("SalesTaxCode", name, {})
+        for name in ("Net 15", "Net 30", "Due on receipt"):
+            self._put_simple("StandardTerms", name, {})
+
+    def _put_simple(self, kind: str, name: str, extra: dict[str, Any]) -> None:
+        now = self._now_text()
+        data = {
+            "ListID": self._new_list_id(),
+            "TimeCreated": now,
+            "TimeModified": now,
+            "EditSequence": self._edit_sequence(),
+            "Name": name,
+            "FullName": name,
+            "IsActive": "true",
+            **extra,
+        }
+        self.store.put(data["ListID"], kind, LIST_KINDS[kind], name.lower(), data)
+
+
+class _Rollback(Exception):
+    """Raised inside the message-set savepoint to undo every write (rollbackOnError)."""
+
+
+# The request handlers live in _handlers.py; imported at the end to avoid a cycle.
+from erpsync.sandbox.quickbooks._handlers import HANDLERS as _HANDLERS  # noqa: E402
+from erpsync.sandbox.quickbooks._handlers import generic_handler as _generic_handler  # noqa: E402

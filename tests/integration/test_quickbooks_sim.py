@@ -1,0 +1,555 @@
+"""Contract of the QuickBooks company-file simulator through `process()`: what QuickBooks answers."""
+
+from __future__ import annotations
+
+import pytest
+
+from erpsync.errors import RecordError, RetriableSourceError, StaleRecordError
+from erpsync.qbwc_bridge import qbxml as q
+from erpsync.qbwc_bridge.qbxml.validate import load_schema
+from erpsync.sandbox.quickbooks import CompanyFile, RequestProcessorError, ResponseLostError
+
+OWNER = "{3F2504E0-4F89-11D3-9A0C-0305E82C3301}"
+
+
+class Clock:
+    """A settable clock so TimeModified / EditSequence / date filters are deterministic."""
+
+    def __init__(self, now: float = 1_717_200_000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def company(clock) -> CompanyFile:
+    company = CompanyFile(None, clock=clock)
+    yield company
+    company.close()
+
+
+def run(company: CompanyFile, *requests, **envelope_args) -> q.QbResponseSet:
+    """Send one message set and return the parsed answer, checking it against the real XSD."""
+    from lxml import etree
+
+    answer = company.process(q.envelope(list(requests), **envelope_args))
+    schema = load_schema()
+    assert schema.validate(etree.fromstring(answer.encode())), schema.error_log
+    return q.parse_response(answer)
+
+
+def add_customer(company, name, **fields) -> q.QbResponse:
+    return run(company, q.customer_add({"Name": name, **fields}, request_id=f"add-{name}")).responses[0]
+
+
+def test_add_returns_the_full_record_and_query_finds_it(company):
+    added = add_customer(
+        company, "Acme BV", CompanyName="Acme", BillAddress={"City": "Utrecht", "Addr1": "Main 1"}
+    )
+    assert added.status_code == 0 and added.request_id == "add-Acme BV"
+    record = added.records[0]
+    assert record["FullName"] == "Acme BV" and record["Sublevel"] == "0" and record["IsActive"] == "true"
+    assert record["TimeCreated"] == record["TimeModified"] == "2024-05-31T19:00:00-05:00"
+    assert added.list_id and added.edit_sequence == "1717200000"
+    found = run(company, q.customer_query(request_id="q", list_ids=[added.list_id])).responses[0]
+    assert found.records[0]["BillAddress"] == {"Addr1": "Main 1", "City": "Utrecht"}
+
+
+def test_mod_changes_edit_sequence_and_a_stale_one_is_refused(company, clock):
+    added = add_customer(company, "Acme")
+    first = run(
+        company, q.customer_mod(added.list_id, added.edit_sequence, {"Phone": "555-1"}, request_id="m1")
+    )
+    modded = first.responses[0]
+    assert (
+        modded.status_code == 0 and modded.edit_sequence != added.edit_sequence
+    )  # same second: still changes
+    assert modded.records[0]["Phone"] == "555-1"
+    stale = run(
+        company, q.customer_mod(added.list_id, added.edit_sequence, {"Phone": "555-2"}, request_id="m2")
+    )
+    response = stale.responses[0]
+    assert response.status_code == 3200 and f'"{added.edit_sequence}" is out-of-date' in response.message
+    assert isinstance(q.error_for(response), StaleRecordError)
+    clock.now += 60
+    again = run(
+        company, q.customer_mod(added.list_id, modded.edit_sequence, {"Name": "Acme Corp"}, request_id="m3")
+    )
+    assert again.responses[0].records[0]["FullName"] == "Acme Corp"
+    assert again.responses[0].records[0]["TimeModified"] == "2024-05-31T19:01:00-05:00"
+
+
+def test_duplicate_names_are_refused_case_insensitively_but_jobs_may_reuse_a_leaf_name(company):
+    add_customer(company, "Acme")
+    duplicate = add_customer(company, "ACME")
+    assert (
+        duplicate.status_code == 3100
+        and duplicate.message == 'The name "ACME" of the list element is already in use.'
+    )
+    assert isinstance(q.error_for(duplicate), RecordError)
+    add_customer(company, "Beta")
+    job_a = add_customer(company, "Install", ParentRef={"FullName": "Acme"})
+    job_b = run(company, q.customer_add({"Name": "Install", "ParentRef": "Beta"}, request_id="j2")).responses[
+        0
+    ]
+    assert job_a.records[0]["FullName"] == "Acme:Install" and job_a.records[0]["Sublevel"] == "1"
+    assert job_b.status_code == 0 and job_b.records[0]["FullName"] == "Beta:Install"
+    item_clash = run(
+        company,
+        q.item_service_add(
+            {"Name": "Acme", "SalesOrPurchase": {"Price": 1, "AccountRef": "Sales"}}, request_id="i"
+        ),
+    )
+    assert item_clash.responses[0].status_code == 0  # items have their own name space
+
+
+def test_unknown_references_answer_3130_and_3140(company):
+    parent = add_customer(company, "Child", ParentRef={"FullName": "No Such Parent"})
+    assert parent.status_code == 3130 and '"No Such Parent" in the Customers list' in parent.message
+    add_customer(company, "Acme")
+    rs = run(
+        company,
+        q.invoice_add(
+            {"CustomerRef": "Ghost", "InvoiceLineAdd": [{"ItemRef": "Widget", "Amount": 1}]}, request_id="v1"
+        ),
+        q.invoice_add(
+            {"CustomerRef": "Acme", "InvoiceLineAdd": [{"ItemRef": "Widget", "Amount": 1}]}, request_id="v2"
+        ),
+        q.item_service_add(
+            {"Name": "Svc", "SalesOrPurchase": {"Price": 1, "AccountRef": "No Account"}}, request_id="i1"
+        ),
+    )
+    ghost, widget, account = rs.responses
+    assert ghost.status_code == 3140 and 'QuickBooks Customer "Ghost" in the Invoice' in ghost.message
+    assert widget.status_code == 3140 and 'QuickBooks Item "Widget"' in widget.message
+    assert account.status_code == 3140 and 'QuickBooks Account "No Account"' in account.message
+    assert company.count("Invoice") == 0 and company.count("Item") == 0
+
+
+def test_not_found_is_500_for_named_objects_1_for_empty_filters_and_3120_for_mods(company):
+    add_customer(company, "Acme")
+    rs = run(
+        company,
+        q.customer_query(request_id="a", list_ids=["80000999-1"]),
+        q.customer_query(request_id="b", full_names=["Acme", "Nobody"]),
+        q.customer_query(request_id="c", modified_from="2030-01-01T00:00:00"),
+        q.customer_mod("80000999-1", "1", {"Phone": "1"}, request_id="d"),
+        q.invoice_query(request_id="e", txn_ids=["999-1"]),
+    )
+    by_id = rs.by_request_id()
+    assert (by_id["a"].status_code, by_id["a"].severity) == (500, "Warn") and '("80000999-1")' in by_id[
+        "a"
+    ].message
+    assert by_id["b"].status_code == 500 and by_id["b"].records == []  # no partial answer, as QuickBooks does
+    assert (by_id["c"].status_code, by_id["c"].severity) == (1, "Info")
+    assert (
+        by_id["d"].status_code == 3120
+        and 'Object "80000999-1" specified in the request cannot be found' in by_id["d"].message
+    )
+    assert by_id["e"].status_code == 500
+
+
+def test_too_long_field_fails_that_request_with_3070_and_the_batch_goes_on(company):
+    good = q.customer_add({"Name": "Fine"}, request_id="ok").xml
+    too_long = (
+        f'<CustomerAddRq requestID="long"><CustomerAdd><Name>{"N" * 42}</Name></CustomerAdd></CustomerAddRq>'
+    )
+    doc = (
+        '<?xml version="1.0"?><?qbxml version="13.0"?><QBXML><QBXMLMsgsRq onError="continueOnError">'
+        f"{too_long}{good}</QBXMLMsgsRq></QBXML>"
+    )
+    rs = q.parse_response(company.process(doc))
+    long_rs, ok_rs = rs.responses
+    assert (
+        long_rs.status_code == 3070
+        and f'The string "{"N" * 42}" in the field "Name" is too long.' == long_rs.message
+    )
+    assert ok_rs.status_code == 0 and company.count("Customer") == 1
+
+
+def test_on_error_modes(company):
+    add_customer(company, "Taken")
+    batch = [
+        q.customer_add({"Name": "One"}, request_id="1"),
+        q.customer_add({"Name": "Taken"}, request_id="2"),
+        q.customer_add({"Name": "Three"}, request_id="3"),
+    ]
+    stop = run(company, *batch, on_error="stopOnError")
+    assert [r.status_code for r in stop.responses] == [0, 3100]  # processing stops at the failure
+    assert [r["Name"] for r in company.records("Customer")] == ["Taken", "One"]
+    batch[0] = q.customer_add({"Name": "Four"}, request_id="1")
+    rolled = run(company, *batch, on_error="rollbackOnError")
+    assert [r.status_code for r in rolled.responses] == [0, 3100, 0]
+    assert [r["Name"] for r in company.records("Customer")] == ["Taken", "One"]  # all undone
+    go_on = run(company, *batch, on_error="continueOnError")
+    assert [r.status_code for r in go_on.responses] == [0, 3100, 0]
+    assert sorted(r["Name"] for r in company.records("Customer")) == ["Four", "One", "Taken", "Three"]
+
+
+def test_iterator_pages_250_customers_within_one_session(company):
+    adds = [q.customer_add({"Name": f"Customer {i:03d}"}, request_id=f"c{i}") for i in range(250)]
+    assert all(r.status_code == 0 for r in run(company, *adds).responses)
+    seen: list[str] = []
+    first = run(company, q.customer_query(request_id="p1", iterator="Start", max_returned=100)).responses[0]
+    assert (len(first.records), first.iterator_remaining_count) == (100, 150)
+    seen += [r["Name"] for r in first.records]
+    other_session = q.envelope(
+        [
+            q.customer_query(
+                request_id="x", iterator="Continue", iterator_id=first.iterator_id, max_returned=100
+            )
+        ]
+    )
+    assert q.parse_response(company.process(other_session, session="other")).responses[0].status_code == 3391
+    iterator_id, remaining, page = first.iterator_id, first.iterator_remaining_count, 1
+    while remaining:
+        page += 1
+        rs = run(
+            company,
+            q.customer_query(
+                request_id=f"p{page}", iterator="Continue", iterator_id=iterator_id, max_returned=100
+            ),
+        )
+        response = rs.responses[0]
+        assert response.status_code == 0 and response.iterator_id == iterator_id
+        seen += [r["Name"] for r in response.records]
+        remaining = response.iterator_remaining_count
+    assert page == 3 and len(seen) == 250 and len(set(seen)) == 250
+    gone = run(
+        company,
+        q.customer_query(request_id="late", iterator="Continue", iterator_id=iterator_id, max_returned=100),
+    )
+    assert gone.responses[0].status_code == 3391 and "is not valid" in gone.responses[0].message
+    again = run(company, q.customer_query(request_id="s", iterator="Start", max_returned=10)).responses[0]
+    company.end_session()
+    ended = run(
+        company,
+        q.customer_query(request_id="t", iterator="Continue", iterator_id=again.iterator_id, max_returned=10),
+    )
+    assert ended.responses[0].status_code == 3391
+
+
+def test_modified_date_range_filter(company, clock):
+    add_customer(company, "Early")
+    clock.now += 3600
+    late = add_customer(company, "Late")
+    since = late.records[0]["TimeModified"]
+    rs = run(company, q.customer_query(request_id="q", modified_from=since))
+    assert [r["Name"] for r in rs.responses[0].records] == ["Late"]
+    rs = run(company, q.customer_query(request_id="q", modified_to="2024-05-31T19:30:00-05:00"))
+    assert [r["Name"] for r in rs.responses[0].records] == ["Early"]
+    invoice_rq = q.invoice_query(request_id="i", modified_from="2024-05-31")
+    assert run(company, invoice_rq).responses[0].status_code == 1
+
+
+def test_data_ext_round_trip(company):
+    customer = add_customer(company, "Acme")
+    rs = run(
+        company,
+        q.data_ext_def_add(OWNER, "SalesforceId", "STR255TYPE", ["Customer", "Invoice"], request_id="d1"),
+        q.data_ext_add(OWNER, "SalesforceId", "Customer", customer.list_id, "001ABC", request_id="d2"),
+        q.data_ext_add(OWNER, "SalesforceId", "Customer", customer.list_id, "001DEF", request_id="d3"),
+        q.data_ext_add(OWNER, "NotDefined", "Customer", customer.list_id, "x", request_id="d4"),
+        q.data_ext_def_add(OWNER, "SalesforceId", request_id="d5"),
+    )
+    defined, added, twice, undefined, redefined = rs.responses
+    assert defined.status_code == 0 and defined.records[0]["DataExtName"] == "SalesforceId"
+    assert added.status_code == 0 and added.records[0] == {
+        "OwnerID": OWNER, "DataExtName": "SalesforceId", "DataExtType": "STR255TYPE", "DataExtValue": "001ABC",
+    }  # fmt: skip
+    assert twice.status_code == 3180 and undefined.status_code == 3120 and redefined.status_code == 3100
+    plain = run(company, q.customer_query(request_id="q0", list_ids=[customer.list_id])).responses[0]
+    assert "DataExtRet" not in plain.records[0]  # private fields only for their owner
+    found = run(company, q.customer_query(request_id="q1", full_names=["Acme"], owner_id=OWNER)).responses[0]
+    assert found.records[0]["DataExtRet"] == [added.records[0]]
+    run(
+        company, q.data_ext_mod(OWNER, "SalesforceId", "Customer", customer.list_id, "001XYZ", request_id="m")
+    )
+    assert company.data_ext(OWNER, "SalesforceId", customer.list_id) == "001XYZ"
+    too_long = run(
+        company,
+        q.data_ext_mod(OWNER, "SalesforceId", "Customer", customer.list_id, "x" * 256, request_id="l"),
+    )
+    assert too_long.responses[0].status_code == 3070
+    run(
+        company,
+        q.item_service_add(
+            {"Name": "Svc", "SalesOrPurchase": {"Price": 5, "AccountRef": "Services"}}, request_id="i"
+        ),
+    )
+    invoice = run(
+        company,
+        q.invoice_add(
+            {"CustomerRef": "Acme", "InvoiceLineAdd": [{"ItemRef": "Svc", "Quantity": 3}]}, request_id="v"
+        ),
+    ).responses[0]
+    run(company, q.data_ext_add(OWNER, "SalesforceId", "Invoice", invoice.txn_id, "006Q", request_id="t"))
+    txn = run(
+        company,
+        q.invoice_query(request_id="iq", ref_numbers=[invoice.records[0]["RefNumber"]], owner_id=OWNER),
+    ).responses[0]
+    assert txn.records[0]["DataExtRet"][0]["DataExtValue"] == "006Q"
+    deleted = run(
+        company, q.data_ext_del(OWNER, "SalesforceId", "Customer", customer.list_id, request_id="x")
+    ).responses[0]
+    assert deleted.status_code == 0 and company.data_ext(OWNER, "SalesforceId", customer.list_id) is None
+
+
+def test_transactions_compute_lines_and_mods_replace_lines(company):
+    add_customer(company, "Acme", BillAddress={"City": "Utrecht"})
+    run(
+        company,
+        q.item_non_inventory_add(
+            {
+                "Name": "Widget",
+                "SalesOrPurchase": {"Price": "12.50", "Desc": "A widget", "AccountRef": "Sales"},
+            },
+            request_id="i",
+        ),
+    )
+    invoice = run(
+        company,
+        q.invoice_add(
+            {
+                "CustomerRef": "Acme",
+                "RefNumber": "SF-1",
+                "InvoiceLineAdd": [{"ItemRef": "Widget", "Quantity": 4}, {"ItemRef": "Widget", "Amount": 3}],
+            },
+            request_id="v",
+        ),
+    ).responses[0]
+    record = invoice.records[0]
+    assert (
+        record["Subtotal"] == "53.00"
+        and record["BalanceRemaining"] == "53.00"
+        and record["BillAddress"] == {"City": "Utrecht"}
+    )
+    first_line = record["InvoiceLineRet"][0]
+    assert (first_line["Rate"], first_line["Amount"], first_line["Desc"]) == ("12.5", "50.00", "A widget")
+    modded = run(
+        company,
+        q.invoice_mod(
+            invoice.txn_id,
+            invoice.edit_sequence,
+            {
+                "InvoiceLineMod": [
+                    {"TxnLineID": first_line["TxnLineID"], "Quantity": 2},
+                    {"TxnLineID": "-1", "ItemRef": "Widget", "Amount": 1},
+                ]
+            },
+            request_id="m",
+        ),
+    ).responses[0]
+    lines = modded.records[0]["InvoiceLineRet"]
+    assert [line["Amount"] for line in lines] == ["25.00", "1.00"] and modded.records[0][
+        "Subtotal"
+    ] == "26.00"
+    assert lines[0]["TxnLineID"] == first_line["TxnLineID"]
+    receipt = run(
+        company,
+        q.sales_receipt_add(
+            {
+                "CustomerRef": "Acme",
+                "PaymentMethodRef": "Visa",
+                "SalesReceiptLineAdd": [{"ItemRef": "Widget", "Quantity": 1}],
+            },
+            request_id="r",
+        ),
+    ).responses[0]
+    assert (
+        receipt.records[0]["TotalAmount"] == "12.50"
+        and receipt.records[0]["DepositToAccountRef"]["FullName"] == "Undeposited Funds"
+    )
+    order = run(
+        company,
+        q.sales_order_add(
+            {"CustomerRef": "Acme", "SalesOrderLineAdd": [{"ItemRef": "Widget", "Quantity": 2}]},
+            request_id="o",
+        ),
+    ).responses[0]
+    without_lines = run(company, q.sales_order_query(request_id="q", txn_ids=[order.txn_id])).responses[0]
+    assert "SalesOrderLineRet" not in without_lines.records[0]
+    with_lines = run(
+        company, q.sales_order_query(request_id="q", txn_ids=[order.txn_id], include_line_items=True)
+    ).responses[0]
+    assert with_lines.records[0]["SalesOrderLineRet"][0]["Amount"] == "25.00"
+    duplicate_ref = run(
+        company,
+        q.invoice_add(
+            {
+                "CustomerRef": "Acme",
+                "RefNumber": "SF-1",
+                "InvoiceLineAdd": [{"ItemRef": "Widget", "Amount": 1}],
+            },
+            request_id="v2",
+        ),
+    )
+    assert duplicate_ref.responses[0].status_code == 0  # transactions have no uniqueness guard
+    assert len(run(company, q.invoice_query(request_id="r", ref_numbers=["SF-1"])).responses[0].records) == 2
+
+
+def test_deletes_follow_quickbooks_rules(company):
+    customer = add_customer(company, "Acme")
+    run(
+        company,
+        q.item_service_add(
+            {"Name": "Svc", "SalesOrPurchase": {"Price": 5, "AccountRef": "Services"}}, request_id="i"
+        ),
+    )
+    invoice = run(
+        company,
+        q.invoice_add(
+            {"CustomerRef": "Acme", "InvoiceLineAdd": [{"ItemRef": "Svc", "Amount": 5}]}, request_id="v"
+        ),
+    ).responses[0]
+    in_use = run(company, q.list_del("Customer", customer.list_id, request_id="d1")).responses[0]
+    assert in_use.status_code == 3170 and "in use" in in_use.message
+    txn = run(company, q.txn_del("Invoice", invoice.txn_id, request_id="d2")).responses[0]
+    assert txn.status_code == 0 and txn.txn_id == invoice.txn_id and company.count("Invoice") == 0
+    gone = run(company, q.list_del("Customer", customer.list_id, request_id="d3")).responses[0]
+    assert gone.status_code == 0 and gone.records[0]["FullName"] == "Acme" and company.count("Customer") == 0
+    tombstones = run(
+        company, q.build_request("ListDeletedQuery", {"ListDelType": ["Customer"]}, request_id="ld")
+    ).responses[0]
+    assert tombstones.records[0]["ListID"] == customer.list_id
+    again = run(company, q.list_del("Customer", customer.list_id, request_id="d4")).responses[0]
+    assert again.status_code == 3120
+
+
+def test_message_set_recovery_after_a_lost_response(company):
+    """Crash after commit: the write exists once, and oldMessageSetID returns what was lost."""
+    company.faults.update({"lose_responses": 1})
+    doc = q.envelope([q.customer_add({"Name": "Acme"}, request_id="a1")], new_message_set_id="job-7:1")
+    with pytest.raises(ResponseLostError) as lost:
+        company.process(doc)
+    assert company.count("Customer") == 1
+    lost_list_id = q.parse_response(lost.value.response_xml).responses[0].list_id
+    recovered = run(
+        company,
+        q.customer_add({"Name": "Acme"}, request_id="a1"),
+        old_message_set_id="job-7:1",
+        new_message_set_id="job-7:2",
+    )
+    assert recovered.message_set_status_code == 0 and recovered.message_set_id == "job-7:1"
+    assert recovered.responses[0].list_id == lost_list_id and recovered.responses[0].request_id == "a1"
+    assert company.count("Customer") == 1  # not executed again
+    status_only = run(company, old_message_set_id="job-7:1")
+    assert status_only.responses[0].list_id == lost_list_id
+    resent = q.parse_response(company.process(doc))  # the same newMessageSetID again: a status check
+    assert resent.message_set_status_code == 0 and resent.responses[0].list_id == lost_list_id
+    assert company.count("Customer") == 1
+    other = q.parse_response(
+        company.process(
+            q.envelope([q.customer_add({"Name": "Beta"}, request_id="b")], new_message_set_id="job-7:1")
+        )
+    )
+    assert other.message_set_status_code == 9001 and other.responses == [] and company.count("Customer") == 1
+    unknown = run(company, old_message_set_id="never-sent")
+    assert unknown.message_set_status_code == 600 and unknown.responses == []
+    fresh = run(
+        company,
+        q.customer_add({"Name": "Gamma"}, request_id="g"),
+        old_message_set_id="never-sent",
+        new_message_set_id="job-8:1",
+    )
+    assert fresh.responses[0].status_code == 0 and company.count("Customer") == 2  # old unknown: new one runs
+    too_long = q.parse_response(company.process(q.envelope([], new_message_set_id="x" * 25)))
+    assert too_long.message_set_status_code == 9004
+
+
+def test_strict_recovery_history_keeps_only_the_last_message_set(clock):
+    company = CompanyFile(None, clock=clock, recovery_history=1)
+    run(company, q.customer_add({"Name": "A"}, request_id="a"), new_message_set_id="s1")
+    run(company, q.customer_add({"Name": "B"}, request_id="b"), new_message_set_id="s2")
+    assert run(company, old_message_set_id="s1").message_set_status_code == 600
+    assert run(company, old_message_set_id="s2").responses[0].request_id == "b"
+
+
+@pytest.mark.parametrize(
+    ("document", "detail"),
+    [
+        (b"<QBXML><QBXMLMsgsRq onError='continueOnError'><CustomerAddRq>", "not well-formed"),
+        (b"<QBXML><QBXMLMsgsRq><CustomerQueryRq/></QBXMLMsgsRq></QBXML>", "onError"),
+        (
+            b'<QBXML><QBXMLMsgsRq onError="continueOnError"><CustomerAddRq><CustomerAdd><CompanyName>x</CompanyName>'
+            b"<Name>y</Name></CustomerAdd></CustomerAddRq></QBXMLMsgsRq></QBXML>",
+            "CustomerAdd/CompanyName",
+        ),
+        (b'<!DOCTYPE x [<!ENTITY a "b">]><QBXML/>', "DTD"),
+    ],
+    ids=["not-well-formed", "no-onError", "out-of-order", "dtd"],
+)
+def test_malformed_documents_are_refused_whole_with_hresult_0x80040400(company, document, detail):
+    with pytest.raises(RequestProcessorError) as refused:
+        company.process(document)
+    assert refused.value.hresult == "0x80040400"
+    assert refused.value.message == "QuickBooks found an error when parsing the provided XML text stream."
+    assert detail in refused.value.detail
+    assert company.count("Customer") == 0 and company.stats["parse_errors"] == 1
+
+
+def test_busy_and_lock_faults(company):
+    customer = add_customer(company, "Acme")
+    company.faults.update({"busy": 1, "lock_writes": 1, "locked_ids": {customer.list_id: 1}})
+    with pytest.raises(RequestProcessorError) as busy:
+        company.process(q.envelope([q.customer_query(request_id="q")]))
+    assert busy.value.hresult == "0x80040401"
+    locked = run(
+        company, q.customer_mod(customer.list_id, customer.edit_sequence, {"Phone": "1"}, request_id="m")
+    ).responses[0]
+    assert locked.status_code == 3175 and isinstance(q.error_for(locked), RetriableSourceError)
+    write_locked = add_customer(company, "Beta")
+    assert write_locked.status_code == 3180 and isinstance(q.error_for(write_locked), RetriableSourceError)
+    assert add_customer(company, "Beta").status_code == 0
+    ok = run(
+        company, q.customer_mod(customer.list_id, customer.edit_sequence, {"Phone": "1"}, request_id="m")
+    ).responses[0]
+    assert ok.status_code == 0
+    with pytest.raises(ValueError, match="unknown fault"):
+        company.faults.update({"explode": 1})
+
+
+def test_host_company_and_registered_file_id(company):
+    company.register_application(OWNER, "{00000000-1111-2222-3333-444444444444}")
+    rs = run(
+        company,
+        q.host_query(request_id="h"),
+        q.company_query(request_id="c", owner_id=OWNER),
+        q.build_request("PreferencesQuery", {}, request_id="p"),
+    )
+    host, comp, prefs = rs.responses
+    assert (
+        "13.0" in host.records[0]["SupportedQBXMLVersion"] and host.records[0]["QBFileMode"] == "SingleUser"
+    )
+    assert comp.records[0]["DataExtRet"] == [
+        {
+            "OwnerID": OWNER,
+            "DataExtName": "FileID",
+            "DataExtType": "STR255TYPE",
+            "DataExtValue": "{00000000-1111-2222-3333-444444444444}",
+        }
+    ]
+    assert prefs.status_code == 0
+
+
+def test_company_file_persists_across_restart(tmp_path, clock):
+    path = tmp_path / "qb" / "company.sqlite"
+    first = CompanyFile(path, clock=clock)
+    added = add_customer(first, "Acme")
+    run(first, q.customer_add({"Name": "Beta"}, request_id="b"), new_message_set_id="set-1")
+    first.close()
+    second = CompanyFile(path, clock=clock)
+    try:
+        found = run(second, q.customer_query(request_id="q", full_names=["Acme"])).responses[0]
+        assert found.list_id == added.list_id and found.edit_sequence == added.edit_sequence
+        new = add_customer(second, "Gamma")
+        assert new.list_id not in {added.list_id} and second.count("Customer") == 3
+        assert run(second, old_message_set_id="set-1").responses[0].request_id == "b"
+    finally:
+        second.close()
