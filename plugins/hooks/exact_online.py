@@ -372,19 +372,23 @@ class ExactOnlineHook(BaseHook):
             return
         s = self.settings
         now = time.time()
-        if state.daily_remaining is not None and state.daily_reset and now < state.daily_reset:
-            if state.daily_remaining <= s.daily_reserve:
-                raise RateLimitedError(
-                    f"Exact Online daily API limit of this division is used up ({state.daily_limit} calls); "
-                    f"it resets at {_iso(state.daily_reset)}",
-                    retry_after=state.daily_reset - now,
-                    where=where,
-                    details={"limit": "daily", "reset": state.daily_reset},
-                )
-        if state.minutely_remaining is not None and state.minutely_reset and now < state.minutely_reset:
-            if state.minutely_remaining <= s.minutely_margin:
-                self._wait(state, state.minutely_reset - now + 0.05, where)
-                state.minutely_remaining = None
+        daily_open = state.daily_reset is not None and now < state.daily_reset
+        if daily_open and state.daily_remaining is not None and state.daily_remaining <= s.daily_reserve:
+            raise RateLimitedError(
+                f"Exact Online daily API limit of this division is used up ({state.daily_limit} calls); "
+                f"it resets at {_iso(state.daily_reset)}",
+                retry_after=state.daily_reset - now,
+                where=where,
+                details={"limit": "daily", "reset": state.daily_reset},
+            )
+        minute_open = state.minutely_reset is not None and now < state.minutely_reset
+        if (
+            minute_open
+            and state.minutely_remaining is not None
+            and state.minutely_remaining <= s.minutely_margin
+        ):
+            self._wait(state, state.minutely_reset - now + 0.05, where)
+            state.minutely_remaining = None
 
     def _wait(self, state: RateLimitState, seconds: float, where: str) -> None:
         if seconds > self.settings.max_rate_limit_wait:
