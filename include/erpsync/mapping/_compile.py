@@ -307,6 +307,7 @@ class _FieldProgram:
             if over.any():
                 if spec.overflow == "truncate":
                     cut = text.str.slice(0, spec.max_length).str.rstrip()
+                    cut = cut.where(cut.ne("").fillna(False), None)  # " a" cut to 1 is empty, not ""
                     values = cut.where(over, values) if spec.type == "string" else values
                 else:
                     bad = over & ~rejected
@@ -598,6 +599,7 @@ class CompiledMapping:
         frame = frame[~rejected]
         rejected_frame = pd.concat(parts) if parts else empty_rejected()
         rejected_frame["value"] = object_texts(rejected_frame["value"])
+        rejected_frame["_source_key"] = object_texts(rejected_frame["_source_key"])
         return MappedChunk(frame=frame, rejected=rejected_frame[REJECTED_COLUMNS], skipped=skipped)
 
     def _map_lines(self, df: pd.DataFrame, keys: pd.Series, tables: dict[str, Any]):
