@@ -110,7 +110,7 @@ class _SyncStepOperator(BaseOperator):
         return load_flow(self.flow, self.mappings_dir)
 
     def execute(self, context) -> Any:
-        from airflow.exceptions import AirflowFailException
+        from airflow.sdk.exceptions import AirflowFailException
 
         from erpsync.quality import QualityThresholdError
 
@@ -385,7 +385,7 @@ class ReportOperator(_SyncStepOperator):
         self.steps = dict(steps)
 
     def run_step(self, context) -> dict:
-        from airflow.exceptions import AirflowFailException
+        from airflow.sdk.exceptions import AirflowFailException
 
         from erpsync.operators._steps import report_step
 
