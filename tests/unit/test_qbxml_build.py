@@ -197,6 +197,9 @@ def test_envelope_refuses_duplicate_request_ids_and_bad_modes():
         q.envelope([rq], on_error="ignoreErrors")
     with pytest.raises(q.QbxmlValidationError, match="version"):
         q.envelope([rq], version="13")
+    with pytest.raises(q.QbxmlValidationError, match="9004") as caught:
+        q.envelope([rq], new_message_set_id="m" * 25)
+    assert caught.value.field == "QBXMLMsgsRq@newMessageSetID"
 
 
 def test_every_named_builder_validates_against_the_xsd():

@@ -31,6 +31,8 @@ __all__ = [
 
 #: QuickBooks answers statusCode 1060 when a requestID is longer than this.
 MAX_REQUEST_ID = 50
+#: QuickBooks refuses longer message-set ids with messageSetStatusCode 9004 (Intuit's recovery sample).
+MAX_MESSAGE_SET_ID = 24
 ON_ERROR = {"continue": "continueOnError", "stop": "stopOnError", "rollback": "rollbackOnError"}
 _VERSION = re.compile(r"[0-9]{1,2}\.[0-9]")
 
@@ -191,7 +193,8 @@ def envelope(
 
     :param on_error: ``continueOnError`` (each request stands alone, the default for batches),
         ``stopOnError`` or ``rollbackOnError``; ``continue``/``stop``/``rollback`` also work.
-    :param new_message_set_id: ask QuickBooks to remember this message set's outcome (recovery).
+    :param new_message_set_id: ask QuickBooks to remember this message set's outcome (recovery);
+        at most 24 characters.
     :param old_message_set_id: ask for the stored outcome of an earlier message set.
     :param version: the ``<?qbxml version?>``; never above what the host reports.
     :raises QbxmlValidationError: bad on_error or version, or a requestID used twice.
@@ -207,6 +210,12 @@ def envelope(
     for name, value in (("newMessageSetID", new_message_set_id), ("oldMessageSetID", old_message_set_id)):
         if value is not None:
             check_text(str(value), _ATTR_SLOT, f"QBXMLMsgsRq@{name}")
+            if not str(value) or len(str(value)) > MAX_MESSAGE_SET_ID:
+                raise QbxmlValidationError(
+                    f"QBXMLMsgsRq@{name}",
+                    f"must be 1-{MAX_MESSAGE_SET_ID} characters; QuickBooks answers messageSetStatusCode 9004 otherwise",
+                    value,
+                )
             attrs.append(f'{name}="{escape_attr(str(value))}"')
     seen: set[str] = set()
     for request in requests:

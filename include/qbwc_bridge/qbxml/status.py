@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MALFORMED",
+    "MESSAGE_SET_STATUS",
     "STATUS_ACTIONS",
     "Outcome",
     "QbFatalStatusError",
@@ -77,6 +78,9 @@ STATUS_ACTIONS: Mapping[int, Outcome] = {
     3180: Outcome.RECORD_ERROR,
     3200: Outcome.REFRESH_RETRY,  # EditSequence out of date
     3210: Outcome.RECORD_ERROR,  # business rule (invalid value)
+    # 3391: the iteratorID is not valid (expired, or from another Web Connector session): the page
+    # cannot be resent as is; start the query again with iterator="Start".
+    3391: Outcome.REFRESH_RETRY,
     3250: Outcome.FATAL,  # feature not enabled in this company file / edition
     3260: Outcome.FATAL,  # insufficient permission level
     3261: Outcome.FATAL,  # no access to personal data
@@ -89,6 +93,18 @@ _LOCKED = re.compile(
     r"being (used|edited) by another user|record is locked|busy",
     re.IGNORECASE,
 )
+
+
+#: messageSetStatusCode on QBXMLMsgsRs when a message set carried newMessageSetID/oldMessageSetID
+#: (Intuit's error-recovery sample): 0 means the stored responses follow.
+MESSAGE_SET_STATUS: Mapping[int, str] = {
+    0: "stored response returned",
+    600: "oldMessageSetID matches no stored message set (and no newMessageSetID was given)",
+    9001: "newMessageSetID matches the stored id but the requests differ (checksum)",
+    9002: "no stored response was found",
+    9004: "message set id longer than 24 characters",
+    9005: "QuickBooks could not store the response",
+}
 
 
 def outcome_for(status_code: int, message: str = "") -> Outcome:

@@ -37,6 +37,12 @@ ROOT_SCHEMA = "qbxmlops130.xsd"
 _lock = threading.Lock()
 _schemas: dict[Path, Any] = {}
 _load_seconds: dict[Path, float] = {}
+_by_env: dict[str, Any] = {}
+
+
+def _env_dir() -> Path | None:
+    found = schema_dir()
+    return found.resolve() if found else None
 
 
 def schema_dir() -> Path | None:
@@ -50,6 +56,11 @@ def load_schema(directory: Path | None = None) -> Any:
 
     :raises ConfigError: the directory or root file is missing, or the schema does not compile.
     """
+    if directory is None:
+        raw = os.environ.get(SCHEMA_DIR_ENV, "").strip()
+        fast = _by_env.get(raw)
+        if fast is not None:
+            return fast  # hot path: no filesystem call per validation
     from lxml import etree
 
     directory = (directory or schema_dir() or Path()).resolve()
@@ -72,6 +83,8 @@ def load_schema(directory: Path | None = None) -> Any:
             raise ConfigError(f"qbXML schema in {directory} does not compile: {exc}") from None
         _load_seconds[directory] = time.perf_counter() - started
         _schemas[directory] = schema
+        if directory == _env_dir():
+            _by_env[os.environ.get(SCHEMA_DIR_ENV, "").strip()] = schema
         return schema
 
 
