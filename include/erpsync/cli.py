@@ -1,16 +1,155 @@
-"""Command line of the validate and prune commands (issue 6)."""
+"""`erpsync validate` and `erpsync prune`: check flows against the live systems, tidy the state store.
+
+    erpsync validate [--flow FLOW ...] [--mappings-dir DIR] [--systems FILE]
+    erpsync prune [--older-than DAYS] [--state-url URL]
+
+`--systems` names a YAML/JSON file saying which adapter serves each system, e.g.
+
+    salesforce: {adapter: salesforce, conn_id: salesforce_default}
+    quickbooks: {adapter: memory, options: {path: /tmp/qb.db}}
+
+Without it each system uses the adapter registered under its own name and its default connection
+id. Connections come from Airflow (AIRFLOW_CONN_* or a secrets backend), never from this file.
+"""
 
 from __future__ import annotations
 
+import argparse
+import os
 import sys
+from pathlib import Path
+from typing import Any
+
+from erpsync.errors import ConfigError, SyncError
+
+__all__ = ["main"]
+
+_COLOURS = {"green": "\033[32m", "red": "\033[31m", "disabled": "\033[33m"}
+_RESET = "\033[0m"
+
+
+def _load_systems(path: str | None) -> dict[str, dict[str, Any]]:
+    if not path:
+        return {}
+    file = Path(path)
+    try:
+        text = file.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the systems file: {exc.strerror}", where=str(file)) from None
+    import yaml
+
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"not valid YAML/JSON: {exc}", where=str(file)) from None
+    if not isinstance(data, dict):
+        raise ConfigError("expected a mapping of system name -> {adapter, conn_id, options}", where=str(file))
+    for system, spec in data.items():
+        if not isinstance(spec, dict) or not isinstance(spec.get("adapter"), str):
+            raise ConfigError(f"system {system!r} needs an 'adapter' name", where=str(file))
+        if "options" in spec and not isinstance(spec["options"], dict):
+            raise ConfigError(f"system {system!r}: options must be a mapping", where=str(file))
+    return data
+
+
+def _adapter_factory(systems: dict[str, dict[str, Any]]):
+    from erpsync.adapters import get_adapter
+    from erpsync.adapters.validate import DEFAULT_CONN_IDS
+
+    def build(system: str):
+        spec = systems.get(system, {"adapter": system, "conn_id": DEFAULT_CONN_IDS.get(system)})
+        return get_adapter(spec["adapter"], conn_id=spec.get("conn_id"), **(spec.get("options") or {}))
+
+    return build
+
+
+def _paint(text: str, status: str, colour: bool) -> str:
+    return f"{_COLOURS[status]}{text}{_RESET}" if colour else text
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from erpsync.adapters.validate import validate_flows
+    from erpsync.mapping import list_flows
+
+    systems = _load_systems(args.systems)
+    flows = args.flow or list_flows(args.mappings_dir)
+    if not flows:
+        print("no mapping files found", file=sys.stderr)
+        return 1
+    colour = args.color == "always" or (args.color == "auto" and sys.stdout.isatty())
+    results = validate_flows(flows, args.mappings_dir, _adapter_factory(systems))
+    for r in results:
+        print(
+            _paint(f"{r.status.upper():8} {r.flow}", r.status, colour) + (f"  ({r.path})" if r.path else "")
+        )
+        for line in r.problems:
+            print(_paint(f"  ✗ {line}", "red", colour))
+        for line in r.warnings:
+            print(f"  ! {line}")
+        if args.verbose:
+            for line in r.passed:
+                print(f"  ✓ {line}")
+    red = [r.flow for r in results if r.status == "red"]
+    print(
+        f"\n{len(results) - len(red)} of {len(results)} flow(s) ok"
+        + (f"; red: {', '.join(red)}" if red else "")
+    )
+    return 1 if red else 0
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    from erpsync.state import StateStore
+
+    store = StateStore(args.state_url) if args.state_url else StateStore()
+    result = store.prune(older_than_days=args.older_than)
+    print(
+        f"pruned {store!r}: {result.runs_deleted} run(s) older than {args.older_than:g} days, "
+        f"{result.payloads_cleared} expired quarantine payload(s) cleared, "
+        f"{result.resolved_deleted} resolved quarantine entr(y/ies) deleted"
+    )
+    return 0
+
+
+def _days(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of days: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="erpsync", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    v = sub.add_parser("validate", help="check connections and mappings against the live target metadata")
+    v.add_argument("--flow", action="append", help="flow to check (repeatable; default: every mapping)")
+    v.add_argument(
+        "--mappings-dir", default=None, help="default: ERPSYNC_MAPPINGS_DIR, then include/mappings"
+    )
+    v.add_argument(
+        "--systems", default=os.environ.get("ERPSYNC_SYSTEMS_FILE"), help="adapter per system (YAML)"
+    )
+    v.add_argument("--color", choices=["auto", "always", "never"], default="auto")
+    v.add_argument("-v", "--verbose", action="store_true", help="also list what passed")
+    v.set_defaults(func=cmd_validate)
+    p = sub.add_parser("prune", help="delete old runs, clear expired quarantine payloads")
+    p.add_argument("--older-than", type=_days, default=90.0, help="days of run history to keep (default 90)")
+    p.add_argument(
+        "--state-url", default=None, help="default: ERPSYNC_STATE_URL, then SQLite in AIRFLOW_HOME"
+    )
+    p.set_defaults(func=cmd_prune)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    print(
-        "erpsync: not built yet; see the open issue for the validate and prune commands (issue 6)",
-        file=sys.stderr,
-    )
-    return 2
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except SyncError as exc:
+        print(f"erpsync {args.command}: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

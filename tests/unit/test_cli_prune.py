@@ -1,0 +1,37 @@
+"""`erpsync prune` removes old runs and expired quarantine payloads from the state store."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from erpsync.cli import main
+from erpsync.state import QuarantineRecord, StateStore
+
+
+def test_prune_command(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    store = StateStore(url, retention_days=10)
+    old = datetime.now(UTC) - timedelta(days=100)
+    store.start_run(flow="f", run_id="old", started_at=old)
+    store.start_run(flow="f", run_id="recent")
+    store.quarantine(
+        "f",
+        [QuarantineRecord("k", "check_source", "regex", "Email", "a@b", payload={"x": 1})],
+        run_id="old",
+        now=old,
+    )
+    assert main(["prune", "--state-url", url, "--older-than", "30"]) == 0
+    out = capsys.readouterr().out
+    assert "1 run(s) older than 30 days, 1 expired quarantine payload(s) cleared" in out
+    assert "password" not in out
+    assert [r["run_id"] for r in store.list_runs("f")] == ["recent"]
+    assert store.quarantine_entries("f")[0]["payload"] is None
+
+
+def test_prune_refuses_a_negative_age(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["prune", "--state-url", f"sqlite:///{tmp_path / 's.db'}", "--older-than", "-3"])
+    assert exc.value.code == 2
+    assert "must not be negative" in capsys.readouterr().err
