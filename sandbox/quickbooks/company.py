@@ -5,9 +5,16 @@ document (XSD when ``ERPSYNC_QBXML_SCHEMA_DIR`` is set, the built-in rules other
 malformed one as a whole with HRESULT 0x80040400, and answers each request with QuickBooks' status
 codes: 3100 duplicate name, 3120 object not found, 3130 bad parent, 3140 bad list reference in a
 transaction, 3200 stale EditSequence, 3070 string too long, 500 (warn) when a query names ids that do
-not exist, 1 (info) when filters match nothing. Message sets carrying ``newMessageSetID`` are
-remembered with their response for error recovery (``oldMessageSetID``), atomically with their
-writes. Every answer is built in schema order, so it validates against the XSD like the real one.
+not exist, 1 (info) when filters match nothing. Every answer is built in schema order, so it
+validates against the XSD like the real one.
+
+Error recovery (Intuit's SDK guide, "error recovery"; messageSetStatusCode values from Intuit's
+sample): a message set with ``newMessageSetID`` is stored with its answers, atomically with its
+writes. Sending that id again (or old == new) is a status check: the stored answers come back and
+nothing runs (9001 if the requests differ). ``oldMessageSetID`` puts the old set's stored answers
+first (messageSetStatusCode 0, or 600 when none is stored) and then runs the document's own requests,
+typically probe queries. Ids over 24 characters get 9004. Real QuickBooks keeps only the most recent
+set per application; ``recovery_history`` sets how many are kept here.
 """
 
 from __future__ import annotations
@@ -158,13 +165,13 @@ class CompanyFile:
 
     def end_session(self, session: str = "default") -> None:
         """Forget the iterators of a Web Connector session (QuickBooks drops them at EndSession)."""
-        with self._lock:
+        with self._lock:  # the same lock as process(): inspections never see a half-done message set
             for key in [k for k, v in self._iterators.items() if v["session"] == session]:
                 del self._iterators[key]
 
     def register_application(self, owner_id: str, file_id: str) -> None:
         """Store the Web Connector's private ``FileID`` DataExt on the company, as QBWC does on first run."""
-        with self.store.transaction():
+        with self._lock, self.store.transaction():
             if self.store.get_def(owner_id, "FileID") is None:
                 self.store.put_def(
                     owner_id, "FileID", self._def_ret(owner_id, "FileID", "STR255TYPE", ["Company"])
@@ -207,13 +214,16 @@ class CompanyFile:
     def records(self, kind: str) -> list[dict[str, Any]]:
         """Return the stored ``*Ret`` dicts of one kind (``Customer``, ``Item`` = all items, ``Invoice``...)."""
         kinds = ITEM_KINDS if kind == "Item" else (kind,)
-        return [self._with_ext(data) for _, data in self.store.all(kinds)]
+        with self._lock:
+            return [self._with_ext(data) for _, data in self.store.all(kinds)]
 
     def count(self, kind: str) -> int:
-        return self.store.count(ITEM_KINDS if kind == "Item" else (kind,))
+        with self._lock:
+            return self.store.count(ITEM_KINDS if kind == "Item" else (kind,))
 
     def data_ext(self, owner_id: str, name: str, object_id: str) -> str | None:
-        return self.store.get_ext(owner_id, name, object_id)
+        with self._lock:
+            return self.store.get_ext(owner_id, name, object_id)
 
     # -- document level -------------------------------------------------------------------------------
     def _read_document(self, request_xml: str | bytes) -> tuple[Any, list[Any], dict[int, tuple[str, str]]]:
@@ -253,27 +263,31 @@ class CompanyFile:
             if set_id is not None and len(set_id) > MAX_MESSAGE_SET_ID:
                 return self._document([], {"messageSetStatusCode": "9004"}), None
         checksum = hashlib.sha256(b"".join(etree.tostring(rq) for rq in requests)).hexdigest()
-        if old_id is not None:
-            stored = self.store.get_message_set(old_id)
-            if stored is not None:
-                return self._document(
-                    [stored[1]], {"newMessageSetID": old_id, "messageSetStatusCode": "0"}
-                ), old_id
-            if new_id is None:
-                return self._document([], {"messageSetStatusCode": "600"}), None
-            if new_id == old_id:
-                return self._document([], {"messageSetStatusCode": "9002"}), None
-        if new_id is not None:
+        if new_id is not None and (old_id is None or old_id == new_id):
+            # A newMessageSetID QuickBooks already holds (or old == new) is a status check: answer
+            # from the stored record, execute nothing.
             stored = self.store.get_message_set(new_id)
             if stored is not None:
-                if stored[0] != checksum:
+                if old_id is None and stored[0] != checksum:
                     return self._document(
                         [], {"newMessageSetID": new_id, "messageSetStatusCode": "9001"}
                     ), None
                 return self._document(
                     [stored[1]], {"newMessageSetID": new_id, "messageSetStatusCode": "0"}
                 ), new_id
+            if old_id is not None:
+                return self._document([], {"messageSetStatusCode": "9002"}), None
+        prefix: list[str] = []
+        set_status: str | None = None
+        if old_id is not None:
+            # Recovery: report the old message set's stored answers first, then run this document's
+            # own requests (typically probe queries) as usual.
+            stored = self.store.get_message_set(old_id)
+            set_status = "0" if stored is not None else "600"
+            if stored is not None:
+                prefix.append(stored[1])
         mode = msgs.get("onError")
+        include_none = msgs.get("responseData") == "includeNone"
         parts: list[str] = []
         with self.store.transaction():
             try:
@@ -281,7 +295,7 @@ class CompanyFile:
                     failed = False
                     for index, rq in enumerate(requests):
                         self.stats["requests"] += 1
-                        part, ok = self._answer(rq, too_long.get(index), session)
+                        part, ok = self._answer(rq, too_long.get(index), session, include_none)
                         parts.append(part)
                         if not ok:
                             failed = True
@@ -294,14 +308,16 @@ class CompanyFile:
             body = "".join(parts)
             if new_id is not None:
                 self.store.put_message_set(new_id, checksum, body, self.recovery_history)
-        attrs = {"newMessageSetID": new_id} if new_id is not None else {}
-        return self._document([body], attrs), new_id
+        attrs = {"newMessageSetID": new_id, "messageSetStatusCode": set_status}
+        return self._document([*prefix, body], attrs), new_id or old_id
 
     def _document(self, bodies: list[str], attrs: dict[str, str]) -> str:
         shown = "".join(f' {k}="{escape_attr(v)}"' for k, v in attrs.items() if v is not None)
         return f'<?xml version="1.0" ?>\n<QBXML>\n<QBXMLMsgsRs{shown}>\n{"".join(bodies)}</QBXMLMsgsRs>\n</QBXML>\n'
 
-    def _answer(self, rq: Any, too_long: tuple[str, str] | None, session: str) -> tuple[str, bool]:
+    def _answer(
+        self, rq: Any, too_long: tuple[str, str] | None, session: str, include_none: bool = False
+    ) -> tuple[str, bool]:
         kind = rq.tag[:-2]
         request_id = rq.get("requestID")
         attrs: dict[str, str] = {}
@@ -316,6 +332,8 @@ class CompanyFile:
                 body, attrs, status = handler(self, rq, session)
             code, severity, message = status
             ok = True
+            if include_none:
+                body = ""  # responseData="includeNone": statuses only, no *Ret
         except _Failure as failure:
             body, code, severity, message, ok = "", failure.code, failure.severity, failure.message, False
         head = f"<{kind}Rs"

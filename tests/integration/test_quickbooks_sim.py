@@ -430,17 +430,17 @@ def test_message_set_recovery_after_a_lost_response(company):
         company.process(doc)
     assert company.count("Customer") == 1
     lost_list_id = q.parse_response(lost.value.response_xml).responses[0].list_id
+    # The bridge's recovery document: the old message set id plus a probe query, no new id.
     recovered = run(
-        company,
-        q.customer_add({"Name": "Acme"}, request_id="a1"),
-        old_message_set_id="job-7:1",
-        new_message_set_id="job-7:2",
+        company, q.customer_query(request_id="probe", full_names=["Acme"]), old_message_set_id="job-7:1"
     )
-    assert recovered.message_set_status_code == 0 and recovered.message_set_id == "job-7:1"
-    assert recovered.responses[0].list_id == lost_list_id and recovered.responses[0].request_id == "a1"
-    assert company.count("Customer") == 1  # not executed again
-    status_only = run(company, old_message_set_id="job-7:1")
-    assert status_only.responses[0].list_id == lost_list_id
+    assert recovered.message_set_status_code == 0
+    stored, probe = recovered.responses
+    assert (stored.request_id, stored.kind, stored.list_id) == ("a1", "CustomerAdd", lost_list_id)
+    assert (probe.request_id, probe.list_id) == ("probe", lost_list_id)
+    assert company.count("Customer") == 1  # the lost Add was not executed again
+    status_only = run(company, old_message_set_id="job-7:1", new_message_set_id="job-7:1")
+    assert [r.request_id for r in status_only.responses] == ["a1"]
     resent = q.parse_response(company.process(doc))  # the same newMessageSetID again: a status check
     assert resent.message_set_status_code == 0 and resent.responses[0].list_id == lost_list_id
     assert company.count("Customer") == 1
@@ -450,8 +450,12 @@ def test_message_set_recovery_after_a_lost_response(company):
         )
     )
     assert other.message_set_status_code == 9001 and other.responses == [] and company.count("Customer") == 1
-    unknown = run(company, old_message_set_id="never-sent")
-    assert unknown.message_set_status_code == 600 and unknown.responses == []
+    unknown = run(
+        company, q.customer_query(request_id="probe2", full_names=["Acme"]), old_message_set_id="never-sent"
+    )
+    assert unknown.message_set_status_code == 600 and [r.request_id for r in unknown.responses] == ["probe2"]
+    never = run(company, old_message_set_id="never-sent", new_message_set_id="never-sent")
+    assert never.message_set_status_code == 9002 and never.responses == []
     fresh = run(
         company,
         q.customer_add({"Name": "Gamma"}, request_id="g"),
@@ -459,6 +463,7 @@ def test_message_set_recovery_after_a_lost_response(company):
         new_message_set_id="job-8:1",
     )
     assert fresh.responses[0].status_code == 0 and company.count("Customer") == 2  # old unknown: new one runs
+    assert run(company, old_message_set_id="job-8:1").responses[0].request_id == "g"
     raw = f'<QBXML><QBXMLMsgsRq onError="stopOnError" newMessageSetID="{"x" * 25}"></QBXMLMsgsRq></QBXML>'
     too_long = q.parse_response(company.process(raw))  # the library refuses to build this one
     assert too_long.message_set_status_code == 9004
@@ -613,3 +618,20 @@ def test_item_query_spans_item_types_and_filters_by_name(company):
         ),
     )
     assert set(trimmed.responses[0].records[0]) == {"ListID", "Name"}
+
+
+def test_response_data_include_none_returns_statuses_only(company):
+    doc = q.envelope([q.customer_add({"Name": "Quiet"}, request_id="a")]).replace(
+        'onError="continueOnError"', 'onError="continueOnError" responseData="includeNone"'
+    )
+    response = q.parse_response(company.process(doc)).responses[0]
+    assert (response.status_code, response.records) == (0, []) and company.count("Customer") == 1
+
+
+def test_latency_fault_delays_the_answer(company):
+    import time
+
+    company.faults.update({"latency_seconds": 0.2})
+    started = time.perf_counter()
+    run(company, q.host_query(request_id="h"))
+    assert time.perf_counter() - started >= 0.2
