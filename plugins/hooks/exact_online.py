@@ -8,7 +8,8 @@ Connection (`exact_online`, default id `exact_online_default`):
   `refresh_token` (from the consent flow; seeds the token store), `redirect_uri`, `token_store_url`
   (SQLAlchemy URL; SQLite under AIRFLOW_HOME by default, PostgreSQL when workers run on several hosts),
   `store_key`, `ca_bundle`, `timeout`, `minutely_margin` (calls kept in reserve per minute),
-  `daily_reserve` (calls kept in reserve per day), `refresh_margin`, `max_rate_limit_wait`.
+  `daily_reserve` (calls kept in reserve per day), `refresh_margin`, `max_rate_limit_wait`,
+  `max_retries` and `retry_backoff` (GET/PUT on 5xx and transport errors).
 
 Precedence: hook argument > connection extra > default. Errors follow `erpsync.errors`:
 
@@ -160,6 +161,7 @@ class _Settings:
     refresh_margin: float
     max_rate_limit_wait: float
     max_retries: int
+    retry_backoff: float
     extra: dict = field(default_factory=dict)
 
 
@@ -284,6 +286,7 @@ class ExactOnlineHook(BaseHook):
             refresh_margin=float(extra.get("refresh_margin") or 10),
             max_rate_limit_wait=float(extra.get("max_rate_limit_wait") or 90),
             max_retries=int(extra.get("max_retries") if extra.get("max_retries") is not None else 3),
+            retry_backoff=float(extra.get("retry_backoff") or 0.5),
             extra=extra,
         )
 
@@ -433,7 +436,7 @@ class ExactOnlineHook(BaseHook):
             except httpx.HTTPError as exc:
                 if idempotent and retries < s.max_retries:
                     retries += 1
-                    time.sleep(min(2**retries * 0.25, 8))
+                    time.sleep(min(s.retry_backoff * 2 ** (retries - 1), 8))
                     continue
                 raise RetriableSourceError(
                     f"Exact Online unreachable: {type(exc).__name__}: {exc}", where=url
@@ -457,7 +460,7 @@ class ExactOnlineHook(BaseHook):
                 continue
             if status >= 500 and idempotent and retries < s.max_retries:
                 retries += 1
-                time.sleep(min(2**retries * 0.25, 8))
+                time.sleep(min(s.retry_backoff * 2 ** (retries - 1), 8))
                 continue
             return resp
 
