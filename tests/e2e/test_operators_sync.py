@@ -128,8 +128,8 @@ def test_dry_run_plans_but_writes_nothing(world):
 def test_a_broken_step_fails_the_run_and_the_report_says_which(world):
     paths, dag = world
     seed_accounts(paths["source"], 2)
-    # The target loses a field the mapping writes: upsert gets a per-row refusal for every row,
-    # plan still works; a mapping naming an unknown column makes extract fail for good instead.
+    # The mapping now reads a source column the source does not have: extract fails for good
+    # (no retry), the later steps never run, and the report still runs, says so and fails the run.
     Path(paths["mappings"], f"{paths['flow']}.yaml").write_text(
         Path(paths["mappings"], f"{paths['flow']}.yaml")
         .read_text()
