@@ -290,8 +290,9 @@ def load_lookups(mapping: Mapping, adapters: dict[str, SystemAdapter]) -> dict[s
                 f"lookup {name!r} reads {spec.system} {spec.object}, but no adapter for {spec.system!r} was given",
                 where=str(mapping.path),
             )
-        frames = list(adapter.read(spec.object, window=None, columns=spec.columns))
-        tables[name] = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=spec.columns)
+        columns = list(dict.fromkeys([*spec.columns, *spec.filter]))
+        frames = list(adapter.read(spec.object, window=None, columns=columns))
+        tables[name] = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
     return tables
 
 

@@ -126,7 +126,7 @@ def validate_flow(
             result.problems.append(f"lookup {lookup.name}: {exc}")
             continue
         known = set(lmeta.fields) | {lmeta.id_field}
-        missing = [c for c in lookup.columns if c not in known]
+        missing = [c for c in dict.fromkeys([*lookup.columns, *lookup.filter]) if c not in known]
         if missing:
             result.problems.append(
                 f"lookup {lookup.name}: {lookup.system} {lookup.object} has no field(s) {', '.join(missing)}"
