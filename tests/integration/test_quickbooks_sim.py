@@ -635,3 +635,16 @@ def test_latency_fault_delays_the_answer(company):
     started = time.perf_counter()
     run(company, q.host_query(request_id="h"))
     assert time.perf_counter() - started >= 0.2
+
+
+def test_without_a_schema_directory_the_simulator_still_refuses_bad_requests(monkeypatch, company):
+    monkeypatch.delenv("ERPSYNC_QBXML_SCHEMA_DIR")
+    misordered = (
+        '<QBXML><QBXMLMsgsRq onError="continueOnError"><CustomerAddRq><CustomerAdd><Phone>1</Phone>'
+        "<Name>y</Name></CustomerAdd></CustomerAddRq></QBXMLMsgsRq></QBXML>"
+    )
+    with pytest.raises(RequestProcessorError) as refused:
+        company.process(misordered)
+    assert refused.value.hresult == "0x80040400" and "out of schema order" in refused.value.detail
+    too_long = misordered.replace("<Phone>1</Phone><Name>y</Name>", f"<Name>{'y' * 42}</Name>")
+    assert q.parse_response(company.process(too_long)).responses[0].status_code == 3070

@@ -139,3 +139,26 @@ def _naive_customer_add(fields: dict) -> str:
         return "".join(parts)
 
     return f"<CustomerAddRq><CustomerAdd>{render('CustomerAdd', fields)}</CustomerAdd></CustomerAddRq>"
+
+
+def test_builders_work_without_a_schema_directory(monkeypatch):
+    """No ERPSYNC_QBXML_SCHEMA_DIR: the built-in rules still order, limit and validate."""
+    monkeypatch.delenv("ERPSYNC_QBXML_SCHEMA_DIR")
+    assert schema_dir() is None
+    rq = q.customer_add({"Phone": "1", "Name": "A"}, request_id="r")
+    assert rq.xml.index("<Name>") < rq.xml.index("<Phone>")
+    q.validate_document(q.envelope([rq]))
+    try:
+        q.customer_add({"Name": "A" * 42}, request_id="r")
+    except q.QbxmlValidationError as exc:
+        assert "maxLength is 41" in str(exc)
+    else:
+        raise AssertionError("length not enforced without the schema")
+    try:
+        q.validate_request(
+            "<CustomerAddRq><CustomerAdd><Phone>1</Phone><Name>A</Name></CustomerAdd></CustomerAddRq>"
+        )
+    except q.QbxmlValidationError as exc:
+        assert exc.field == "CustomerAddRq/CustomerAdd/Name" and "out of schema order" in exc.rule
+    else:
+        raise AssertionError("order not enforced without the schema")

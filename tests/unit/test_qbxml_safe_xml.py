@@ -65,3 +65,11 @@ def test_malformed_xml_names_line_and_column():
 def test_non_xml_types_are_refused():
     with pytest.raises(TypeError, match="str or bytes"):
         parse_xml(123)  # type: ignore[arg-type]
+
+
+def test_declared_encodings_are_honoured_for_bytes_and_ignored_for_text():
+    body = '<QBXML><QBXMLMsgsRs><CustomerAddRs statusCode="0" statusSeverity="Info" statusMessage="Café"/></QBXMLMsgsRs></QBXML>'
+    latin1 = ('<?xml version="1.0" encoding="ISO-8859-1"?>' + body).encode("iso-8859-1")
+    assert q.parse_response(latin1).responses[0].message == "Café"
+    as_text = '<?xml version="1.0" encoding="ISO-8859-1" ?>' + body  # already decoded by the SOAP layer
+    assert q.parse_response(as_text).responses[0].message == "Café"

@@ -23,6 +23,7 @@ __all__ = ["DEFAULT_MAX_BYTES", "parse_xml"]
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024
 
 _DOCTYPE = re.compile(rb"<!DOCTYPE|<!ENTITY", re.IGNORECASE)
+_DECLARED_ENCODING = re.compile(r"""\A(\s*<\?xml[^>]*?\bencoding\s*=\s*)(["'])[^"']*\2""")
 
 
 def _clean(message: str) -> str:
@@ -47,8 +48,9 @@ def _parser(*, recover: bool = False) -> etree.XMLParser:
 
 def _as_bytes(data: str | bytes) -> bytes:
     if isinstance(data, str):
-        # An encoding declaration inside a str makes lxml refuse it; bytes carry their own encoding.
-        return data.encode("utf-8")
+        # A str is already decoded: whatever its XML declaration claims (QuickBooks may say
+        # ISO-8859-1), it is re-encoded as UTF-8 and the declaration is made to say so.
+        return _DECLARED_ENCODING.sub(r'\1"utf-8"', data, count=1).encode("utf-8")
     if isinstance(data, bytes | bytearray | memoryview):
         return bytes(data)
     raise TypeError(f"XML must be str or bytes, not {type(data).__name__}")
