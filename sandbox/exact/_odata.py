@@ -84,6 +84,8 @@ def _tokenize(text: str) -> list[tuple[str, Any, int]]:
     pos = 0
     text = text.rstrip()
     while pos < len(text):
+        while text[pos].isspace():
+            pos += 1
         m = _TOKEN_RE.match(text, pos)
         if not m or m.end() == pos:
             raise ODataError(
