@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
+from erpsync.mapping._compile import TRANSFORM_PATTERNS
 from erpsync.mapping._model import FieldSpec, LookupSpec, Mapping, key_str
 
 __all__ = ["apply_rowwise"]
@@ -57,12 +58,11 @@ def _transform(value: str | None, name: str) -> str | None:
         return value.strip()
     if name in {"upper", "lower", "title", "casefold"}:
         return getattr(value, name)()
-    if name == "collapse_whitespace":
-        return re.sub(r"\s+", " ", value).strip()
-    if name == "digits_only":
-        return re.sub(r"\D+", "", value)
-    if name == "single_line":
-        return re.sub(r"\s*[\r\n]+\s*", ", ", value.strip())
+    if name in TRANSFORM_PATTERNS and name != "lines_after_first":
+        pattern, repl = TRANSFORM_PATTERNS[name]
+        text = value.strip() if name == "single_line" else value
+        text = re.sub(pattern, repl, text)
+        return text.strip() if name == "collapse_whitespace" else text
     lines = value.replace("\r", "").split("\n")
     if name in {"line1", "line2", "line3"}:
         index = int(name[-1]) - 1
@@ -70,7 +70,8 @@ def _transform(value: str | None, name: str) -> str | None:
     if name == "lines_after_first":
         if len(lines) < 2:
             return None
-        return re.sub(r"\s*\n\s*", ", ", "\n".join(lines[1:])).strip()
+        pattern, repl = TRANSFORM_PATTERNS[name]
+        return re.sub(pattern, repl, "\n".join(lines[1:])).strip()
     raise ValueError(name)
 
 
