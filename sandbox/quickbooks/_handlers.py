@@ -412,6 +412,31 @@ def _totals(kind: str, data: dict[str, Any]) -> None:
         data["TotalAmount"] = mod._fmt(subtotal)
 
 
+def _adjust_balance(company: CompanyFile, customer: dict[str, Any] | None, delta: Decimal) -> None:
+    """Move an open invoice amount onto the customer's Balance and up its parents' TotalBalance.
+
+    Balances are computed by QuickBooks, so this does not touch the customer's EditSequence.
+    """
+    if not customer or not delta:
+        return
+    mod = _company_module()
+    got = company.store.get(customer["ListID"])
+    first = True
+    while got is not None:
+        kind, record = got
+        if first:
+            record["Balance"] = mod._fmt(mod._money(record.get("Balance")) + delta)
+            first = False
+        record["TotalBalance"] = mod._fmt(mod._money(record.get("TotalBalance")) + delta)
+        company.store.put(record["ListID"], kind, "entity", record["FullName"].lower(), record)
+        parent = record.get("ParentRef")
+        got = company.store.get(parent["ListID"]) if parent else None
+
+
+def _open_amount(kind: str, data: dict[str, Any]) -> Decimal:
+    return _company_module()._money(data.get("BalanceRemaining")) if kind == "Invoice" else Decimal(0)
+
+
 def _default_account(company: CompanyFile, name: str) -> dict[str, str]:
     return company._resolve({"FullName": name}, "account", "transaction")
 
@@ -460,6 +485,7 @@ def txn_add(kind: str):
         _totals(kind, data)
         data = fit(data, f"{kind}Ret")
         company.store.put(data["TxnID"], kind, "txn", None, data)
+        _adjust_balance(company, data.get("CustomerRef"), _open_amount(kind, data))
         return company._render(f"{kind}Ret", data), {}, OK
 
     return handler
@@ -473,6 +499,7 @@ def txn_mod(kind: str):
         data = _load(company, fields["TxnID"], (kind,))
         _lock_faults(company, kind, data["TxnID"], data.get("RefNumber", ""))
         _check_edit_sequence(data, fields["EditSequence"])
+        before_customer, before_open = data.get("CustomerRef"), _open_amount(kind, data)
         header = {k: v for k, v in fields.items() if k not in ("TxnID", "EditSequence", f"{line_name}Mod")}
         ret_slots = children(f"{kind}Ret")
         for name, value in company._resolve_refs(header, kind).items():
@@ -495,6 +522,8 @@ def txn_mod(kind: str):
         data["TimeModified"] = company._now_text()
         data = fit(data, f"{kind}Ret")
         company.store.put(data["TxnID"], kind, "txn", None, data)
+        _adjust_balance(company, before_customer, -before_open)
+        _adjust_balance(company, data.get("CustomerRef"), _open_amount(kind, data))
         return company._render(f"{kind}Ret", data), {}, OK
 
     return handler
@@ -622,6 +651,7 @@ def txn_del(company: CompanyFile, rq, session):
         "RefNumber": data.get("RefNumber"),
     }
     company.store.delete(data["TxnID"], kind, tombstone)
+    _adjust_balance(company, data.get("CustomerRef"), -_open_amount(kind, data))
     body = "".join(
         f"<{k}>{_esc(tombstone[k])}</{k}>"
         for k in ("TxnDelType", "TxnID", "TimeDeleted", "RefNumber")

@@ -648,3 +648,44 @@ def test_without_a_schema_directory_the_simulator_still_refuses_bad_requests(mon
     assert refused.value.hresult == "0x80040400" and "out of schema order" in refused.value.detail
     too_long = misordered.replace("<Phone>1</Phone><Name>y</Name>", f"<Name>{'y' * 42}</Name>")
     assert q.parse_response(company.process(too_long)).responses[0].status_code == 3070
+
+
+def test_open_invoices_move_customer_balances_without_touching_edit_sequence(company):
+    parent = add_customer(company, "Acme")
+    job = add_customer(company, "Site A", ParentRef={"FullName": "Acme"})
+    run(
+        company,
+        q.item_service_add(
+            {"Name": "Svc", "SalesOrPurchase": {"Price": 10, "AccountRef": "Services"}}, request_id="i"
+        ),
+    )
+    invoice = run(
+        company,
+        q.invoice_add(
+            {"CustomerRef": "Acme:Site A", "InvoiceLineAdd": [{"ItemRef": "Svc", "Quantity": 3}]},
+            request_id="v",
+        ),
+    ).responses[0]
+
+    def balances():
+        found = (
+            run(company, q.customer_query(request_id="q", list_ids=[parent.list_id, job.list_id]))
+            .responses[0]
+            .records
+        )
+        return [(r["Balance"], r["TotalBalance"], r["EditSequence"]) for r in found]
+
+    assert balances() == [("0.00", "30.00", parent.edit_sequence), ("30.00", "30.00", job.edit_sequence)]
+    line = invoice.records[0]["InvoiceLineRet"][0]["TxnLineID"]
+    run(
+        company,
+        q.invoice_mod(
+            invoice.txn_id,
+            invoice.edit_sequence,
+            {"InvoiceLineMod": [{"TxnLineID": line, "Quantity": 1}]},
+            request_id="m",
+        ),
+    )
+    assert [b[:2] for b in balances()] == [("0.00", "10.00"), ("10.00", "10.00")]
+    run(company, q.txn_del("Invoice", invoice.txn_id, request_id="d"))
+    assert [b[:2] for b in balances()] == [("0.00", "0.00"), ("0.00", "0.00")]
