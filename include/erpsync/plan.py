@@ -47,6 +47,8 @@ __all__ = [
 ]
 
 ACTIONS = ("create", "update", "skip", "conflict", "unplaceable")
+#: Keys per target lookup call: SOQL IN lists, OData filters and qbXML queries stay short.
+KEY_BATCH = 500
 #: Bookkeeping columns the plan adds in front of the target fields.
 PLAN_COLUMNS = ["_source_key", "_action", "_target_id", "_hash", "_reason", "_record"]
 
@@ -86,11 +88,13 @@ class PlanSpec:
     @classmethod
     def from_mapping(cls, mapping: Any, *, requires: Iterable[str] = ()) -> PlanSpec:
         """Build the spec from an `erpsync.mapping.Mapping`."""
+        lines = getattr(mapping, "lines", None)
         return cls(
             flow=mapping.flow,
             target_object=mapping.target.object,
             identity=mapping.target.identity,
-            fields=list(mapping.fields),
+            # Child lines (order lines) are written with their header on create, never updated.
+            fields=[*mapping.fields, *([lines.target] if lines is not None else [])],
             update_fields=list(mapping.update_fields),
             match=[list(rule) for rule in mapping.target.match],
             requires=list(requires) or list(getattr(mapping.target, "requires", None) or []),
@@ -113,7 +117,7 @@ def normalize(value: Any) -> Any:
     """Return a JSON value that compares equal for equal content (1 == 1.0, NaN == None, dates as ISO)."""
     if value is None:
         return None
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)) and getattr(value, "ndim", 0) == 0:
         try:
             value = value.item()
         except (ValueError, AttributeError):
@@ -128,6 +132,10 @@ def normalize(value: Any) -> Any:
         return None
     if isinstance(value, (bool, int, str)):
         return value
+    if isinstance(value, dict):
+        return {str(k): normalize(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "ndarray":
+        return [normalize(v) for v in value]
     return str(value)
 
 
@@ -243,13 +251,21 @@ class Planner:
         wanted = sorted({str(normalize(v)) for v in values if normalize(v) not in (None, "")})
         if casefold:
             wanted = sorted({" ".join(v.split()) for v in wanted})
-        if not wanted:
-            import pandas as pd
+        import pandas as pd
 
+        frames = [
+            self.adapter.read_by_keys(
+                self.spec.target_object,
+                field_name,
+                wanted[i : i + KEY_BATCH],
+                columns=columns,
+                casefold=casefold,
+            )
+            for i in range(0, len(wanted), KEY_BATCH)
+        ]
+        if not frames:
             return pd.DataFrame(columns=[self.id_field, *columns])
-        return self.adapter.read_by_keys(
-            self.spec.target_object, field_name, wanted, columns=columns, casefold=casefold
-        )
+        return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
     def _compare_columns(self, extra: Iterable[str] = ()) -> list[str]:
         return list(dict.fromkeys([self.spec.identity, *self.spec.update_fields, *extra]))

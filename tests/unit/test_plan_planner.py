@@ -197,3 +197,25 @@ def test_spec_refuses_rules_on_unmapped_fields():
 )
 def test_normalize_makes_equal_content_equal(a, b):
     assert normalize(a) == normalize(b)
+
+
+def test_target_reads_go_in_bounded_batches(spec, target, store, monkeypatch):
+    import erpsync.plan as plan_module
+
+    monkeypatch.setattr(plan_module, "KEY_BATCH", 2)
+    target.seed("Customer", [{"ListID": f"T{i}", "SalesforceId": f"k{i}", "Name": "old"} for i in range(5)])
+    df = pd.DataFrame([_row(f"k{i}", SalesforceId=f"k{i}", Name="new") for i in range(5)])
+    plan = _planner(spec, target, store).plan(df)
+    assert set(plan["_action"]) == {"update"}
+    reads = [c for c in target.call_log.calls if c["method"] == "read_by_keys"]
+    assert len(reads) == 3, "five identities in calls of at most two"
+
+
+def test_nested_values_normalize_for_hashes_and_comparison():
+    import numpy as np
+
+    lines = np.array([{"Qty": np.float64(2.0), "Item": "A"}], dtype=object)
+    assert normalize(lines) == [{"Item": "A", "Qty": 2}]
+    a = pd.DataFrame({"_source_key": ["1"], "Lines": [lines]})
+    b = pd.DataFrame({"_source_key": ["1"], "Lines": [[{"Item": "A", "Qty": 2}]]})
+    assert content_hashes(a, ["Lines"]) == content_hashes(b, ["Lines"])

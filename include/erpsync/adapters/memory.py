@@ -49,6 +49,10 @@ def _clean(value: Any) -> Any:
         return None
     if isinstance(value, float) and math.isnan(value):
         return None
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)) or getattr(value, "ndim", 0) > 0:  # Parquet lists come back as arrays
+        return [_clean(v) for v in value]
     if hasattr(value, "item") and not isinstance(value, (str, bytes)):
         value = value.item()
         if isinstance(value, float) and math.isnan(value):
