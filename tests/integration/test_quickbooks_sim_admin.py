@@ -104,3 +104,29 @@ def test_reset_and_persistence_across_restart(ctx):
         assert httpx.post(f"{second.url}/api/reset", params={"seed": "true"}).json()["customers"] == 32
     finally:
         second.stop()
+
+
+def test_hostile_bodies_get_a_parse_error_not_a_crash(running):
+    xxe = b'<?xml version="1.0"?><!DOCTYPE QBXML [<!ENTITY x SYSTEM "file:///etc/passwd">]><QBXML>&x;</QBXML>'
+    refused = httpx.post(f"{running.url}/qbxml", content=xxe)
+    assert refused.status_code == 422 and "DTD" in refused.json()["detail"] and "root:" not in refused.text
+    huge = b"<QBXML>" + b" " * (20 * 1024 * 1024) + b"</QBXML>"
+    too_big = httpx.post(f"{running.url}/qbxml", content=huge, timeout=30)
+    assert too_big.status_code == 422 and "byte limit" in too_big.json()["detail"]
+    assert httpx.get(f"{running.url}/healthz").json() == {"status": "ok"}
+
+
+def test_concurrent_documents_do_not_mix(running):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def post(worker: int) -> list[str]:
+        doc = q.envelope([q.customer_add({"Name": f"Worker {worker} #{i}"}, request_id=f"w{worker}-{i}") for i in range(20)])
+        answer = q.parse_response(httpx.post(f"{running.url}/qbxml", content=doc, timeout=30).text)
+        assert all(r.status_code == 0 for r in answer.responses)
+        return [r.records[0]["Name"] for r in answer.responses]
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        names = list(pool.map(post, range(6)))
+    for worker, got in enumerate(names):
+        assert got == [f"Worker {worker} #{i}" for i in range(20)]
+    assert httpx.get(f"{running.url}/api/count/Customer").json()["count"] == 32 + 120
