@@ -564,8 +564,12 @@ def verify_step(
     sample: int | None = None,
     max_listed: int = 20,
 ) -> dict[str, Any]:
-    """Read back what upsert wrote and compare every written field; raise with the differences."""
-    import pandas as pd
+    """Read back what upsert wrote and compare every written field; raise with the differences.
+
+    Works chunk by chunk (a sample keeps only the `sample` rows with the smallest content hashes,
+    a stable spread over the keys), so memory stays bounded however much was written.
+    """
+    import heapq
 
     from erpsync.plan import PlanSpec, normalize
 
@@ -573,54 +577,76 @@ def verify_step(
     if manifest.extra.get("dry_run"):
         return {"checked": 0, "dry_run": True, "calls": adapter.call_log.summary()}
     spec = PlanSpec.from_mapping(mapping)
-    frames = list(read_chunks(manifest))
-    if not frames:
-        log.info("Nothing was written; nothing to verify")
-        return {"checked": 0, "found": 0, "missing": 0, "differences": 0, "calls": adapter.call_log.summary()}
-    written = pd.concat(frames, ignore_index=True)
-    written = written[written["_result"].isin(["created", "updated"])]
-    if sample is not None and len(written) > sample:
-        written = written.sort_values("_hash").head(sample)  # stable, spread over keys
     id_field = adapter.describe(spec.target_object).id_field
-    ids = written["_target_id"].astype(str).tolist()
-    found: dict[str, dict] = {}
-    for i in range(0, len(ids), _KEY_BATCH):
-        frame = adapter.read_by_keys(
-            spec.target_object, id_field, ids[i : i + _KEY_BATCH], columns=spec.payload_columns("create")
-        )
-        found.update({str(r[id_field]): r for r in frame.to_dict("records")})
-    differences: list[str] = []
-    missing = 0
-    for r in written.to_dict("records"):
-        rec = found.get(str(r["_target_id"]))
-        label = f"{spec.target_object} {r['_target_id']} (source {r['_source_key']})"
-        if rec is None:
-            missing += 1
-            differences.append(f"{label}: not found in {adapter.name}")
+    tally = {"checked": 0, "missing": 0, "differences": 0}
+    listed: list[str] = []
+
+    def check(rows: list[dict[str, Any]]) -> None:
+        ids = [str(r["_target_id"]) for r in rows]
+        found: dict[str, dict] = {}
+        for i in range(0, len(ids), _KEY_BATCH):
+            frame = adapter.read_by_keys(
+                spec.target_object, id_field, ids[i : i + _KEY_BATCH], columns=spec.payload_columns("create")
+            )
+            found.update({str(r[id_field]): r for r in frame.to_dict("records")})
+        for r in rows:
+            tally["checked"] += 1
+            rec = found.get(str(r["_target_id"]))
+            label = f"{spec.target_object} {r['_target_id']} (source {r['_source_key']})"
+            problems = []
+            if rec is None:
+                tally["missing"] += 1
+                problems.append(f"{label}: not found in {adapter.name}")
+            else:
+                action = "create" if r["_result"] == "created" else "update"
+                for column in spec.payload_columns(action):
+                    want, got = normalize(r.get(column)), normalize(rec.get(column))
+                    if want != got and str(want) != str(got):
+                        problems.append(f"{label}: {column} is {got!r}, expected {want!r}")
+            tally["differences"] += len(problems)
+            listed.extend(problems[: max(0, max_listed - len(listed))])
+
+    kept: list[tuple[str, int, dict[str, Any]]] = []
+    n = 0
+    for chunk in read_chunks(manifest):
+        rows = chunk[chunk["_result"].isin(["created", "updated"])].to_dict("records")
+        if sample is None:
+            check(rows)
             continue
-        action = "create" if r["_result"] == "created" else "update"
-        for column in spec.payload_columns(action):
-            want, got = normalize(r.get(column)), normalize(rec.get(column))
-            if want != got and str(want) != str(got):
-                differences.append(f"{label}: {column} is {got!r}, expected {want!r}")
-    summary = {
-        "checked": len(written),
-        "found": len(written) - missing,
-        "missing": missing,
-        "differences": len(differences),
-        "calls": adapter.call_log.summary(),
-    }
-    if differences:
-        shown = "\n".join(f"  {d}" for d in differences[:max_listed])
-        more = f"\n  ... and {len(differences) - max_listed} more" if len(differences) > max_listed else ""
+        for r in rows:
+            n += 1
+            item = (str(r["_hash"]), -n, r)
+            if len(kept) < sample:
+                heapq.heappush(kept, _Max(item))
+            elif item[:2] < kept[0].item[:2]:
+                heapq.heapreplace(kept, _Max(item))
+    if sample is not None:
+        check([m.item[2] for m in kept])
+    summary = {**tally, "found": tally["checked"] - tally["missing"], "calls": adapter.call_log.summary()}
+    if tally["differences"]:
+        shown = "\n".join(f"  {d}" for d in listed)
+        more = tally["differences"] - len(listed)
         raise VerificationError(
-            f"{len(differences)} difference(s) between what was written and what {adapter.name} holds "
-            f"({missing} record(s) missing of {len(written)} checked):\n{shown}{more}",
+            f"{tally['differences']} difference(s) between what was written and what {adapter.name} holds "
+            f"({tally['missing']} record(s) missing of {tally['checked']} checked):\n{shown}"
+            + (f"\n  ... and {more} more" if more > 0 else ""),
             where=f"{ctx.flow} verify",
             details={k: v for k, v in summary.items() if k != "calls"},
         )
-    log.info("Verified %d written records in %s: all fields equal", len(written), spec.target_object)
+    log.info("Verified %d written records in %s: all fields equal", tally["checked"], spec.target_object)
     return summary
+
+
+class _Max:
+    """Heap entry ordered in reverse, so a min-heap keeps the `sample` smallest hashes."""
+
+    __slots__ = ("item",)
+
+    def __init__(self, item: tuple) -> None:
+        self.item = item
+
+    def __lt__(self, other: _Max) -> bool:
+        return self.item[:2] > other.item[:2]
 
 
 # ---- report -------------------------------------------------------------------------------------

@@ -185,3 +185,21 @@ def test_verify_fails_loudly_with_the_differences(world, tmp_path):
         f"Customer {written[0]['ListID']} (source {written[0]['SalesforceId']}): City is 'Rotterdam', expected 'Utrecht'"
         in message
     )
+
+
+def test_verify_sample_checks_a_bounded_stable_subset(world, tmp_path):
+    seed_accounts(world["source"], 6)
+    out = _run(world, tmp_path, "s1", T0)
+    ctx = _context(world, tmp_path, "s1", T0)
+    mapping = load_flow(world["flow"], world["mappings"])
+    target = MemoryAdapter(world["target"])
+    first = steps.verify_step(ctx, mapping, out["upsert"], target, sample=2)
+    second = steps.verify_step(ctx, mapping, out["upsert"], target, sample=2)
+    assert first["checked"] == second["checked"] == 2
+    reads = [c for c in target.call_log.calls if c["method"] == "read_by_keys"]
+    assert reads[0]["rows"] == 2
+    for customer in target.all("Customer"):
+        target.change("Customer", customer["ListID"], {"City": "X"})
+    with pytest.raises(steps.VerificationError) as exc:
+        steps.verify_step(ctx, mapping, out["upsert"], target, max_listed=3)
+    assert "6 difference(s)" in str(exc.value) and "... and 3 more" in str(exc.value)
