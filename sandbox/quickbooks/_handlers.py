@@ -1,7 +1,7 @@
 """Request handlers of the simulated company file, one per qbXML message kind.
 
 Each handler takes (company, request element, session) and returns (body XML, extra Rs attributes,
-(statusCode, statusSeverity, statusMessage)), or raises `_Failure` with QuickBooks' code and text.
+(statusCode, statusSeverity, statusMessage)), or raises `Failure` with QuickBooks' code and text.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from erpsync.qbwc_bridge.qbxml._check import children
 from erpsync.qbwc_bridge.qbxml.parse import record_to_dict
+from erpsync.sandbox.quickbooks import _common as mod
+from erpsync.sandbox.quickbooks._common import Failure
 
 if TYPE_CHECKING:
     from erpsync.sandbox.quickbooks.company import CompanyFile
@@ -23,18 +25,12 @@ EMPTY = (1, "Info", "A query request did not find a matching object in QuickBook
 SUPPORTED_VERSIONS = [f"{v}.0" for v in range(1, 17)] + ["2.1", "4.1", "1.1"]
 
 
-def _company_module():
-    from erpsync.sandbox.quickbooks import company
-
-    return company
-
-
-def _fail(code: int, message: str, severity: str = "Error"):
-    return _company_module()._Failure(code, message, severity)
+def _fail(code: int, message: str, severity: str = "Error") -> Failure:
+    return Failure(code, message, severity)
 
 
 def _not_found(object_id: str) -> Exception:
-    tail = _company_module().NOT_FOUND_TAIL
+    tail = mod.NOT_FOUND_TAIL
     return _fail(3120, f'Object "{object_id}" specified in the request cannot be found.  {tail}')
 
 
@@ -98,20 +94,19 @@ def _lock_faults(company: CompanyFile, kind: str, obj_id: str | None, name: str)
 def _parent(company: CompanyFile, kind: str, ref: Any) -> dict[str, Any] | None:
     if ref is None:
         return None
-    family = _company_module().LIST_KINDS[kind]
+    family = mod.LIST_KINDS[kind]
     ref = ref if isinstance(ref, dict) else {"FullName": ref}
     got = (
         company.store.get(ref["ListID"])
         if ref.get("ListID")
         else company.store.by_name(family, ref.get("FullName", ""))
     )
-    if got is None or _company_module().LIST_KINDS.get(got[0]) != family:
+    if got is None or mod.LIST_KINDS.get(got[0]) != family:
         label = {"entity": "Customers", "item": "Items", "account": "Accounts"}.get(family, family)
         shown = ref.get("ListID") or ref.get("FullName")
         raise _fail(
             3130,
-            f'There is an invalid reference to a parent "{shown}" in the {label} list.  '
-            f"{_company_module().NOT_FOUND_TAIL}",
+            f'There is an invalid reference to a parent "{shown}" in the {label} list.  {mod.NOT_FOUND_TAIL}',
         )
     return got[1]
 
@@ -133,7 +128,7 @@ def _list_fields(kind: str, fields: dict[str, Any]) -> dict[str, Any]:
 def list_add(kind: str):
     def handler(company: CompanyFile, rq, session):
         fields = record_to_dict(rq.find(f"{kind}Add"), f"{kind}Add")
-        family = _company_module().LIST_KINDS[kind]
+        family = mod.LIST_KINDS[kind]
         name = fields["Name"]
         _lock_faults(company, kind, None, name)
         parent = _parent(company, kind, fields.get("ParentRef"))
@@ -193,7 +188,7 @@ def _rename_children(company: CompanyFile, kind: str, family: str, old: str, new
 def list_mod(kind: str):
     def handler(company: CompanyFile, rq, session):
         fields = record_to_dict(rq.find(f"{kind}Mod"), f"{kind}Mod")
-        family = _company_module().LIST_KINDS[kind]
+        family = mod.LIST_KINDS[kind]
         data = _load(company, fields["ListID"], (kind,))
         _lock_faults(company, kind, data["ListID"], data["FullName"])
         _check_edit_sequence(data, fields["EditSequence"])
@@ -280,7 +275,7 @@ def _in_range(company: CompanyFile, value: str, start: str | None, end: str | No
 
 
 def _parse_dt(text: str, tz: dt.tzinfo) -> dt.datetime:
-    return _company_module()._parse_when(text, tz)
+    return mod.parse_when(text, tz)
 
 
 def _name_matches(name: str, name_filter: dict[str, Any] | None, name_range: dict[str, Any] | None) -> bool:
@@ -302,7 +297,7 @@ def _name_matches(name: str, name_filter: dict[str, Any] | None, name_range: dic
 
 
 def list_query(kind: str):
-    kinds = _company_module().ITEM_KINDS if kind == "Item" else (kind,)
+    kinds = mod.ITEM_KINDS if kind == "Item" else (kind,)
 
     def handler(company: CompanyFile, rq, session):
         fields = record_to_dict(rq, rq.tag)
@@ -373,11 +368,10 @@ def _item_price(item: dict[str, Any]) -> tuple[Decimal | None, str | None]:
 def _build_line(
     company: CompanyFile, kind: str, line: dict[str, Any], existing: dict[str, Any] | None
 ) -> dict[str, Any]:
-    mod = _company_module()
     merged = {**(existing or {}), **{k: v for k, v in line.items() if k != "TxnLineID"}}
     if "ItemRef" not in merged:
         raise _fail(3140, f"There is a missing reference to an item in the {kind} line.")
-    item_ref = mod.CompanyFile._resolve(company, merged["ItemRef"], "item", f"{kind} line")
+    item_ref = company._resolve(merged["ItemRef"], "item", f"{kind} line")
     item = company.store.get(item_ref["ListID"])[1]
     price, desc = _item_price(item)
     merged = company._resolve_refs(merged, f"{kind} line")
@@ -387,29 +381,28 @@ def _build_line(
     quantity = Decimal(merged["Quantity"]) if merged.get("Quantity") else None
     rate = Decimal(merged["Rate"]) if merged.get("Rate") else None
     if "Amount" in line or (existing is None and merged.get("Amount")):
-        amount = mod._money(merged["Amount"])
+        amount = mod.money(merged["Amount"])
     else:
         rate = rate if rate is not None else price
         amount = (quantity if quantity is not None else Decimal(1)) * (rate or Decimal(0))
     if rate is not None and "RatePercent" not in merged:
         merged["Rate"] = format(rate.normalize(), "f")
-    merged["Amount"] = mod._fmt(amount)
+    merged["Amount"] = mod.fmt_money(amount)
     merged["TxnLineID"] = existing["TxnLineID"] if existing else company._new_txn_id()
     return fit(merged, f"{mod.TXN_KINDS[kind]}Ret")
 
 
 def _totals(kind: str, data: dict[str, Any]) -> None:
-    mod = _company_module()
     subtotal = sum(
-        (mod._money(line.get("Amount")) for line in data.get(f"{mod.TXN_KINDS[kind]}Ret", [])), Decimal(0)
+        (mod.money(line.get("Amount")) for line in data.get(f"{mod.TXN_KINDS[kind]}Ret", [])), Decimal(0)
     )
-    data.update(Subtotal=mod._fmt(subtotal), SalesTaxPercentage="0.00", SalesTaxTotal="0.00")
+    data.update(Subtotal=mod.fmt_money(subtotal), SalesTaxPercentage="0.00", SalesTaxTotal="0.00")
     if kind == "Invoice":
-        applied = mod._money(data.get("AppliedAmount"))
-        data.update(AppliedAmount=mod._fmt(applied), BalanceRemaining=mod._fmt(subtotal - applied))
+        applied = mod.money(data.get("AppliedAmount"))
+        data.update(AppliedAmount=mod.fmt_money(applied), BalanceRemaining=mod.fmt_money(subtotal - applied))
         data["IsPaid"] = "true" if subtotal - applied <= 0 and subtotal > 0 else "false"
     else:
-        data["TotalAmount"] = mod._fmt(subtotal)
+        data["TotalAmount"] = mod.fmt_money(subtotal)
 
 
 def _adjust_balance(company: CompanyFile, customer: dict[str, Any] | None, delta: Decimal) -> None:
@@ -419,22 +412,21 @@ def _adjust_balance(company: CompanyFile, customer: dict[str, Any] | None, delta
     """
     if not customer or not delta:
         return
-    mod = _company_module()
     got = company.store.get(customer["ListID"])
     first = True
     while got is not None:
         kind, record = got
         if first:
-            record["Balance"] = mod._fmt(mod._money(record.get("Balance")) + delta)
+            record["Balance"] = mod.fmt_money(mod.money(record.get("Balance")) + delta)
             first = False
-        record["TotalBalance"] = mod._fmt(mod._money(record.get("TotalBalance")) + delta)
+        record["TotalBalance"] = mod.fmt_money(mod.money(record.get("TotalBalance")) + delta)
         company.store.put(record["ListID"], kind, "entity", record["FullName"].lower(), record)
         parent = record.get("ParentRef")
         got = company.store.get(parent["ListID"]) if parent else None
 
 
 def _open_amount(kind: str, data: dict[str, Any]) -> Decimal:
-    return _company_module()._money(data.get("BalanceRemaining")) if kind == "Invoice" else Decimal(0)
+    return mod.money(data.get("BalanceRemaining")) if kind == "Invoice" else Decimal(0)
 
 
 def _default_account(company: CompanyFile, name: str) -> dict[str, str]:
@@ -443,7 +435,6 @@ def _default_account(company: CompanyFile, name: str) -> dict[str, str]:
 
 def txn_add(kind: str):
     def handler(company: CompanyFile, rq, session):
-        mod = _company_module()
         line_name = mod.TXN_KINDS[kind]
         fields = record_to_dict(rq.find(f"{kind}Add"), f"{kind}Add")
         _lock_faults(company, kind, None, fields.get("RefNumber", ""))
@@ -493,7 +484,6 @@ def txn_add(kind: str):
 
 def txn_mod(kind: str):
     def handler(company: CompanyFile, rq, session):
-        mod = _company_module()
         line_name = mod.TXN_KINDS[kind]
         fields = record_to_dict(rq.find(f"{kind}Mod"), f"{kind}Mod")
         data = _load(company, fields["TxnID"], (kind,))
@@ -531,7 +521,7 @@ def txn_mod(kind: str):
 
 def txn_query(kind: str):
     def handler(company: CompanyFile, rq, session):
-        line_name = _company_module().TXN_KINDS[kind]
+        line_name = mod.TXN_KINDS[kind]
         fields = record_to_dict(rq, rq.tag)
         records = company.store.all((kind,))
         by_id = {r["TxnID"]: r for _, r in records}
@@ -599,7 +589,6 @@ def txn_query(kind: str):
 def list_del(company: CompanyFile, rq, session):
     fields = record_to_dict(rq, rq.tag)
     kind = fields["ListDelType"]
-    mod = _company_module()
     if kind not in mod.LIST_KINDS:
         raise _fail(3250, f"Deleting a {kind} is not implemented by the QuickBooks simulator.")
     data = _load(company, fields["ListID"], (kind,))
@@ -638,7 +627,7 @@ def list_del(company: CompanyFile, rq, session):
 def txn_del(company: CompanyFile, rq, session):
     fields = record_to_dict(rq, rq.tag)
     kind = fields["TxnDelType"]
-    if kind not in _company_module().TXN_KINDS:
+    if kind not in mod.TXN_KINDS:
         raise _fail(3250, f"Deleting a {kind} is not implemented by the QuickBooks simulator.")
     data = _load(company, fields["TxnID"], (kind,))
     _lock_faults(company, kind, data["TxnID"], data.get("RefNumber", ""))
@@ -719,7 +708,7 @@ def _ext_target(company: CompanyFile, fields: dict[str, Any]) -> tuple[str, dict
             if ref.get("ListID")
             else company.store.by_name(family, ref.get("FullName", ""))
         )
-        if got is None or _company_module().LIST_KINDS.get(got[0]) != family:
+        if got is None or mod.LIST_KINDS.get(got[0]) != family:
             raise _not_found(ref.get("ListID") or ref.get("FullName", ""))
         return got[1]["ListID"], {
             "ListDataExtType": fields["ListDataExtType"],
@@ -876,8 +865,3 @@ for _kind in ("SalesOrder", "Invoice", "SalesReceipt"):
     HANDLERS[f"{_kind}Add"] = txn_add(_kind)
     HANDLERS[f"{_kind}Mod"] = txn_mod(_kind)
     HANDLERS[f"{_kind}Query"] = txn_query(_kind)
-
-
-def generic_handler(kind: str):
-    """Kinds QuickBooks knows but the simulator does not model get None (answered with 3250)."""
-    return None

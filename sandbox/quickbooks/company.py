@@ -24,7 +24,6 @@ import hashlib
 import threading
 import time
 from collections.abc import Callable
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,16 @@ from erpsync.qbwc_bridge.qbxml.build import _serialize, escape_attr
 from erpsync.qbwc_bridge.qbxml.errors import MalformedXmlError, QbxmlValidationError, UnsafeXmlError
 from erpsync.qbwc_bridge.qbxml.safe_xml import parse_xml
 from erpsync.qbwc_bridge.qbxml.validate import validate_request
+from erpsync.sandbox.quickbooks._common import (
+    FAMILY_LABEL,
+    ITEM_KINDS,
+    LIST_KINDS,
+    MAX_MESSAGE_SET_ID,
+    NOT_FOUND_TAIL,
+    REF_FAMILIES,
+    Failure,
+)
+from erpsync.sandbox.quickbooks._handlers import HANDLERS
 from erpsync.sandbox.quickbooks._store import Store
 from erpsync.sandbox.quickbooks.faults import (
     BUSY,
@@ -42,83 +51,6 @@ from erpsync.sandbox.quickbooks.faults import (
 )
 
 __all__ = ["CompanyFile"]
-
-#: List kinds the simulator keeps, with their name space (names are unique per name space:
-#: customers share one with vendors/employees in QuickBooks, items share one across item types).
-LIST_KINDS: dict[str, str] = {
-    "Customer": "entity",
-    "ItemService": "item",
-    "ItemNonInventory": "item",
-    "ItemInventory": "item",
-    "Account": "account",
-    "PaymentMethod": "paymentmethod",
-    "SalesTaxCode": "salestaxcode",
-    "StandardTerms": "terms",
-}
-ITEM_KINDS = ("ItemService", "ItemNonInventory", "ItemInventory")
-TXN_KINDS: dict[str, str] = {
-    "SalesOrder": "SalesOrderLine",
-    "Invoice": "InvoiceLine",
-    "SalesReceipt": "SalesReceiptLine",
-}
-#: Which name space each reference element points into.
-REF_FAMILIES: dict[str, str] = {
-    "CustomerRef": "entity",
-    "ItemRef": "item",
-    "AccountRef": "account",
-    "IncomeAccountRef": "account",
-    "COGSAccountRef": "account",
-    "AssetAccountRef": "account",
-    "ExpenseAccountRef": "account",
-    "DepositToAccountRef": "account",
-    "ARAccountRef": "account",
-    "PaymentMethodRef": "paymentmethod",
-    "PreferredPaymentMethodRef": "paymentmethod",
-    "SalesTaxCodeRef": "salestaxcode",
-    "CustomerSalesTaxCodeRef": "salestaxcode",
-    "PurchaseTaxCodeRef": "salestaxcode",
-    "TermsRef": "terms",
-}
-FAMILY_LABEL = {
-    "entity": "Customer",
-    "item": "Item",
-    "account": "Account",
-    "paymentmethod": "PaymentMethod",
-    "salestaxcode": "SalesTaxCode",
-    "terms": "Terms",
-}
-NOT_FOUND_TAIL = (
-    "QuickBooks error message: Invalid argument.  The specified record does not exist in the list."
-)
-MAX_MESSAGE_SET_ID = 24  # Intuit's error-recovery sample: messageSetStatusCode 9004 above 24 characters
-
-
-class _Failure(Exception):
-    """One request failed with a QuickBooks status code; the others in the batch go on."""
-
-    def __init__(self, code: int, message: str, severity: str = "Error"):
-        self.code, self.message, self.severity = code, message, severity
-        super().__init__(f"{code}: {message}")
-
-
-def _money(value: Any) -> Decimal:
-    try:
-        return Decimal(str(value or "0"))
-    except InvalidOperation:
-        return Decimal(0)
-
-
-def _fmt(amount: Decimal) -> str:
-    return str(amount.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP))
-
-
-def _parse_when(text: str, default_tz: dt.tzinfo) -> dt.datetime:
-    """Read a qbXML DATETIMETYPE/DATETYPE; a value without offset is in the company's local time."""
-    text = text.strip()
-    if len(text) == 10:
-        return dt.datetime.fromisoformat(text).replace(tzinfo=default_tz)
-    value = dt.datetime.fromisoformat(text)
-    return value if value.tzinfo else value.replace(tzinfo=default_tz)
 
 
 class CompanyFile:
@@ -324,17 +256,17 @@ class CompanyFile:
         try:
             if too_long is not None:
                 field, value = too_long
-                raise _Failure(3070, f'The string "{value}" in the field "{field}" is too long.')
-            handler = _HANDLERS.get(kind) or _generic_handler(kind)
+                raise Failure(3070, f'The string "{value}" in the field "{field}" is too long.')
+            handler = HANDLERS.get(kind)
             if handler is None:
-                raise _Failure(3250, f"{kind} is not implemented by the QuickBooks simulator.")
+                raise Failure(3250, f"{kind} is not implemented by the QuickBooks simulator.")
             with self.store.savepoint("rq"):
                 body, attrs, status = handler(self, rq, session)
             code, severity, message = status
             ok = True
             if include_none:
                 body = ""  # responseData="includeNone": statuses only, no *Ret
-        except _Failure as failure:
+        except Failure as failure:
             body, code, severity, message, ok = "", failure.code, failure.severity, failure.message, False
         head = f"<{kind}Rs"
         if request_id is not None:
@@ -378,7 +310,7 @@ class CompanyFile:
         if found is None:
             label = FAMILY_LABEL.get(family, family)
             shown = ref.get("ListID") or ref.get("FullName") or ""
-            raise _Failure(
+            raise Failure(
                 3140,
                 f'There is an invalid reference to QuickBooks {label} "{shown}" in the {context}.  {NOT_FOUND_TAIL}',
             )
@@ -468,8 +400,3 @@ class CompanyFile:
 
 class _Rollback(Exception):
     """Raised inside the message-set savepoint to undo every write (rollbackOnError)."""
-
-
-# The request handlers live in _handlers.py; imported at the end to avoid a cycle.
-from erpsync.sandbox.quickbooks._handlers import HANDLERS as _HANDLERS  # noqa: E402
-from erpsync.sandbox.quickbooks._handlers import generic_handler as _generic_handler  # noqa: E402
