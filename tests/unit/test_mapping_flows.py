@@ -10,7 +10,14 @@ import sys
 import pandas as pd
 import pytest
 
-from erpsync.mapping import default_mappings_dir, list_flows, load_flow
+from erpsync.mapping import (
+    MappingError,
+    check_against_target,
+    default_mappings_dir,
+    list_flows,
+    load_all,
+    load_flow,
+)
 
 DEBTOR = "11111111-1111-1111-1111-111111111111"
 DEFAULT_DEBTOR = "00000000-0000-0000-0000-000000000000"
@@ -204,8 +211,10 @@ def test_public_names_are_pinned():
         "SourceSpec",
         "TargetSpec",
         "ValueMap",
+        "check_against_target",
         "default_mappings_dir",
         "list_flows",
+        "load_all",
         "load_flow",
         "load_mapping",
         "mappings_dir",
@@ -220,3 +229,52 @@ def test_public_names_are_pinned():
         "rule_name",
         "run_checks",
     ]
+
+
+def test_load_all_reports_broken_files_and_loads_the_rest(tmp_path):
+    """One broken mapping gives its error (file, line, field); the other flows still load."""
+    folder = tmp_path / "mappings"
+    shutil.copytree(default_mappings_dir(), folder)
+    path = folder / "exact_items_to_sf_products.yaml"
+    path.write_text(
+        path.read_text().replace("ProductCode:        {from: Code,", "ProductCode:        {frm: Code,")
+    )
+    loaded = load_all(folder)
+    error = loaded["exact_items_to_sf_products"]
+    assert isinstance(error, MappingError)
+    assert error.file.endswith("exact_items_to_sf_products.yaml") and error.field == "fields.ProductCode.frm"
+    assert (
+        error.line
+        == path.read_text()
+        .splitlines()
+        .index(next(line for line in path.read_text().splitlines() if "frm: Code" in line))
+        + 1
+    )
+    assert loaded["sf_orders_to_exact"].flow == "sf_orders_to_exact"
+    assert loaded["sf_accounts_to_qb_customers"].enabled
+
+
+def test_check_against_target_metadata():
+    """Lengths, picklists, required and update rules of the target turn into named problems."""
+    mapping = load_flow("sf_accounts_to_qb_customers")
+    meta = {name: {"length": None, "required": False} for name in mapping.fields}
+    assert check_against_target(mapping, meta) == []
+    meta["Name"] = {"length": 31, "required": True}  # an older QuickBooks with shorter names
+    meta["CustomerTypeRef.FullName"] = {"picklist": ["Commercial", "Channel", "Partner", "Prospect"]}
+    meta["dataext.SalesforceId"] = {"updateable": False}
+    meta["Email"] = {"updateable": False}
+    meta["TermsRef.FullName"] = {"required": True}
+    del meta["Fax"]
+    problems = {(p.field, p.problem) for p in check_against_target(mapping, meta)}
+    assert problems == {
+        ("Name", "target allows 31 characters, the mapping lets 41 through"),
+        ("CustomerTypeRef.FullName", "value(s) Other are not in the target picklist"),
+        ("Email", "the target does not let this field be updated; use on: [create]"),
+        ("Fax", "the target quickbooks Customer has no field 'Fax'"),
+        (
+            "TermsRef.FullName",
+            "the target requires 'TermsRef.FullName' on create and the mapping does not set it",
+        ),
+    }
+    lines = {p.field: p.line for p in check_against_target(mapping, meta)}
+    assert lines["Name"] == mapping.fields["Name"].line and lines["TermsRef.FullName"] is None

@@ -10,7 +10,14 @@ parse time, and the heavy libraries load only when a mapping is read or applied.
 
 from erpsync.mapping._compile import REJECTED_COLUMNS, CompiledMapping, MappedChunk
 from erpsync.mapping._errors import MappingError, Problem
-from erpsync.mapping._loader import default_mappings_dir, list_flows, load_flow, load_mapping, mappings_dir
+from erpsync.mapping._loader import (
+    default_mappings_dir,
+    list_flows,
+    load_all,
+    load_flow,
+    load_mapping,
+    mappings_dir,
+)
 from erpsync.mapping._model import (
     FieldSpec,
     LinesSpec,
@@ -21,6 +28,7 @@ from erpsync.mapping._model import (
     TargetSpec,
     ValueMap,
 )
+from erpsync.mapping._target_check import check_against_target
 
 __all__ = [
     "REJECTED_COLUMNS",
@@ -36,8 +44,10 @@ __all__ = [
     "SourceSpec",
     "TargetSpec",
     "ValueMap",
+    "check_against_target",
     "default_mappings_dir",
     "list_flows",
+    "load_all",
     "load_flow",
     "load_mapping",
     "mappings_dir",

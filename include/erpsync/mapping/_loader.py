@@ -14,7 +14,7 @@ from erpsync.mapping._model import Mapping, build_mapping
 from erpsync.mapping._schema import schema_problems
 from erpsync.mapping._yaml import load_yaml
 
-__all__ = ["default_mappings_dir", "list_flows", "load_flow", "load_mapping", "mappings_dir"]
+__all__ = ["default_mappings_dir", "list_flows", "load_all", "load_flow", "load_mapping", "mappings_dir"]
 
 
 def default_mappings_dir() -> Path:
@@ -68,3 +68,19 @@ def load_flow(flow_name: str, mappings_dir: str | Path | None = None) -> Mapping
         known = ", ".join(list_flows(folder)) or "none"
         raise MappingError(problem(path, None, "", f"no mapping for flow '{flow_name}' (found: {known})"))
     return load_mapping(path)
+
+
+def load_all(mappings_dir_: str | Path | None = None) -> dict[str, Mapping | MappingError]:
+    """Load every flow in the folder; a broken file gives its MappingError, the others still load.
+
+    The validate command prints one green/red line per flow from this, so one bad file never hides
+    the state of the others.
+    """
+    folder = mappings_dir(mappings_dir_)
+    loaded: dict[str, Mapping | MappingError] = {}
+    for flow in list_flows(folder):
+        try:
+            loaded[flow] = load_mapping(folder / f"{flow}.yaml")
+        except MappingError as exc:
+            loaded[flow] = exc
+    return loaded
