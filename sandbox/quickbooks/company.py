@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from erpsync.qbwc_bridge.qbxml.build import _serialize, escape_attr
+from erpsync.qbwc_bridge.qbxml.build import escape_attr, render_element
 from erpsync.qbwc_bridge.qbxml.errors import MalformedXmlError, QbxmlValidationError, UnsafeXmlError
 from erpsync.qbwc_bridge.qbxml.safe_xml import parse_xml
 from erpsync.qbwc_bridge.qbxml.validate import validate_request
@@ -346,10 +346,7 @@ class CompanyFile:
         return {**data, "DataExtRet": exts} if exts else data
 
     def _render(self, ret_key: str, data: dict[str, Any]) -> str:
-        out: list[str] = [f"<{ret_key}>"]
-        _serialize(ret_key, data, ret_key, out)
-        out.append(f"</{ret_key}>")
-        return "".join(out)
+        return render_element(ret_key, data)
 
     def _def_ret(self, owner_id: str, name: str, data_type: str, assign_to: list[str]) -> dict[str, Any]:
         return {

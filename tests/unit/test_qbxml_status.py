@@ -56,3 +56,16 @@ def test_stale_edit_sequence_is_retriable_but_distinct():
     error = error_for(_rs(3200, "out-of-date"))
     assert isinstance(error, StaleRecordError) and isinstance(error, RetriableSourceError)
     assert error.details["outcome"] == "refresh_retry"
+
+
+def test_document_level_hresults():
+    from erpsync.qbwc_bridge.qbxml.status import error_for_hresult
+
+    parse = error_for_hresult(
+        "0x80040400", "QuickBooks found an error when parsing the provided XML text stream."
+    )
+    assert isinstance(parse, FatalSourceError) and "0x80040400" in str(parse) and "parsing" in str(parse)
+    assert isinstance(error_for_hresult("0x80040408", "Could not start QuickBooks."), RetriableSourceError)
+    assert isinstance(error_for_hresult("0x8004040d"), RetriableSourceError)  # case-insensitive
+    assert isinstance(error_for_hresult("0x8004FFFF", "new"), RetriableSourceError)
+    assert error_for_hresult("") is None

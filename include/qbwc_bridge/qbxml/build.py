@@ -27,6 +27,7 @@ __all__ = [
     "escape_attr",
     "escape_text",
     "kinds",
+    "render_element",
 ]
 
 #: QuickBooks answers statusCode 1060 when a requestID is longer than this.
@@ -92,6 +93,18 @@ def _serialize(key: str, content: Mapping[str, Any], where: str, out: list[str])
                 out.append(f"</{name}>")
             else:
                 out.append(f"<{name}>{escape_text(format_leaf(value, child, field))}</{name}>")
+
+
+def render_element(name: str, data: Mapping[str, Any], *, key: str | None = None) -> str:
+    """Serialize one aggregate (a request part or a ``*Ret``) in schema order, with the same checks.
+
+    :param name: the element name, e.g. ``CustomerRet``.
+    :param key: its rules key when it differs from `name` (local aggregates such as ``X/Y``).
+    """
+    out = [f"<{name}>"]
+    _serialize(key or name, data, name, out)
+    out.append(f"</{name}>")
+    return "".join(out)
 
 
 def _attributes(rq: str, attrs: Mapping[str, Any], request_id: str) -> str:

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from erpsync.qbwc_bridge.qbxml.parse import QbResponse
 
 __all__ = [
+    "HRESULT_ACTIONS",
     "MALFORMED",
     "MESSAGE_SET_STATUS",
     "STATUS_ACTIONS",
@@ -28,6 +29,7 @@ __all__ = [
     "QbRetryLaterError",
     "QbStaleEditSequenceError",
     "error_for",
+    "error_for_hresult",
     "outcome_for",
 ]
 
@@ -174,3 +176,32 @@ def error_for(response: QbResponse) -> SyncError | None:
     error.status_code = response.status_code  # type: ignore[attr-defined]
     error.request_id = response.request_id  # type: ignore[attr-defined]
     return error
+
+
+#: HRESULTs the Web Connector passes to receiveResponseXML when the request processor threw instead of
+#: answering (reference/qbwc.md 2.6 and 5.8). The whole document failed; no request in it ran.
+HRESULT_ACTIONS: Mapping[str, Outcome] = {
+    "0x80040400": Outcome.FATAL,  # not parseable: element order, unknown element, encoding (our bug)
+    "0x80040401": Outcome.RETRY,  # could not access QuickBooks
+    "0x80040402": Outcome.RETRY,  # unexpected error (see qbsdklog.txt)
+    "0x80040408": Outcome.RETRY,  # could not start QuickBooks
+    "0x8004040D": Outcome.RETRY,  # ticket parameter invalid (session ended)
+}
+
+
+def error_for_hresult(hresult: str, message: str = "") -> SyncError | None:
+    """Return the error for a document-level HRESULT (empty/None hresult means no error).
+
+    Unknown HRESULTs are treated as transient: QuickBooks did not run the document, so sending it
+    again later cannot post twice.
+    """
+    if not hresult:
+        return None
+    key = hresult.strip()
+    key = "0x" + key[2:].upper() if key.lower().startswith("0x") else key
+    outcome = HRESULT_ACTIONS.get(key, Outcome.RETRY)
+    cls = QbFatalStatusError if outcome is Outcome.FATAL else QbRetryLaterError
+    return cls(
+        f"QuickBooks refused the whole document (HRESULT {key}): {message or 'no message'}",
+        details={"hresult": key, "outcome": outcome.value},
+    )
