@@ -689,3 +689,17 @@ def test_open_invoices_move_customer_balances_without_touching_edit_sequence(com
     assert [b[:2] for b in balances()] == [("0.00", "10.00"), ("10.00", "10.00")]
     run(company, q.txn_del("Invoice", invoice.txn_id, request_id="d"))
     assert [b[:2] for b in balances()] == [("0.00", "0.00"), ("0.00", "0.00")]
+
+
+def test_kinds_the_simulator_does_not_model_answer_3250_and_the_batch_goes_on(company):
+    vendor = q.build_request("CustomerAdd", {"Name": "Fine"}, request_id="ok").xml
+    doc = (
+        '<QBXML><QBXMLMsgsRq onError="continueOnError"><VendorAddRq requestID="v"><VendorAdd><Name>Supplier</Name>'
+        f"</VendorAdd></VendorAddRq>{vendor}</QBXMLMsgsRq></QBXML>"
+    )
+    not_modelled, fine = q.parse_response(company.process(doc)).responses
+    assert (
+        not_modelled.status_code == 3250
+        and "VendorAdd is not implemented by the QuickBooks simulator" in not_modelled.message
+    )
+    assert fine.status_code == 0
