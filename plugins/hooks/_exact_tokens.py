@@ -169,7 +169,11 @@ class TokenStore:
             row = conn.execute(sa.select(self.table).where(self.table.c.store_key == key)).mappings().first()
             return dict(row) if row else None
 
-    def access_token(
+    def access_token(self, key: str, **kwargs) -> str:
+        """Return a usable access token (see `lease`)."""
+        return self.lease(key, **kwargs)[0]
+
+    def lease(
         self,
         key: str,
         *,
@@ -177,8 +181,8 @@ class TokenStore:
         refresh: Callable[[str], TokenPair],
         margin: float = 10.0,
         stale: str | None = None,
-    ) -> str:
-        """Return a usable access token, refreshing at most once across all workers.
+    ) -> tuple[str, float]:
+        """Return a usable access token and its expiry (epoch s), refreshing at most once across workers.
 
         :param key: the connection's row (base URL, client id and store key).
         :param bootstrap: the refresh token in the connection (seeds the row; a new one replaces the chain).
@@ -193,7 +197,7 @@ class TokenStore:
         now = time.time()
         row = self.read(key)
         if row is not None and self._usable(row, now, margin, stale) and not self._reseeded(row, bootstrap):
-            return row["access_token"]
+            return row["access_token"], row["access_expires_at"]
         with self.engine.begin() as conn:
             self._ensure_row(conn, key, bootstrap)
             row = conn.execute(sa.select(t).where(t.c.store_key == key).with_for_update()).mappings().one()
@@ -206,7 +210,7 @@ class TokenStore:
                     seed_hash=_hash(bootstrap),
                 )
             elif self._usable(row, time.time(), margin, stale):
-                return row["access_token"]  # another worker refreshed while we waited for the lock
+                return row["access_token"], row["access_expires_at"]  # another worker refreshed meanwhile
             if not row["refresh_token"]:
                 raise ConfigError(
                     "no Exact Online refresh token: put one in the connection extra 'refresh_token' "
@@ -230,7 +234,7 @@ class TokenStore:
                     updated_by=f"{socket.gethostname()}:{os.getpid()}",
                 )
             )
-            return pair.access_token
+            return pair.access_token, issued + pair.expires_in
 
     @staticmethod
     def _usable(row: dict, now: float, margin: float, stale: str | None) -> bool:

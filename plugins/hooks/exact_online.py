@@ -355,14 +355,22 @@ class ExactOnlineHook(BaseHook):
         return TokenPair(body["access_token"], body["refresh_token"], float(expires_in))
 
     def _access_token(self, stale: str | None = None) -> str:
+        """Return the access token; the store is read only when the one in memory is (nearly) expired."""
         s = self.settings
-        return self.token_store.access_token(
+        memo = self.__dict__.get("_token_memo")
+        if memo is not None and memo[0] != stale and time.time() < memo[1]:
+            return memo[0]
+        token, expires_at = self.token_store.lease(
             s.store_key,
             bootstrap=s.refresh_token,
             refresh=self._refresh,
             margin=s.refresh_margin,
             stale=stale,
         )
+        # Stop using it from memory at the same point the store would call it expired.
+        lifetime = max(expires_at - time.time(), 0)
+        self._token_memo = (token, expires_at - min(s.refresh_margin, 0.05 * lifetime))
+        return token
 
     # ---- transport -----------------------------------------------------------------------------------
 
