@@ -1,0 +1,136 @@
+"""Benchmark: upsert N Accounts one record per call vs sObject Collections (200) vs Bulk API 2.0.
+
+All three run in the same process against the same simulator over real HTTPS, through the real
+SalesforceHook, so the ratios compare like with like. Each mode upserts its own key range (all inserts),
+then the collections and bulk modes run a second time over the same keys (all updates).
+
+    .venv/bin/python bench/bench_salesforce.py                      # 5,000 records, no added latency
+    .venv/bin/python bench/bench_salesforce.py --latency-ms 150 --baseline-sample 200
+
+With ``--baseline-sample`` the one-per-call baseline is measured on that many records and its time and
+calls are extrapolated linearly to N (labelled as such); everything else is measured in full.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def _hook(sandbox, conn_id: str, **extra):
+    from erpsync.hooks.salesforce import SalesforceHook
+
+    os.environ[f"AIRFLOW_CONN_{conn_id.upper()}"] = sandbox.connection_json(
+        "password", retry_base_delay=0.05, bulk_poll_interval=0.1, **extra
+    )
+    return SalesforceHook(conn_id)
+
+
+def _records(prefix: str, n: int) -> list[dict]:
+    return [
+        {
+            "External_Id__c": f"{prefix}-{i:05d}",
+            "Name": f"Bench Account {i} B.V.",
+            "BillingCity": "Utrecht",
+            "BillingCountry": "Netherlands",
+            "Type": "Customer - Direct",
+            "NumberOfEmployees": i % 500,
+        }
+        for i in range(n)
+    ]
+
+
+def _api_calls(sandbox) -> int:
+    return sandbox.admin("GET", "stats")["total"]
+
+
+def run(n: int, latency_ms: float, baseline_sample: int | None) -> dict:
+    from erpsync.sandbox.salesforce.testing import running_salesforce
+
+    out: dict = {"records": n, "latency_ms": latency_ms, "modes": {}}
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        running_salesforce(Path(tmp), seed=False, bulk_processing_seconds=0.5) as sandbox,
+    ):
+        sandbox.admin("POST", "faults", {"latency_ms": latency_ms})
+
+        # 1. one record per call (PATCH sobjects/Account/External_Id__c/{key})
+        hook = _hook(sandbox, "bench_single")
+        hook.describe("Account")  # log in and warm up outside the timed part, as every mode does
+        sample = min(n, baseline_sample or n)
+        records = _records("single", sample)
+        calls0, t0 = _api_calls(sandbox), time.perf_counter()
+        ok = 0
+        for rec in records:
+            body = {k: v for k, v in rec.items() if k != "External_Id__c"}
+            answer = hook.request(
+                "PATCH", f"sobjects/Account/External_Id__c/{rec['External_Id__c']}", json=body
+            )
+            ok += bool(answer and answer.get("success"))
+        wall, calls = time.perf_counter() - t0, _api_calls(sandbox) - calls0
+        scale = n / sample
+        out["modes"]["single"] = {
+            "wall_s": wall * scale,
+            "calls": round(calls * scale),
+            "ok": ok,
+            "extrapolated_from": sample if sample < n else None,
+        }
+
+        # 2. sObject Collections, 200 per call; 3. Bulk API 2.0 (one job)
+        for mode in ("collections", "bulk"):
+            hook = _hook(sandbox, f"bench_{mode}")
+            hook.describe("Account")
+            for phase in ("insert", "update"):
+                records = _records(mode, n)
+                if phase == "update":
+                    for r in records:
+                        r["Name"] += " (updated)"
+                calls0, t0 = _api_calls(sandbox), time.perf_counter()
+                results = hook.upsert("Account", "External_Id__c", records, mode=mode)
+                wall, calls = time.perf_counter() - t0, _api_calls(sandbox) - calls0
+                created = sum(bool(r.created) for r in results)
+                out["modes"][f"{mode}_{phase}"] = {
+                    "wall_s": wall,
+                    "calls": calls,
+                    "ok": sum(r.success for r in results),
+                    "created": created,
+                }
+        base = out["modes"]["single"]
+        for m in out["modes"].values():
+            m["speedup_vs_single"] = round(base["wall_s"] / m["wall_s"], 1) if m["wall_s"] else None
+            m["call_ratio_vs_single"] = round(base["calls"] / m["calls"], 1) if m["calls"] else None
+            m["wall_s"] = round(m["wall_s"], 2)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=5000)
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="simulated latency added to every call")
+    parser.add_argument(
+        "--baseline-sample",
+        type=int,
+        default=None,
+        help="measure the one-per-call baseline on this many records and extrapolate",
+    )
+    args = parser.parse_args(argv)
+    result = run(args.records, args.latency_ms, args.baseline_sample)
+    print(f"Upsert {result['records']} Accounts, {result['latency_ms']:.0f} ms added latency per call")
+    print(f"{'mode':<20}{'calls':>8}{'wall s':>10}{'ok':>7}{'x faster':>10}{'x fewer calls':>15}")
+    for name, m in result["modes"].items():
+        note = f"  (extrapolated from {m['extrapolated_from']})" if m.get("extrapolated_from") else ""
+        print(
+            f"{name:<20}{m['calls']:>8}{m['wall_s']:>10}{m['ok']:>7}{m['speedup_vs_single']:>10}"
+            f"{m['call_ratio_vs_single']:>15}{note}"
+        )
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
