@@ -312,3 +312,15 @@ def test_load_flow_finds_custom_mappings(tmp_path, monkeypatch):
     assert load_flow("my_custom_flow", mappings_dir=tmp_path).flow == "my_custom_flow"
     monkeypatch.setenv("ERPSYNC_MAPPINGS_DIR", str(tmp_path))
     assert load_flow("my_custom_flow").source.object == "Account"
+
+
+def test_requires_must_name_mapped_fields(tmp_path):
+    """target.requires lists fields a row needs to be placed; each must be a mapped field."""
+    assert load_mapping(
+        write(tmp_path, BASE.replace("match: [[Email]]", "match: [[Email]], requires: [Name]"))
+    ).target.requires == ["Name"]
+    error = load_error(tmp_path, BASE.replace("match: [[Email]]", "match: [[Email]], requires: [Company]"))
+    assert (error.line, error.field) == (
+        3,
+        "target.requires[0]",
+    ) and "'Company' is not mapped" in error.problem

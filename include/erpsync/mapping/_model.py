@@ -88,6 +88,7 @@ class TargetSpec:
     object: str
     identity: str
     match: list[list[str]]
+    requires: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -549,7 +550,16 @@ def build_mapping(doc: YamlDoc) -> tuple[Mapping | None, list[Problem]]:
         fields=_unique(needed),
         filter=dict(src.get("filter", {})),
     )
-    target = TargetSpec(system=tgt["system"], object=tgt["object"], identity=tgt["identity"], match=match)
+    for index, column in enumerate(tgt.get("requires", [])):
+        if column not in fields:
+            builder.add(("target", "requires", index), f"required target field '{column}' is not mapped")
+    target = TargetSpec(
+        system=tgt["system"],
+        object=tgt["object"],
+        identity=tgt["identity"],
+        match=match,
+        requires=list(tgt.get("requires", [])),
+    )
     quality = QualitySpec(
         source=list(quality_raw.get("source", [])),
         target=list(quality_raw.get("target", [])),
