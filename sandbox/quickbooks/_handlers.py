@@ -336,7 +336,12 @@ def list_query(kind: str):
                     continue
                 ids.append(record["ListID"])
         max_returned = int(fields["MaxReturned"]) if fields.get("MaxReturned") else None
+        meta = rq.get("metaData", "NoMetaData")
+        if meta == "MetaDataOnly":
+            return "", {"retCount": len(ids)}, OK  # a cheap count: no records at all
         page, attrs = _paged(company, rq, session, ids, max_returned)
+        if meta == "MetaDataAndResponseData":
+            attrs["retCount"] = len(ids)
         owners = _owner_ids(fields)
         include = _as_list(fields.get("IncludeRetElement"))
         parts = []
@@ -565,7 +570,12 @@ def txn_query(kind: str):
                     continue
                 ids.append(record["TxnID"])
         max_returned = int(fields["MaxReturned"]) if fields.get("MaxReturned") else None
+        meta = rq.get("metaData", "NoMetaData")
+        if meta == "MetaDataOnly":
+            return "", {"retCount": len(ids)}, OK  # a cheap count: no records at all
         page, attrs = _paged(company, rq, session, ids, max_returned)
+        if meta == "MetaDataAndResponseData":
+            attrs["retCount"] = len(ids)
         owners = _owner_ids(fields)
         include = _as_list(fields.get("IncludeRetElement"))
         with_lines = fields.get("IncludeLineItems") in ("true", "1")

@@ -703,3 +703,16 @@ def test_kinds_the_simulator_does_not_model_answer_3250_and_the_batch_goes_on(co
         and "VendorAdd is not implemented by the QuickBooks simulator" in not_modelled.message
     )
     assert fine.status_code == 0
+
+
+def test_meta_data_only_counts_without_records(company):
+    run(company, *[q.customer_add({"Name": f"M{i}"}, request_id=f"m{i}") for i in range(7)])
+    counted = run(
+        company, q.build_request("CustomerQuery", {}, request_id="n", attrs={"metaData": "MetaDataOnly"})
+    )
+    assert (counted.responses[0].ret_count, counted.responses[0].records) == (7, [])
+    both = q.build_request(
+        "CustomerQuery", {"MaxReturned": 2}, request_id="b", attrs={"metaData": "MetaDataAndResponseData"}
+    )
+    response = run(company, both).responses[0]
+    assert response.ret_count == 7 and len(response.records) == 2
