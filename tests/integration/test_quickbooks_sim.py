@@ -716,3 +716,32 @@ def test_meta_data_only_counts_without_records(company):
     )
     response = run(company, both).responses[0]
     assert response.ret_count == 7 and len(response.records) == 2
+
+
+def _fixture(name: str) -> bytes:
+    from tests.conftest import SHARED
+
+    path = SHARED / "fixtures" / "qbwc" / name
+    data = path.read_bytes() if path.is_file() else b""
+    if not data.strip():
+        pytest.fail(f"QuickBooks fixture {path} is missing or empty: nothing to compare with", pytrace=False)
+    return data
+
+
+def test_answers_have_the_shape_of_captured_quickbooks_answers(company):
+    """Same input as the captured CustomerAdd: the same elements in the same order, and the same host facts."""
+    from lxml import etree
+
+    captured = etree.fromstring(_fixture("qbwc-qbwc_customer_add_response.xml")).find(".//CustomerRet")
+    fields = {
+        "CompanyName": "Joes Garage", "Salutation": "Mr", "FirstName": "Joe",
+        "LastName": "Customer", "BillAddress": {"Addr1": "123 Main St.", "City": "Mountain View", "State": "CA", "PostalCode": "94566"},
+        "Email": "joecustomer@gmail.com", "AccountNumber": "89087", "CreditLimit": "2000.00",
+    }  # fmt: skip
+    ours = etree.fromstring(add_customer(company, "mrjoecustomer", **fields).xml).find("CustomerRet")
+    assert [child.tag for child in ours] == [child.tag for child in captured]
+    assert [c.tag for c in ours.find("BillAddress")] == [c.tag for c in captured.find("BillAddress")]
+    host_capture = q.parse_response(_fixture("qbwc-qbwc_hcp_response_qbpro2014.xml")).responses[0].records[0]
+    host_ours = run(company, q.host_query(request_id="h")).responses[0].records[0]
+    assert list(host_ours) == list(host_capture)
+    assert set(host_capture["SupportedQBXMLVersion"]) <= set(host_ours["SupportedQBXMLVersion"])

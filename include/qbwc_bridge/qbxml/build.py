@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from erpsync.qbwc_bridge.qbxml import _rules
-from erpsync.qbwc_bridge.qbxml._check import check_content, check_text, children, format_leaf
+from erpsync.qbwc_bridge.qbxml._check import Child, check_content, check_text, children, format_leaf
 from erpsync.qbwc_bridge.qbxml.errors import QbxmlValidationError
 
 __all__ = [
@@ -139,11 +139,8 @@ def _check_request_id(request_id: str) -> str:
     return request_id
 
 
-class _AttrSlot:
-    facts: dict[str, Any] = {"base": "STRTYPE"}
-
-
-_ATTR_SLOT: Any = _AttrSlot()
+#: Attributes (requestID, message-set ids) are plain strings: checked for XML-legal characters only.
+_ATTR_SLOT = Child(-1, ("attribute", None, 0, 1, {"base": "STRTYPE"}, ()))
 
 
 def build_request(

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from erpsync.qbwc_bridge.qbxml import _rules
+from erpsync.qbwc_bridge.qbxml._check import children
 from erpsync.qbwc_bridge.qbxml.errors import MalformedXmlError, QbxmlResponseError
 from erpsync.qbwc_bridge.qbxml.safe_xml import DEFAULT_MAX_BYTES, check_safe, parse_xml, recovered_errors
 from erpsync.qbwc_bridge.qbxml.status import MALFORMED
@@ -206,22 +207,22 @@ def _response(element: Any) -> QbResponse:
     return response
 
 
+def _slot(parent_key: str | None, name: str):
+    if parent_key is None or parent_key not in _rules.AGGREGATES:
+        return None
+    return children(parent_key).get(name)
+
+
 def _child_key(parent_key: str | None, name: str) -> str | None:
-    if parent_key is None:
-        return name if name in _rules.AGGREGATES else None
-    for spec in _rules.AGGREGATES.get(parent_key, ()):
-        if spec[0] == name:
-            return spec[1]
+    slot = _slot(parent_key, name)
+    if slot is not None:
+        return slot.key
     return name if name in _rules.AGGREGATES else None
 
 
 def _repeats(parent_key: str | None, name: str) -> bool:
-    if parent_key is None:
-        return False
-    for spec in _rules.AGGREGATES.get(parent_key, ()):
-        if spec[0] == name:
-            return spec[3] is None or spec[3] > 1
-    return False
+    slot = _slot(parent_key, name)
+    return slot is not None and (slot.max is None or slot.max > 1)
 
 
 def record_to_dict(element: Any, key: str | None = None) -> dict[str, Any]:
