@@ -288,3 +288,11 @@ def test_every_named_builder_validates_against_the_xsd():
     validate_document(doc, use_schema=True)
     validate_document(doc, use_schema=False)
     assert len({r.request_id for r in requests}) == len(requests)
+
+
+def test_validate_request_accepts_a_standalone_request_with_declaration():
+    rq = q.customer_add({"Name": "A"}, request_id="r")
+    validate_request('<?xml version="1.0" encoding="utf-8"?>\n' + rq.xml, use_schema=True)
+    validate_request('<?xml version="1.0"?>' + rq.xml, use_schema=False)
+    with pytest.raises(q.QbxmlValidationError, match="exactly one request"):
+        validate_request(rq.xml + rq.xml)

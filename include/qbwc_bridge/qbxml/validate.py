@@ -10,6 +10,7 @@ cardinality and length rules generated from the same XSD (`_rules.py`).
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 from pathlib import Path
@@ -32,6 +33,7 @@ __all__ = [
 ]
 
 SCHEMA_DIR_ENV = "ERPSYNC_QBXML_SCHEMA_DIR"
+_DECLARATION = re.compile(r"\A\s*<\?xml[^>]*\?>\s*")
 ROOT_SCHEMA = "qbxmlops130.xsd"
 
 _lock = threading.Lock()
@@ -115,6 +117,8 @@ def validate_request(rq_xml: str | bytes, *, use_schema: bool | None = None) -> 
     """Validate one ``<...Rq>`` element by wrapping it in a minimal document."""
     if isinstance(rq_xml, bytes):
         rq_xml = rq_xml.decode("utf-8")
+    # A request stored on its own may carry an XML declaration; inside the wrapper it would be illegal.
+    rq_xml = _DECLARATION.sub("", rq_xml, count=1)
     document = f'<QBXML><QBXMLMsgsRq onError="continueOnError">{rq_xml}</QBXMLMsgsRq></QBXML>'
     root = parse_xml(document)
     requests = list(root[0]) if len(root) else []
