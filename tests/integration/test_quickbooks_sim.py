@@ -745,3 +745,33 @@ def test_answers_have_the_shape_of_captured_quickbooks_answers(company):
     host_ours = run(company, q.host_query(request_id="h")).responses[0].records[0]
     assert list(host_ours) == list(host_capture)
     assert set(host_capture["SupportedQBXMLVersion"]) <= set(host_ours["SupportedQBXMLVersion"])
+
+
+def test_two_processes_can_share_one_company_file(tmp_path):
+    """`sandbox up` and a separate `sandbox webconnector` may open the same SQLite file at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    path = tmp_path / "shared.sqlite"
+    first, second = CompanyFile(path), CompanyFile(path)
+    try:
+
+        def load(args):
+            company, worker = args
+            doc = q.envelope(
+                [q.customer_add({"Name": f"P{worker}-{i}"}, request_id=f"{worker}-{i}") for i in range(25)]
+            )
+            return [r.list_id for r in q.parse_response(company.process(doc)).responses]
+
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            ids = [
+                i
+                for batch in pool.map(load, [(first, 0), (second, 1), (first, 2), (second, 3)])
+                for i in batch
+            ]
+        assert len(ids) == 100 and len(set(ids)) == 100 and None not in ids
+        assert first.count("Customer") == second.count("Customer") == 100
+        clash = run(second, q.customer_add({"Name": "P0-0"}, request_id="dup")).responses[0]
+        assert clash.status_code == 3100
+    finally:
+        first.close()
+        second.close()
