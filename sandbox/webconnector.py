@@ -292,6 +292,12 @@ class LocalBridge:
     store: Any
     settings: Any
     running: Any
+    app: Any = None
+
+    def configure(self, **changes: Any) -> None:
+        """Change settings of the running bridge (tests: batch sizes, limits)."""
+        self.settings = self.settings.model_copy(update=changes)
+        self.app.state.bridge.settings = self.app.state.bridge.conversation.settings = self.settings
 
     @property
     def soap_url(self) -> str:
@@ -310,11 +316,13 @@ def start_bridge(
     api_token: str = "sandbox-token",
     port: int = 0,
     migrate: bool = True,
+    wrap: Callable[[Any], Any] | None = None,
     **settings: Any,
 ) -> LocalBridge:
     """Migrate a store, register `companies` ({name: password}), and serve the bridge on a thread.
 
     :param ctx: a `SandboxContext` (data folder for the default SQLite file, host).
+    :param wrap: optional ASGI wrapper around the app (fault injection between client and bridge).
     """
     from erpsync.qbwc_bridge.app import create_app
     from erpsync.qbwc_bridge.config import load_settings
@@ -333,8 +341,8 @@ def start_bridge(
                 add_company(session=s, name=name, password=password)
     cfg = load_settings(database_url=url, api_token=api_token, environment="development", **settings)
     app = create_app(cfg, store=store)
-    running = serve_in_thread(ServiceSpec("qbwc_bridge", app), ctx, port=port)
+    running = serve_in_thread(ServiceSpec("qbwc_bridge", wrap(app) if wrap else app), ctx, port=port)
     # The .qwc and WSDL name the URL the bridge really got (port 0 = chosen by the OS).
     cfg = cfg.model_copy(update={"public_url": running.url.replace("127.0.0.1", "localhost")})
     app.state.bridge.settings = app.state.bridge.conversation.settings = cfg
-    return LocalBridge(running.url, store, cfg, running)
+    return LocalBridge(running.url, store, cfg, running, app)
