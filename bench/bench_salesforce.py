@@ -45,8 +45,15 @@ def _records(prefix: str, n: int) -> list[dict]:
     ]
 
 
-def _api_calls(sandbox) -> int:
-    return sandbox.admin("GET", "stats")["total"]
+def _api_calls(sandbox) -> tuple[int, int]:
+    """Return (all API calls, write calls) the simulator has counted so far."""
+    calls = sandbox.admin("GET", "stats")["calls"]
+    writes = sum(n for key, n in calls.items() if key.split()[0] in ("POST", "PATCH", "PUT", "DELETE"))
+    return sum(calls.values()), writes
+
+
+def _diff(now: tuple[int, int], before: tuple[int, int]) -> tuple[int, int]:
+    return now[0] - before[0], now[1] - before[1]
 
 
 def run(n: int, latency_ms: float, baseline_sample: int | None) -> dict:
@@ -72,11 +79,12 @@ def run(n: int, latency_ms: float, baseline_sample: int | None) -> dict:
                 "PATCH", f"sobjects/Account/External_Id__c/{rec['External_Id__c']}", json=body
             )
             ok += bool(answer and answer.get("success"))
-        wall, calls = time.perf_counter() - t0, _api_calls(sandbox) - calls0
+        wall, (calls, writes) = time.perf_counter() - t0, _diff(_api_calls(sandbox), calls0)
         scale = n / sample
         out["modes"]["single"] = {
             "wall_s": wall * scale,
             "calls": round(calls * scale),
+            "write_calls": round(writes * scale),
             "ok": ok,
             "extrapolated_from": sample if sample < n else None,
         }
@@ -92,11 +100,12 @@ def run(n: int, latency_ms: float, baseline_sample: int | None) -> dict:
                         r["Name"] += " (updated)"
                 calls0, t0 = _api_calls(sandbox), time.perf_counter()
                 results = hook.upsert("Account", "External_Id__c", records, mode=mode)
-                wall, calls = time.perf_counter() - t0, _api_calls(sandbox) - calls0
+                wall, (calls, writes) = time.perf_counter() - t0, _diff(_api_calls(sandbox), calls0)
                 created = sum(bool(r.created) for r in results)
                 out["modes"][f"{mode}_{phase}"] = {
                     "wall_s": wall,
                     "calls": calls,
+                    "write_calls": writes,
                     "ok": sum(r.success for r in results),
                     "created": created,
                 }
@@ -121,11 +130,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     result = run(args.records, args.latency_ms, args.baseline_sample)
     print(f"Upsert {result['records']} Accounts, {result['latency_ms']:.0f} ms added latency per call")
-    print(f"{'mode':<20}{'calls':>8}{'wall s':>10}{'ok':>7}{'x faster':>10}{'x fewer calls':>15}")
+    print(
+        f"{'mode':<20}{'calls':>8}{'writes':>8}{'wall s':>10}{'ok':>7}{'x faster':>10}{'x fewer calls':>15}"
+    )
     for name, m in result["modes"].items():
         note = f"  (extrapolated from {m['extrapolated_from']})" if m.get("extrapolated_from") else ""
         print(
-            f"{name:<20}{m['calls']:>8}{m['wall_s']:>10}{m['ok']:>7}{m['speedup_vs_single']:>10}"
+            f"{name:<20}{m['calls']:>8}{m['write_calls']:>8}{m['wall_s']:>10}{m['ok']:>7}{m['speedup_vs_single']:>10}"
             f"{m['call_ratio_vs_single']:>15}{note}"
         )
     print(json.dumps(result))
