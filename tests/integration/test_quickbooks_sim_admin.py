@@ -120,7 +120,12 @@ def test_concurrent_documents_do_not_mix(running):
     from concurrent.futures import ThreadPoolExecutor
 
     def post(worker: int) -> list[str]:
-        doc = q.envelope([q.customer_add({"Name": f"Worker {worker} #{i}"}, request_id=f"w{worker}-{i}") for i in range(20)])
+        doc = q.envelope(
+            [
+                q.customer_add({"Name": f"Worker {worker} #{i}"}, request_id=f"w{worker}-{i}")
+                for i in range(20)
+            ]
+        )
         answer = q.parse_response(httpx.post(f"{running.url}/qbxml", content=doc, timeout=30).text)
         assert all(r.status_code == 0 for r in answer.responses)
         return [r.records[0]["Name"] for r in answer.responses]
@@ -130,3 +135,9 @@ def test_concurrent_documents_do_not_mix(running):
     for worker, got in enumerate(names):
         assert got == [f"Worker {worker} #{i}" for i in range(20)]
     assert httpx.get(f"{running.url}/api/count/Customer").json()["count"] == 32 + 120
+
+
+def test_public_names_are_pinned():
+    assert quickbooks.__all__ == [
+        "CompanyFile", "Faults", "RequestProcessorError", "ResponseLostError", "company_for", "service",
+    ]  # fmt: skip
