@@ -11,6 +11,7 @@ from erpsync.operators.sync import (
     QualityCheckOperator,
     ReportOperator,
     UpsertOperator,
+    ValidateOperator,
     VerifyOperator,
 )
 
@@ -21,5 +22,6 @@ __all__ = [
     "QualityCheckOperator",
     "ReportOperator",
     "UpsertOperator",
+    "ValidateOperator",
     "VerifyOperator",
 ]

@@ -33,6 +33,7 @@ __all__ = [
     "QualityCheckOperator",
     "ReportOperator",
     "UpsertOperator",
+    "ValidateOperator",
     "VerifyOperator",
 ]
 
@@ -161,6 +162,49 @@ class _InputMixin:
     def _check_manifest(task_id: str, manifest: Any) -> None:
         if manifest is None:
             raise ValueError(f"{task_id}: manifest is required (pass the upstream task's .output)")
+
+
+class ValidateOperator(_SyncStepOperator):
+    """Check, at the head of a flow, that every system answers and the mapping fits the target.
+
+    The same checks as `erpsync validate` (connections; unknown target fields, lengths larger than
+    the target allows, required target fields not mapped, fields the target will not write); a red
+    result fails the task without retries and lists every problem.
+
+    :param systems: system -> {"adapter": name, "conn_id": ..., "options": {...}}; a system not
+        listed uses the adapter registered under its own name and its default connection id.
+    """
+
+    template_fields: Sequence[str] = (*_SyncStepOperator.template_fields, "systems")
+
+    def __init__(self, *, systems: dict[str, dict] | None = None, **kwargs):
+        super().__init__(**kwargs)
+        for system, spec in (systems or {}).items():
+            if not isinstance(spec, dict) or "adapter" not in spec:
+                raise ValueError(f"{self.task_id}: systems[{system!r}] needs an 'adapter' name")
+        self.systems = systems
+
+    def run_step(self, context) -> dict:
+        from erpsync.adapters import get_adapter
+        from erpsync.adapters.validate import DEFAULT_CONN_IDS, validate_flow
+
+        configured = self.systems or {}
+
+        def adapter_for(system: str):
+            spec = configured.get(system, {"adapter": system, "conn_id": DEFAULT_CONN_IDS.get(system)})
+            return get_adapter(spec["adapter"], conn_id=spec.get("conn_id"), **(spec.get("options") or {}))
+
+        result = validate_flow(self._mapping(), adapter_for, {})
+        for line in result.warnings:
+            self.log.warning("%s", line)
+        if result.status == "red":
+            raise ConfigError(
+                f"flow {self.flow} is not ready ({len(result.problems)} problem(s)):\n"
+                + "\n".join(f"  {p}" for p in result.problems),
+                where=result.path,
+            )
+        self.log.info("Flow %s is %s: %s", self.flow, result.status, "; ".join(result.passed))
+        return {"status": result.status, "warnings": result.warnings}
 
 
 class ExtractOperator(_AdapterStepOperator):

@@ -14,7 +14,7 @@ from erpsync.state import StateStore
 from tests.e2e.dags_for_tests.sync_fixture import FLOW, T0, make_world, seed_accounts
 from tests.e2e.dags_for_tests.sync_memory_dag import build_sync_dag
 
-STEPS = ["extract", "check_source", "map", "check_target", "plan", "upsert", "verify", "report"]
+STEPS = ["validate", "extract", "check_source", "map", "check_target", "plan", "upsert", "verify", "report"]
 
 
 def _register(dag):
@@ -125,20 +125,39 @@ def test_dry_run_plans_but_writes_nothing(world):
     assert report["status"] == "dry_run" and report["counts"]["would_create"] == 3
 
 
-def test_a_broken_step_fails_the_run_and_the_report_says_which(world):
+def test_too_many_bad_rows_fail_the_check_and_the_report_says_which_step(world):
+    paths, dag = world
+    seed_accounts(paths["source"], 1)
+    MemoryAdapter(paths["source"]).seed(
+        "Account", [{"Id": f"001BAD{i}", "Name": "Bad", "Email": "no-at-sign"} for i in range(2)], modified=T0
+    )
+    run, states = _run(dag, 0)  # 2 of 3 rows fail, above the mapping's threshold of 50%
+    assert run.state == "failed"
+    assert states["check_source"] == "failed" and states["map"] == "upstream_failed"
+    assert states["report"] == "failed"
+    assert run.get_task_instance("check_source").try_number == 1, "a threshold failure is not retried"
+    store = StateStore(paths["state"])
+    assert sorted(e["source_key"] for e in store.quarantine_entries(paths["flow"])) == ["001BAD0", "001BAD1"]
+    history = store.list_runs(paths["flow"])
+    assert history[0]["status"] == "failed"
+    assert "step check_source did not finish" in " ".join(history[0]["report"]["problems"])
+    assert MemoryAdapter(paths["target"]).write_log("Customer") == []
+
+
+def test_validate_at_the_head_stops_a_flow_the_target_cannot_take(world):
+    from erpsync.adapters import FieldMeta
+
     paths, dag = world
     seed_accounts(paths["source"], 2)
-    # The mapping now reads a source column the source does not have: extract fails for good
-    # (no retry), the later steps never run, and the report still runs, says so and fails the run.
-    Path(paths["mappings"], f"{paths['flow']}.yaml").write_text(
-        Path(paths["mappings"], f"{paths['flow']}.yaml")
-        .read_text()
-        .replace("from: BillingCity", "from: Billing_City")
+    MemoryAdapter(paths["target"]).define(
+        "Customer",
+        [FieldMeta("Name", length=30, required=True), FieldMeta("Email"), FieldMeta("SalesforceId")],
+        id_field="ListID",
     )
     run, states = _run(dag, 0)
     assert run.state == "failed"
-    assert states["extract"] == "failed" and states["report"] == "failed"
-    assert states["upsert"] == "upstream_failed"
+    assert states["validate"] == "failed" and states["extract"] == "upstream_failed"
+    assert run.get_task_instance("validate").try_number == 1, "a red flow is not retried"
+    assert MemoryAdapter(paths["target"]).write_log("Customer") == []
     history = StateStore(paths["state"]).list_runs(paths["flow"])
-    assert history[0]["status"] == "failed"
-    assert "step extract did not finish" in " ".join(history[0]["report"]["problems"])
+    assert history and history[0]["status"] == "failed"

@@ -18,13 +18,14 @@ from erpsync.operators import (
     QualityCheckOperator,
     ReportOperator,
     UpsertOperator,
+    ValidateOperator,
     VerifyOperator,
 )
 from tests.e2e.dags_for_tests.sync_fixture import T0
 
 
 def build_sync_dag(dag_id: str, world: dict[str, str]) -> DAG:
-    """extract -> check_source -> map -> check_target -> plan -> upsert -> verify -> report."""
+    """validate -> extract -> check_source -> map -> check_target -> plan -> upsert -> verify -> report."""
     with DAG(
         dag_id,
         schedule=interval_schedule("0 0 * * *"),
@@ -38,7 +39,16 @@ def build_sync_dag(dag_id: str, world: dict[str, str]) -> DAG:
         common = {"flow": world["flow"], "mappings_dir": world["mappings"], "state_url": world["state"]}
         source = {"adapter": "memory", "adapter_kwargs": {"path": world["source"], "name": "salesforce"}}
         target = {"adapter": "memory", "adapter_kwargs": {"path": world["target"], "name": "quickbooks"}}
+        validate = ValidateOperator(
+            task_id="validate",
+            systems={
+                "salesforce": {"adapter": "memory", "options": source["adapter_kwargs"]},
+                "quickbooks": {"adapter": "memory", "options": target["adapter_kwargs"]},
+            },
+            **common,
+        )
         extract = ExtractOperator(task_id="extract", **common, **source)
+        validate >> extract
         check_source = QualityCheckOperator(
             task_id="check_source", manifest=extract.output, side="source", **common
         )
