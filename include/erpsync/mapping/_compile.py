@@ -328,8 +328,7 @@ class _FieldProgram:
                 )
 
         if spec.type == "string":
-            if spec.kind != "const" or not isinstance(spec.const, str | type(None)):
-                values = to_text(values)
+            values = to_text(values)
             values = values.where(~missing(values), None)
         else:
             values = self._typed(values, out, rejected)

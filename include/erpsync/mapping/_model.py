@@ -59,7 +59,9 @@ _RULE_NEEDS = {
 
 def key_str(value: Any) -> str | None:
     """Return the text form used to compare map keys and source values (21, 21.0 and "21" agree)."""
-    if value is None:
+    if value is None or type(value).__name__ == "NAType":
+        return None
+    if isinstance(value, float) and value != value:  # NaN: pandas' null in float and object columns
         return None
     if isinstance(value, bool):
         return "true" if value else "false"

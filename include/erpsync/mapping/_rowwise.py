@@ -158,8 +158,7 @@ def _field(spec: FieldSpec, record: dict, mapping: Mapping, tables: dict, requir
         else:
             value = vm.fallback
     if spec.type == "string":
-        if not (kind == "const" and isinstance(spec.const, str | type(None))):
-            value = _text(value)
+        value = _text(value)
         value = None if _missing(value) else value
     else:
         raw = value
