@@ -21,7 +21,9 @@ roots = next(ast.literal_eval(n.value) for n in tree.body
 for pkg in roots:
     root = importlib.import_module(pkg)
     for info in pkgutil.walk_packages(root.__path__, prefix=pkg + "."):
-        importlib.import_module(info.name)
+        # Alembic loads migration scripts itself, by path, with its own context set up.
+        if ".migrations" not in info.name:
+            importlib.import_module(info.name)
 from airflow import plugins_manager
 plugins_manager.ensure_plugins_loaded() if hasattr(plugins_manager, "ensure_plugins_loaded") else plugins_manager.get_plugins()
 from airflow.dag_processing.dagbag import DagBag
