@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ACTIONS",
+    "KEY_BATCH",
     "PLAN_COLUMNS",
     "PlanSpec",
     "Planner",
