@@ -25,7 +25,6 @@ The module is cheap to import: httpx and SQLAlchemy load on first use, never at 
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import urllib.parse
@@ -51,7 +50,7 @@ if TYPE_CHECKING:
 
     from erpsync.hooks._exact_tokens import TokenPair, TokenStore
 
-__all__ = ["ExactOnlineHook", "RateLimitState", "WriteResult", "pad_account_code"]
+__all__ = ["CONNECTION_TYPE_INFO", "ExactOnlineHook", "RateLimitState", "WriteResult", "pad_account_code"]
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +82,48 @@ KEYS = {
     "salesorder/salesorders": "OrderID",
     "salesorder/goodsdeliveries": "EntryID",
     "inventory/stockpositions": "ItemId",
+}
+
+
+#: The `connection-types` entry for the package's provider info (`apache_airflow_provider` entry point).
+#: Airflow 3 builds the connection form from `conn-fields` without importing the hook; the older
+#: `get_connection_form_widgets` needs Flask-AppBuilder, which Airflow 3 no longer installs.
+CONNECTION_TYPE_INFO: dict[str, Any] = {
+    "connection-type": "exact_online",
+    "hook-class-name": "erpsync.hooks.exact_online.ExactOnlineHook",
+    "hook-name": "Exact Online",
+    "ui-field-behaviour": {
+        "hidden-fields": ["schema", "port"],
+        "relabeling": {"login": "Client ID", "password": "Client secret", "host": "Base URL"},
+        "placeholders": {"host": "https://start.exactonline.nl", "login": "App Center client id (GUID)"},
+    },
+    "conn-fields": {
+        "division": {"label": "Division code", "schema": {"type": ["integer", "null"]}},
+        "division_name": {
+            "label": "Division name",
+            "description": "The administration's exact name (capitals, spaces and punctuation count); "
+            "used when no division code is given",
+            "schema": {"type": ["string", "null"]},
+        },
+        "refresh_token": {
+            "label": "Initial refresh token",
+            "description": "From the consent flow; seeds the token store, which keeps the rotating tokens after that",
+            "schema": {"type": ["string", "null"], "format": "password"},
+        },
+        "redirect_uri": {"label": "Redirect URI", "schema": {"type": ["string", "null"]}},
+        "token_store_url": {
+            "label": "Token store URL",
+            "description": "SQLAlchemy URL shared by all workers (PostgreSQL when workers run on several hosts)",
+            "schema": {"type": ["string", "null"], "format": "password"},
+        },
+        "ca_bundle": {"label": "CA bundle path", "schema": {"type": ["string", "null"]}},
+        "timeout": {"label": "HTTP timeout (s)", "schema": {"type": ["number", "null"], "default": 60}},
+        "minutely_margin": {
+            "label": "Calls kept in reserve per minute",
+            "schema": {"type": ["integer", "null"]},
+        },
+        "daily_reserve": {"label": "Calls kept in reserve per day", "schema": {"type": ["integer", "null"]}},
+    },
 }
 
 
@@ -206,33 +247,13 @@ class ExactOnlineHook(BaseHook):
     # ---- Airflow UI ------------------------------------------------------------------------------
 
     @classmethod
-    def get_connection_form_widgets(cls) -> dict[str, Any]:
-        """Extra fields of the connection form (UI libraries imported here, not at module level)."""
-        from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
-        from flask_babel import lazy_gettext
-        from wtforms import StringField
-
-        names = {
-            "division": "Division code",
-            "division_name": "Division name (exact)",
-            "refresh_token": "Initial refresh token",
-            "redirect_uri": "Redirect URI",
-            "token_store_url": "Token store URL",
-            "ca_bundle": "CA bundle path",
-        }
-        return {
-            key: StringField(lazy_gettext(label), widget=BS3TextFieldWidget()) for key, label in names.items()
-        }
-
-    @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """Relabel the standard fields (Airflow 3 reads the same from CONNECTION_TYPE_INFO, see below)."""
+        behaviour = CONNECTION_TYPE_INFO["ui-field-behaviour"]
         return {
-            "hidden_fields": ["schema", "port"],
-            "relabeling": {"login": "Client ID", "password": "Client secret", "host": "Base URL"},
-            "placeholders": {
-                "host": "https://start.exactonline.nl",
-                "extra": json.dumps({"division_name": "My Company B.V.", "refresh_token": "..."}),
-            },
+            "hidden_fields": behaviour["hidden-fields"],
+            "relabeling": behaviour["relabeling"],
+            "placeholders": behaviour["placeholders"],
         }
 
     # ---- configuration ---------------------------------------------------------------------------

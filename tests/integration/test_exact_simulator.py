@@ -46,6 +46,11 @@ def _client(exact, divisions: list[int] | None = None) -> httpx.Client:
     )
 
 
+def _fresh_window(seconds: float) -> None:
+    """Sleep into the start of a new fixed window, so a test's calls never straddle a reset."""
+    time.sleep(seconds - time.time() % seconds + 0.02)
+
+
 def _error_value(resp: httpx.Response) -> str:
     body = resp.json()
     assert (
@@ -217,13 +222,17 @@ def test_divisions_and_division_scoped_consent(exact):
 
 
 def test_rate_limit_headers_are_epoch_ms_and_per_division(tmp_path):
-    with running_exact(tmp_path, minutely_limit=3, daily_limit=1000) as exact, _client(exact) as client:
+    with (
+        running_exact(tmp_path, minutely_limit=3, minute_seconds=4, daily_limit=1000) as exact,
+        _client(exact) as client,
+    ):
+        _fresh_window(4)
         before = time.time() * 1000
         first = client.get(f"/api/v1/{DIV}/vat/VATCodes")
         h = first.headers
         assert h["X-RateLimit-Limit"] == "1000" and h["X-RateLimit-Remaining"] == "999"
         assert h["X-RateLimit-Minutely-Limit"] == "3" and h["X-RateLimit-Minutely-Remaining"] == "2"
-        assert before < int(h["X-RateLimit-Minutely-Reset"]) <= before + 60_000  # epoch milliseconds
+        assert before < int(h["X-RateLimit-Minutely-Reset"]) <= before + 4_000  # epoch milliseconds
         assert before < int(h["X-RateLimit-Reset"]) <= before + 86_400_000
         client.get(f"/api/v1/{DIV}/vat/VATCodes")
         client.get(f"/api/v1/{DIV}/vat/VATCodes")
@@ -236,9 +245,10 @@ def test_rate_limit_headers_are_epoch_ms_and_per_division(tmp_path):
 
 def test_minute_window_resets_and_daily_limit_holds(tmp_path):
     with (
-        running_exact(tmp_path, minutely_limit=2, minute_seconds=1, daily_limit=3) as exact,
+        running_exact(tmp_path, minutely_limit=2, minute_seconds=2, daily_limit=3) as exact,
         _client(exact) as client,
     ):
+        _fresh_window(2)
         for _ in range(2):
             assert client.get(f"/api/v1/{DIV}/vat/VATCodes").status_code == 200
         assert client.get(f"/api/v1/{DIV}/vat/VATCodes").status_code == 429
@@ -616,3 +626,38 @@ def test_data_and_consent_survive_a_restart(tmp_path):
         with _client(again) as client:
             found = client.get(f"/api/v1/{DIV}/crm/Accounts(guid'{made['ID']}')")
             assert found.status_code == 200 and found.json()["d"]["Name"] == "Blijvertje"
+
+
+def test_sales_item_prices_set_the_standard_price_and_feed_sync(exact):
+    with _client(exact) as client:
+        item = client.get(
+            f"/api/v1/{DIV}/logistics/Items",
+            params={"$filter": "startswith(Code,'DESK') eq true", "$top": "1"},
+        ).json()["d"]["results"][0]
+        sync = f"/api/v1/{DIV}/sync/Logistics/SalesItemPrices"
+        cursor = max(
+            int(r["Timestamp"])
+            for r in client.get(
+                sync, params={"$select": "ID,Timestamp", "$filter": "Timestamp gt 1L"}
+            ).json()["d"]["results"]
+        )
+        missing = client.post(f"/api/v1/{DIV}/logistics/SalesItemPrices", json={"Item": item["ID"]})
+        assert missing.status_code == 400 and _error_value(missing) == "Mandatory: Price"
+        dangling = client.post(
+            f"/api/v1/{DIV}/logistics/SalesItemPrices",
+            json={"Item": "00000000-0000-0000-0000-0000000000aa", "Price": 1},
+        )
+        assert dangling.status_code == 400 and "does not exist" in _error_value(dangling)
+        created = client.post(
+            f"/api/v1/{DIV}/logistics/SalesItemPrices", json={"Item": item["ID"], "Price": 123.45}
+        )
+        assert created.status_code == 201 and created.json()["d"]["ItemCode"] == item["Code"]
+        assert created.json()["d"]["Currency"] == "EUR"
+        again = client.get(
+            f"/api/v1/{DIV}/logistics/Items(guid'{item['ID']}')", params={"$select": "StandardSalesPrice"}
+        )
+        assert again.json()["d"]["StandardSalesPrice"] == 123.45
+        fed = client.get(sync, params={"$select": "Item,Price", "$filter": f"Timestamp gt {cursor}L"}).json()[
+            "d"
+        ]["results"]
+        assert [(r["Item"], r["Price"]) for r in fed] == [(item["ID"], 123.45)]

@@ -172,3 +172,26 @@ def test_query_builds_odata_options():
 def test_token_refusals_tell_the_user_what_to_do(status, body, hint):
     err = refresh_refused(status, body, where="token")
     assert isinstance(err, AuthError) and hint in str(err) and body["error_description"] in str(err)
+
+
+def test_connection_type_info_fits_airflows_provider_schema():
+    """The entry a provider entry point would list validates against Airflow's own provider-info schema."""
+    from pathlib import Path
+
+    import airflow
+    import jsonschema
+
+    from erpsync.hooks.exact_online import CONNECTION_TYPE_INFO
+
+    schema = json.loads((Path(airflow.__file__).parent / "provider_info.schema.json").read_text())
+    info = {
+        "package-name": "erpsync",
+        "name": "erpsync",
+        "description": "x",
+        "connection-types": [CONNECTION_TYPE_INFO],
+    }
+    jsonschema.validate(info, schema)
+    fields = CONNECTION_TYPE_INFO["conn-fields"]
+    assert {"division", "division_name", "refresh_token", "token_store_url", "ca_bundle"} <= set(fields)
+    assert fields["refresh_token"]["schema"]["format"] == "password"  # shown masked in the UI
+    assert ExactOnlineHook.get_ui_field_behaviour()["relabeling"]["login"] == "Client ID"
