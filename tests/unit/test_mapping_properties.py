@@ -208,15 +208,42 @@ CELL = st.one_of(
     st.text(alphabet="ab Yn0129.,-\n", max_size=8),
     st.sampled_from(["yes", "no", "1", "0", "2.675", "-1.005", "  ", "Net 14", "a\nb\nc"]),
 )
+DATE = st.sampled_from(
+    [
+        None,
+        "",
+        "2024-03-01",
+        "2024-03-01T23:30:00.000+0000",
+        "2024-12-31T23:30:00Z",
+        "2024-02-30",
+        "01-03-2024",
+        "2024-03-01T10:00:00+01:00",
+        "2024-07-01T00:15:00.000+0000",
+    ]
+)
 NUMBER = st.one_of(st.none(), st.integers(min_value=-999_999, max_value=999_999).map(lambda n: n / 1000))
 
 
 @st.composite
 def field_specs(draw):
     """A valid random field: expression, transforms, value map, type, default, length, required."""
-    kind = draw(st.sampled_from(["from", "template", "concat", "const", "from_number"]))
+    kind = draw(st.sampled_from(["from", "template", "concat", "const", "from_number", "from_date"]))
     ftype = draw(st.sampled_from(["string", "string", "decimal", "integer", "boolean"]))
     parts = []
+    if kind == "from_date":
+        parts.append("from: D")
+        parts.append(f"type: {draw(st.sampled_from(['date', 'datetime']))}")
+        if draw(st.booleans()):
+            parts.append("timezone: Europe/Amsterdam")
+        if draw(st.booleans()):
+            parts.append(
+                f'format: "{draw(st.sampled_from(["%d-%m-%Y", "%Y-%m-%dT%H:%M:%S", "%Y%m%d %H%M"]))}"'
+            )
+        if draw(st.booleans()):
+            parts.append(f"max_length: {draw(st.integers(min_value=5, max_value=12))}, overflow: reject")
+        if draw(st.booleans()):
+            parts.append("required: true")
+        return "{" + ", ".join(parts) + "}"
     if kind == "from":
         parts.append(f"from: {draw(st.sampled_from(['A', 'B']))}")
     elif kind == "from_number":
@@ -273,7 +300,7 @@ def field_specs(draw):
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     spec=field_specs(),
-    cells=st.lists(st.tuples(CELL, CELL, NUMBER), min_size=1, max_size=12),
+    cells=st.lists(st.tuples(CELL, CELL, NUMBER, DATE), min_size=1, max_size=12),
 )
 def test_compiler_agrees_with_rowwise_interpreter(spec, cells):
     """For any field the schema accepts, both implementations give the same values and rejections."""
@@ -284,7 +311,7 @@ def test_compiler_agrees_with_rowwise_interpreter(spec, cells):
     except MappingError as exc:  # e.g. a default longer than max_length: the loader must say so
         assert exc.problems and exc.line is not None
         return
-    rows = [{"Id": f"k{i}", "A": a, "B": b, "N": n} for i, (a, b, n) in enumerate(cells)]
+    rows = [{"Id": f"k{i}", "A": a, "B": b, "N": n, "D": d} for i, (a, b, n, d) in enumerate(cells)]
     df = pd.DataFrame(rows)
     df["N"] = df["N"].astype("float64")
     out = mapping.compile().apply(df)
