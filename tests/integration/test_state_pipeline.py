@@ -203,3 +203,48 @@ def test_verify_sample_checks_a_bounded_stable_subset(world, tmp_path):
     with pytest.raises(steps.VerificationError) as exc:
         steps.verify_step(ctx, mapping, out["upsert"], target, max_listed=3)
     assert "6 difference(s)" in str(exc.value) and "... and 3 more" in str(exc.value)
+
+
+def test_full_refresh_reads_everything_and_writes_nothing_unchanged(world, tmp_path):
+    seed_accounts(world["source"], 4)
+    _run(world, tmp_path, "f1", T0)
+    mapping = load_flow(world["flow"], world["mappings"])
+    later = _context(world, tmp_path, "f2", T0 + timedelta(days=30))  # an interval with no changes
+    source = MemoryAdapter(world["source"])
+    assert steps.extract_step(later, mapping, source).rows == 0
+    full = steps.extract_step(later, mapping, source, full_refresh=True)
+    assert full.rows == 4 and full.extra["window"] is None and full.extra["full_refresh"] is True
+    checked = steps.check_step(later, mapping, full, side="source")
+    plan = steps.plan_step(
+        later, mapping, steps.map_step(later, mapping, checked), MemoryAdapter(world["target"])
+    )
+    assert plan.extra["counts"]["skip"] == 4
+
+
+def test_manual_run_without_interval_continues_from_the_cursor(world, tmp_path):
+    seed_accounts(world["source"], 3)
+    store = StateStore(world["state"])
+    first = _run(world, tmp_path, "m1", T0, store=store)
+    cursor = store.get_cursor(world["flow"], "Account")
+    assert cursor == first["extract"].extra["max_cursor"] and cursor.startswith("2026-05-01T00:00:00")
+    source = MemoryAdapter(world["source"])
+    source.change("Account", "00100001", {"Name": "Renamed"}, modified=T0 + timedelta(days=10))
+    mapping = load_flow(world["flow"], world["mappings"])
+    now = T0 + timedelta(days=11)
+    manual = steps.StepContext(
+        flow=world["flow"],
+        dag_id="pipeline",
+        run_id="m2",
+        staging=tmp_path / "m2",
+        store=store,
+        interval_start=now,
+        interval_end=now,  # a manual run of an unscheduled DAG: empty interval
+    )
+    extracted = steps.extract_step(manual, mapping, source)
+    # The window starts at the cursor inclusive: rows stamped exactly at the cursor are read again
+    # (a row written in the same instant as the last one seen is never missed) and plan skips them.
+    assert extracted.extra["window"] == [cursor, now.isoformat()]
+    assert extracted.rows == 3
+    mapped = steps.map_step(manual, mapping, extracted)
+    plan = steps.plan_step(manual, mapping, mapped, MemoryAdapter(world["target"]))
+    assert (plan.extra["counts"]["update"], plan.extra["counts"]["skip"]) == (1, 2)
