@@ -154,3 +154,39 @@ def test_retention_setting_is_validated(monkeypatch):
         retention_days()
     monkeypatch.setenv("ERPSYNC_QUARANTINE_RETENTION_DAYS", "3.5")
     assert retention_days() == 3.5
+
+
+def _open_and_write(url: str, n: int) -> int:
+    store = StateStore(url)
+    store.start_run(flow="concurrent", run_id=f"r{n}")
+    return n
+
+
+def test_many_processes_migrating_at_once_all_succeed(tmp_path):
+    """Four workers open a brand-new SQLite store at the same moment: one migrates, all work."""
+    import multiprocessing
+
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        assert sorted(pool.starmap(_open_and_write, [(url, n) for n in range(4)])) == [0, 1, 2, 3]
+    assert len(StateStore(url).list_runs("concurrent")) == 4
+
+
+def test_migrating_postgresql_waits_for_the_advisory_lock(postgres_url):
+    """While another session holds the store's migration lock, upgrade() waits; then it proceeds."""
+    import threading
+
+    from sqlalchemy import create_engine, text
+
+    from erpsync.state.store import _PG_MIGRATION_LOCK
+
+    engine = create_engine(postgres_url)
+    done = threading.Event()
+    with engine.begin() as holder:
+        holder.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
+        worker = threading.Thread(target=lambda: (upgrade(postgres_url), done.set()))
+        worker.start()
+        assert not done.wait(1.0), "upgrade ran while another process held the migration lock"
+    worker.join(30)
+    assert done.is_set(), "upgrade did not proceed once the lock was released"
+    engine.dispose()

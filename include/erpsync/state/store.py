@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -89,16 +90,44 @@ def _engine(url: str) -> Engine:
         return _engines[url]
 
 
+_PG_MIGRATION_LOCK = 0x65727073  # "erps": one advisory lock id for every process migrating the store
+
+
 def upgrade(url: str, revision: str = "head") -> None:
-    """Bring the database at `url` to `revision` by running the Alembic migrations."""
+    """Bring the database at `url` to `revision` by running the Alembic migrations.
+
+    Safe when several workers start at once: PostgreSQL serialises them on an advisory lock held
+    for the migration's transaction, SQLite on a lock file beside the database; the later ones
+    find the schema current and do nothing.
+    """
     from alembic import command
     from alembic.config import Config
+    from sqlalchemy import text
 
     cfg = Config()
     cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
-    with _engine(url).begin() as conn:
+    engine = _engine(url)
+    with _migration_file_lock(engine), engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
+
+
+@contextmanager
+def _migration_file_lock(engine: Engine) -> Iterator[None]:
+    database = engine.url.database if engine.dialect.name == "sqlite" else None
+    if not database or database == ":memory:":
+        yield
+        return
+    import fcntl
+
+    with open(f"{database}.migrate.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 @dataclass(frozen=True)
