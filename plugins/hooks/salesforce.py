@@ -257,6 +257,12 @@ class SalesforceHook(BaseHook):
             self._client = self._login()
         return self._client
 
+    def close(self) -> None:
+        """Close the HTTP connections (keep-alive sockets) and forget the session; the next call logs in."""
+        if self._client is not None:
+            self._client.session.close()
+            self._client = None
+
     def _login(self) -> Salesforce:
         login_url = self.extras.get("login_url")
         session = self._http_session()
@@ -856,9 +862,7 @@ class SalesforceHook(BaseHook):
                     records[i].get(key_field),
                     bool(item.get("success")),
                     item.get("id"),
-                    item.get("created", operation == "insert")
-                    if item.get("success")
-                    else None,
+                    item.get("created", operation == "insert") if item.get("success") else None,
                     errors,
                     via="collections",
                 )

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from erpsync.sandbox.runner import SandboxContext, ServiceSpec
 
-__all__ = ["API_VERSION", "service"]
+__all__ = ["API_VERSION", "airflow_connection", "service"]
 
 API_VERSION = "62.0"
 
@@ -109,3 +109,35 @@ def seed_org_minimal(org) -> None:
         {"Name": "Standard Price Book", "IsActive": True, "IsStandard": True},
         bypass_rules=True,
     )
+
+
+def airflow_connection(system: dict, ca_bundle: str, flow: str = "password", **extra) -> dict:
+    """Return an Airflow connection dict (``AIRFLOW_CONN_*`` JSON) for the simulator in a state file.
+
+    :param system: the state file's ``systems["salesforce"]`` entry (url + seeded credentials).
+    :param ca_bundle: the state file's ``ca_bundle``.
+    :param flow: ``password`` (username-password + security token), ``client_credentials`` or ``jwt``.
+    """
+    extras: dict = {
+        "login_url": system["url"],
+        "ca_bundle": ca_bundle,
+        "version": system.get("api_version", API_VERSION),
+    }
+    conn: dict = {"conn_type": "salesforce"}
+    if flow == "password":
+        conn.update(login=system["username"], password=system["password"])
+        extras.update(
+            security_token=system["security_token"],
+            consumer_key=system["client_id"],
+            consumer_secret=system["client_secret"],
+        )
+    elif flow == "client_credentials":
+        extras.update(consumer_key=system["client_id"], consumer_secret=system["client_secret"])
+    elif flow == "jwt":
+        conn.update(login=system["username"])
+        extras.update(consumer_key=system["client_id"], private_key_file_path=system["jwt_private_key_file"])
+    else:
+        raise ValueError(f"unknown flow {flow!r}: use password, client_credentials or jwt")
+    extras.update(extra)
+    conn["extra"] = extras
+    return conn

@@ -51,30 +51,9 @@ class SalesforceSandbox:
 
     def connection_json(self, flow: str = "password", **extra: Any) -> str:
         """Return an ``AIRFLOW_CONN_*`` JSON value for `flow` (password, client_credentials or jwt)."""
-        i = self.info
-        extras: dict[str, Any] = {
-            "login_url": self.url,
-            "ca_bundle": self.ca_bundle,
-            "version": i["api_version"],
-        }
-        conn: dict[str, Any] = {"conn_type": "salesforce"}
-        if flow == "password":
-            conn.update(login=i["username"], password=i["password"])
-            extras.update(
-                security_token=i["security_token"],
-                consumer_key=i["client_id"],
-                consumer_secret=i["client_secret"],
-            )
-        elif flow == "client_credentials":
-            extras.update(consumer_key=i["client_id"], consumer_secret=i["client_secret"])
-        elif flow == "jwt":
-            conn.update(login=i["username"])
-            extras.update(consumer_key=i["client_id"], private_key_file_path=i["jwt_private_key_file"])
-        else:
-            raise ValueError(f"unknown flow {flow!r}")
-        extras.update(extra)
-        conn["extra"] = extras
-        return json.dumps(conn)
+        from erpsync.sandbox.salesforce import airflow_connection
+
+        return json.dumps(airflow_connection({"url": self.url, **self.info}, self.ca_bundle, flow, **extra))
 
     def admin(self, method: str, what: str, body: dict | None = None) -> dict:
         import httpx

@@ -25,7 +25,9 @@ def hook(sf, monkeypatch):
 
     sf.admin("DELETE", "faults")
     monkeypatch.setenv("AIRFLOW_CONN_SALESFORCE_TEST", sf.connection_json("password", **FAST))
-    yield SalesforceHook("salesforce_test")
+    hook = SalesforceHook("salesforce_test")
+    yield hook
+    hook.close()
     sf.admin("DELETE", "faults")
 
 
