@@ -81,6 +81,8 @@ class WebConnectorSimulator:
     :param quickbooks: the company file: an object with `.process(xml) -> xml`, or a callable.
     :param style: "document" (default) or "rpc" (RPC-encoded bodies with xsi:type, `ns1:` prefixes).
     :param noop_wait: seconds to wait after getLastError answered "NoOp" (QBWC waits 5).
+    :param send_hcp: run the Host/Company/Preferences queries first and send their answers on the
+        first sendRequestXML, as QBWC does (off: tests whose QuickBooks faults count documents).
     """
 
     def __init__(
@@ -100,8 +102,10 @@ class WebConnectorSimulator:
         faults: Faults | None = None,
         noop_wait: float = 5.0,
         max_exchanges: int = 100_000,
+        send_hcp: bool = True,
     ):
         self.url, self.username, self.password = url, username, password
+        self.quickbooks, self.send_hcp = quickbooks, send_hcp
         self._process: Callable[[str], str] = (
             quickbooks.process if hasattr(quickbooks, "process") else quickbooks
         )
@@ -175,6 +179,9 @@ class WebConnectorSimulator:
         except BridgeHttpError as exc:
             # QBWC1012/1041/1042...: the update stops; nothing is retried inside this run.
             report.status, report.last_error = "error", str(exc)
+        finally:
+            if report.ticket:
+                self._end(report.ticket)
         return report
 
     def _c(self, report: SessionReport, method: str, params: list[tuple[str, str]] | None = None) -> Any:
@@ -205,7 +212,7 @@ class WebConnectorSimulator:
             r.status, r.last_error = "error", "Could not start QuickBooks."
             r.close_message = self._c(r, "closeConnection", [("ticket", ticket)])
             return
-        hcp = self._hcp()
+        hcp = self._hcp() if self.send_hcp else ""
         major, minor = self.qbxml_version
         while r.exchanges < self.max_exchanges:
             doc = self._c(
@@ -241,9 +248,16 @@ class WebConnectorSimulator:
             else:
                 hresult = message = ""
                 try:
-                    response = self._process(doc)
-                except Exception as exc:  # the request processor threw: QBWC passes an HRESULT on
-                    response, hresult, message = "", "0x80040400", f"QuickBooks found an error: {exc}"
+                    response = self._run(doc, ticket)
+                except Exception as exc:
+                    if hasattr(exc, "response_xml"):  # the simulator's "crash after commit"
+                        r.status = "aborted"
+                        self._end(ticket)
+                        return
+                    # The request processor threw (a COM error): QBWC passes the HRESULT on.
+                    response = ""
+                    hresult = getattr(exc, "hresult", "0x80040402")
+                    message = str(getattr(exc, "message", exc))
             if n in self.faults.drop_ack_on:
                 r.status = "aborted"  # QuickBooks has applied the document; the bridge never hears of it
                 return
@@ -264,6 +278,17 @@ class WebConnectorSimulator:
                 r.close_message = self._c(r, "closeConnection", [("ticket", ticket)])
                 return
         r.close_message = self._c(r, "closeConnection", [("ticket", ticket)])
+
+    def _run(self, doc: str, ticket: str) -> str:
+        """Hand a document to QuickBooks inside this run's session (iterators live there)."""
+        if hasattr(self.quickbooks, "end_session"):
+            return self._process(doc, session=ticket)
+        return self._process(doc)
+
+    def _end(self, ticket: str) -> None:
+        """QBWC's EndSession/CloseConnection on the QuickBooks side: session iterators are dropped."""
+        if hasattr(self.quickbooks, "end_session"):
+            self.quickbooks.end_session(ticket)
 
     def _hcp(self) -> str:
         """The Host/Company/Preferences answers QBWC collects itself and sends on the first call."""

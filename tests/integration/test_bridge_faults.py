@@ -311,3 +311,30 @@ def test_random_fault_schedules_never_duplicate(
         found = count_invoices(qb, ref)
         assert found == 1 or (found == 0 and r["state"] == "failed" and r["status_message"]), (ref, found, r)
         assert found <= 1
+
+
+def test_quickbooks_crash_after_commit_leaves_each_invoice_once(bridge, qb):
+    """The simulator's "crash after commit" fault: committed, answer lost; the invoice exists exactly once."""
+    _setup_item(bridge, qb)
+    refs = ["CAC-1", "CAC-2", "CAC-3"]
+    jid = enqueue(bridge, [invoice_add("Invoice Customer", r) for r in refs]).json()["id"]
+    qb.faults.lose_responses = 1
+    assert wc(bridge, qb, send_hcp=False).run_once().status == "aborted"
+    assert all(count_invoices(qb, r) == 1 for r in refs)
+    assert wc(bridge, qb).run_once().status == "ok"
+    result = job(bridge, jid)
+    assert result["state"] == "completed" and all(r["txn_id"] for r in result["results"])
+    assert all(count_invoices(qb, r) == 1 for r in refs)
+
+
+def test_busy_quickbooks_and_locked_records_are_retried(bridge, qb):
+    """HRESULT busy (nothing ran) and 3180 lock answers: resent later, each record once."""
+    jid = enqueue(bridge, [customer_add("Busy Co"), customer_add("Locked Co")]).json()["id"]
+    qb.faults.busy = 1
+    first = wc(bridge, qb, send_hcp=False).run_once()
+    assert first.status == "error" and "0x80040401" in (first.last_error or "")
+    qb.faults.lock_writes = 1
+    assert wc(bridge, qb, send_hcp=False).run_once().status == "ok"
+    result = job(bridge, jid)
+    assert result["state"] == "completed", result["results"]
+    assert count_customers(qb, "Busy Co") == 1 and count_customers(qb, "Locked Co") == 1
