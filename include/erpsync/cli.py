@@ -1,7 +1,7 @@
 """`erpsync validate` and `erpsync prune`: check flows against the live systems, tidy the state store.
 
     erpsync validate [--flow FLOW ...] [--mappings-dir DIR] [--systems FILE]
-    erpsync prune [--older-than DAYS] [--state-url URL]
+    erpsync prune [--older-than DAYS] [--state-url URL] [--staging-root DIR] [--keep-staging]
 
 `--systems` names a YAML/JSON file saying which adapter serves each system, e.g.
 
@@ -97,7 +97,30 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 1 if red else 0
 
 
+def prune_staging(root: Path, older_than_days: float) -> int:
+    """Delete run folders (<root>/<dag>/<run>) untouched for longer than the cutoff; return how many.
+
+    Staged chunks hold copies of source rows (personal data included), so they go with the runs.
+    """
+    import shutil
+    import time
+
+    if not root.is_dir():
+        return 0
+    cutoff = time.time() - older_than_days * 86400
+    removed = 0
+    for run_dir in (p for dag_dir in root.iterdir() if dag_dir.is_dir() for p in dag_dir.iterdir()):
+        if not run_dir.is_dir():
+            continue
+        newest = max((f.stat().st_mtime for f in run_dir.rglob("*")), default=run_dir.stat().st_mtime)
+        if newest < cutoff:
+            shutil.rmtree(run_dir)
+            removed += 1
+    return removed
+
+
 def cmd_prune(args: argparse.Namespace) -> int:
+    from erpsync.staging import staging_root
     from erpsync.state import StateStore
 
     store = StateStore(args.state_url) if args.state_url else StateStore()
@@ -107,6 +130,9 @@ def cmd_prune(args: argparse.Namespace) -> int:
         f"{result.payloads_cleared} expired quarantine payload(s) cleared, "
         f"{result.resolved_deleted} resolved quarantine entr(y/ies) deleted"
     )
+    if not args.keep_staging:
+        root = Path(args.staging_root) if args.staging_root else staging_root()
+        print(f"pruned staging {root}: {prune_staging(root, args.older_than)} run folder(s) removed")
     return 0
 
 
@@ -139,6 +165,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--state-url", default=None, help="default: ERPSYNC_STATE_URL, then SQLite in AIRFLOW_HOME"
     )
+    p.add_argument(
+        "--staging-root", default=None, help="default: ERPSYNC_STAGING_ROOT, then AIRFLOW_HOME/staging"
+    )
+    p.add_argument("--keep-staging", action="store_true", help="leave staged run folders alone")
     p.set_defaults(func=cmd_prune)
     return parser
 

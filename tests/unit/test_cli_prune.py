@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -22,10 +23,20 @@ def test_prune_command(tmp_path, capsys):
         run_id="old",
         now=old,
     )
-    assert main(["prune", "--state-url", url, "--older-than", "30"]) == 0
+    staging = tmp_path / "staging"
+    old_run, new_run = staging / "dag" / "scheduled__old", staging / "dag" / "scheduled__new"
+    for folder in (old_run, new_run):
+        folder.mkdir(parents=True)
+        (folder / "extract-00000.parquet").write_bytes(b"rows")
+    ancient = (datetime.now(UTC) - timedelta(days=45)).timestamp()
+    os.utime(old_run / "extract-00000.parquet", (ancient, ancient))
+    os.utime(old_run, (ancient, ancient))
+    assert main(["prune", "--state-url", url, "--older-than", "30", "--staging-root", str(staging)]) == 0
     out = capsys.readouterr().out
     assert "1 run(s) older than 30 days, 1 expired quarantine payload(s) cleared" in out
     assert "password" not in out
+    assert "1 run folder(s) removed" in out
+    assert not old_run.exists() and new_run.exists()
     assert [r["run_id"] for r in store.list_runs("f")] == ["recent"]
     assert store.quarantine_entries("f")[0]["payload"] is None
 
