@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from erpsync.errors import AuthError, ConfigError
+from erpsync.errors import AuthError, ConfigError, RetriableSourceError
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -217,7 +217,22 @@ class TokenStore:
                     "(from the consent flow) so the token store can be seeded",
                     where=key,
                 )
-            pair = refresh(row["refresh_token"])  # holding the lock: nobody else can use the old token
+            try:
+                pair = refresh(row["refresh_token"])  # holding the lock: nobody else can use the old token
+            except AuthError as exc:
+                if exc.details.get("error") != "access_denied":
+                    raise
+                # "Too early" (Exact's 570-second rule): our clock runs ahead of Exact's. The old pair
+                # stays valid, so keep using the access token while it lasts, else retry later.
+                token, expires = row.get("access_token"), row.get("access_expires_at")
+                if token and token != stale and expires and expires > time.time():
+                    return token, expires
+                raise RetriableSourceError(
+                    "Exact refused the token refresh as too early and no valid access token is left; "
+                    "retry in a minute (is this machine's clock ahead?)",
+                    where=key,
+                    details=exc.details,
+                ) from exc
             issued = time.time()
             conn.execute(
                 sa.update(t)

@@ -758,6 +758,13 @@ class ExactOnlineHook(BaseHook):
             index=index,
         )
 
+    def delete(self, path: str, key: str) -> None:
+        """DELETE one record (204); sync consumers see it in `iter_sync("deleted", ...)`."""
+        url = self.url(f"{path}(guid'{key}')")
+        self._check(
+            self._send("DELETE", url, division=self.division), f"DELETE {path}({key})", record_error=True
+        )
+
     def create_many(self, path: str, records: list[dict]) -> list[WriteResult]:
         """POST records one by one; a refused record becomes a failed WriteResult and the rest go on.
 

@@ -372,3 +372,53 @@ def test_5xx_on_reads_is_retried_and_on_posts_is_not(exact, make_hook):
     _fault(exact, status=500, count=10, match="cashflow/PaymentConditions")
     with pytest.raises(RetriableSourceError, match="500"):
         hook.get_records("cashflow/PaymentConditions")
+
+
+def test_refresh_refused_as_too_early_keeps_the_valid_token(tmp_path, monkeypatch):
+    """Clock skew: the hook thinks the token is nearly expired, Exact says too early; the old pair goes on."""
+    with running_exact(tmp_path, access_token_ttl=3, min_token_age=2.95) as exact:
+        hook = _make_hook(exact, monkeypatch, tmp_path, refresh_margin=1)
+        assert hook.get_records("vat/VATCodes")
+        issued = hook.token_store.read(hook.settings.store_key)["issued_at"]
+        time.sleep(
+            max(issued + 2.88 - time.time(), 0)
+        )  # past the hook's 0.15 s margin, before Exact's 2.95 s
+        assert len(hook.get_records("vat/VATCodes", select="Code")) == 7
+        stats = exact.simulator.oauth.stats
+        assert stats["refused_too_early"] == 1 and stats["refresh_ok"] == 1, stats
+        hook.close()
+
+
+def test_malformed_token_endpoint_answer_is_clear_and_the_token_survives(exact, make_hook):
+    hook = make_hook()
+    _fault(exact, status=200, count=1, match="/api/oauth2/token", body="<html>gateway</html>")
+    with pytest.raises(FatalSourceError, match=r"unreadable answer.*gateway"):
+        hook.get_records("vat/VATCodes")
+    assert len(hook.get_records("vat/VATCodes")) == 7  # the refresh token was never spent
+
+
+def test_sync_rows_without_timestamp_are_refused_clearly(exact, make_hook):
+    hook = make_hook()
+    _ = hook.division
+    _fault(
+        exact,
+        status=200,
+        count=1,
+        match="sync/CRM/Accounts",
+        body=json.dumps({"d": {"results": [{"ID": "a"}]}}),
+    )
+    with pytest.raises(FatalSourceError, match="without a numeric Timestamp"):
+        list(hook.iter_sync("crm/Accounts", "ID"))
+
+
+def test_deletions_arrive_through_the_deleted_sync_feed(make_hook):
+    hook = make_hook()
+    start = max((c for _, c in hook.iter_sync("deleted", "EntityKey")), default=1)
+    created = hook.create("crm/Accounts", {"Name": "Weg ermee"})
+    hook.delete("crm/Accounts", created["ID"])
+    rows = [
+        r for page, _ in hook.iter_sync("deleted", "EntityKey,EntityType", timestamp_from=start) for r in page
+    ]
+    assert [(r["EntityKey"], r["EntityType"]) for r in rows] == [(created["ID"], 2)]
+    with pytest.raises(RecordError, match="not found"):
+        hook.delete("crm/Accounts", created["ID"])
