@@ -111,12 +111,15 @@ def seed_org_minimal(org) -> None:
     )
 
 
-def airflow_connection(system: dict, ca_bundle: str, flow: str = "password", **extra) -> dict:
+def airflow_connection(
+    system: dict, ca_bundle: str, flow: str = "password", extra: dict | None = None
+) -> dict:
     """Return an Airflow connection dict (``AIRFLOW_CONN_*`` JSON) for the simulator in a state file.
 
     :param system: the state file's ``systems["salesforce"]`` entry (url + seeded credentials).
     :param ca_bundle: the state file's ``ca_bundle``.
     :param flow: ``password`` (username-password + security token), ``client_credentials`` or ``jwt``.
+    :param extra: connection extras to add or override (``ca_bundle``, ``bulk_threshold``...).
     """
     extras: dict = {
         "login_url": system["url"],
@@ -138,6 +141,6 @@ def airflow_connection(system: dict, ca_bundle: str, flow: str = "password", **e
         extras.update(consumer_key=system["client_id"], private_key_file_path=system["jwt_private_key_file"])
     else:
         raise ValueError(f"unknown flow {flow!r}: use password, client_credentials or jwt")
-    extras.update(extra)
+    extras.update(extra or {})
     conn["extra"] = extras
     return conn

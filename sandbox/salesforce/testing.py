@@ -53,7 +53,7 @@ class SalesforceSandbox:
         """Return an ``AIRFLOW_CONN_*`` JSON value for `flow` (password, client_credentials or jwt)."""
         from erpsync.sandbox.salesforce import airflow_connection
 
-        return json.dumps(airflow_connection({"url": self.url, **self.info}, self.ca_bundle, flow, **extra))
+        return json.dumps(airflow_connection({"url": self.url, **self.info}, self.ca_bundle, flow, extra))
 
     def admin(self, method: str, what: str, body: dict | None = None) -> dict:
         import httpx
