@@ -1,0 +1,212 @@
+"""The SOAP endpoint against hostile or broken input, and against an independent SOAP client (zeep)."""
+
+from __future__ import annotations
+
+import httpx
+from test_bridge_support import count_customers, customer_add, enqueue, job
+
+from erpsync.sandbox.webconnector import WebConnectorSimulator
+
+pytest_plugins = ["test_bridge_support"]
+
+SOAP = "http://schemas.xmlsoap.org/soap/envelope/"
+HEADERS = {"Content-Type": "text/xml; charset=utf-8"}
+
+
+def _call(url: str, body: bytes | str, action: str = "") -> httpx.Response:
+    headers = dict(HEADERS)
+    if action:
+        headers["SOAPAction"] = f'"http://developer.intuit.com/{action}"'
+    return httpx.post(url, content=body, headers=headers, timeout=30)
+
+
+def _envelope(method: str, inner: str) -> str:
+    return (
+        f'<?xml version="1.0"?><soap:Envelope xmlns:soap="{SOAP}"><soap:Body>'
+        f'<{method} xmlns="http://developer.intuit.com/">{inner}</{method}></soap:Body></soap:Envelope>'
+    )
+
+
+def _assert_fault(resp: httpx.Response, text: str) -> None:
+    assert resp.status_code in (413, 500), resp.status_code
+    assert "<faultstring>" in resp.text and text in resp.text, resp.text[:500]
+
+
+def test_malformed_and_unknown_requests_get_faults_and_the_bridge_carries_on(bridge, qb):
+    url = bridge.soap_url
+    _assert_fault(_call(url, b"<soap:Envelope"), "malformed SOAP request")
+    _assert_fault(_call(url, b"not xml at all"), "malformed SOAP request")
+    _assert_fault(_call(url, b"<a/>"), "expected a SOAP Envelope")
+    _assert_fault(_call(url, f'<soap:Envelope xmlns:soap="{SOAP}"/>'), "no Body")
+    _assert_fault(_call(url, _envelope("dropDatabase", "")), "unknown Web Connector method")
+    # ... and real work still goes through afterwards
+    jid = enqueue(bridge, [customer_add("After Faults Co")]).json()["id"]
+    assert WebConnectorSimulator(url, "acme", "pw", qb).run_once().status == "ok"
+    assert job(bridge, jid)["state"] == "completed"
+
+
+def test_xxe_and_entity_expansion_are_refused_without_reading_anything(bridge, tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOP-SECRET-CONTENT")
+    xxe = (
+        f'<?xml version="1.0"?><!DOCTYPE foo [<!ENTITY xxe SYSTEM "file://{secret}">]>'
+        f'<soap:Envelope xmlns:soap="{SOAP}"><soap:Body><authenticate xmlns="http://developer.intuit.com/">'
+        "<strUserName>&xxe;</strUserName><strPassword>x</strPassword></authenticate></soap:Body></soap:Envelope>"
+    )
+    resp = _call(bridge.soap_url, xxe)
+    _assert_fault(resp, "DOCTYPE")
+    assert "TOP-SECRET" not in resp.text
+    laughs = (
+        '<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
+        + "".join(f'<!ENTITY lol{i} "{"&lol%s;" % ("" if i == 1 else i - 1) * 10}">' for i in range(1, 10))
+        + f']><soap:Envelope xmlns:soap="{SOAP}"><soap:Body><serverVersion xmlns="http://developer.intuit.com/">'
+        "<strVersion>&lol9;</strVersion></serverVersion></soap:Body></soap:Envelope>"
+    )
+    _assert_fault(_call(bridge.soap_url, laughs), "DOCTYPE")
+    # an XXE inside the qbXML response a client sends back is refused the same way
+    jid = enqueue(bridge, [customer_add("Xxe Co")]).json()["id"]
+    sim = WebConnectorSimulator(
+        bridge.soap_url, "acme", "pw", lambda doc: xxe.split("<soap:Envelope")[0] + "<QBXML/>"
+    )
+    report = sim.run_once()
+    assert report.status == "error" and "TOP-SECRET" not in (report.last_error or "")
+    assert job(bridge, jid)["counts"]["done"] == 0
+
+
+def test_twenty_megabyte_body_is_refused_with_413(bridge):
+    big = _envelope("serverVersion", "<strVersion>" + "x" * (20 * 1024 * 1024) + "</strVersion>")
+    resp = _call(bridge.soap_url, big)
+    assert resp.status_code == 413 and "exceeds" in resp.text
+    assert httpx.get(f"{bridge.url}/health").status_code == 200
+
+
+def test_bad_ticket_bad_password_wrong_company(bridge):
+    url = bridge.soap_url
+    send = _call(
+        url,
+        _envelope(
+            "sendRequestXML",
+            "<ticket>forged</ticket><strHCPResponse/><strCompanyFileName/><qbXMLCountry>US</qbXMLCountry>"
+            "<qbXMLMajorVers>13</qbXMLMajorVers><qbXMLMinorVers>0</qbXMLMinorVers>",
+        ),
+    )
+    assert send.status_code == 200 and "<sendRequestXMLResult></sendRequestXMLResult>" in send.text
+    err = _call(url, _envelope("getLastError", "<ticket>forged</ticket>"))
+    assert "Invalid or expired ticket" in err.text
+    recv = _call(
+        url, _envelope("receiveResponseXML", "<ticket>forged</ticket><response/><hresult/><message/>")
+    )
+    assert "<receiveResponseXMLResult>-1</receiveResponseXMLResult>" in recv.text
+    closed = _call(url, _envelope("closeConnection", "<ticket>forged</ticket>"))
+    assert closed.status_code == 200
+    # globex's user with acme's password, and acme's user with a wrong one: "nvu", nothing else leaks
+    for user, password in (("globex", "pw"), ("acme", "wrong"), ("", "")):
+        auth = _call(
+            url,
+            _envelope(
+                "authenticate", f"<strUserName>{user}</strUserName><strPassword>{password}</strPassword>"
+            ),
+        )
+        assert auth.status_code == 200
+        assert "<string></string><string>nvu</string>" in auth.text
+        assert "scrypt" not in auth.text and "pw2" not in auth.text
+
+
+def test_interactive_methods_answer_politely(bridge):
+    url = bridge.soap_url
+    assert (
+        "<interactiveDoneResult>Done</interactiveDoneResult>"
+        in _call(url, _envelope("interactiveDone", "<wcTicket>t</wcTicket>")).text
+    )
+    assert (
+        _call(
+            url, _envelope("getInteractiveURL", "<wcTicket>t</wcTicket><sessionID>s</sessionID>")
+        ).status_code
+        == 200
+    )
+    assert (
+        _call(url, _envelope("interactiveRejected", "<wcTicket>t</wcTicket><reason>r</reason>")).status_code
+        == 200
+    )
+
+
+def test_consolibyte_captured_envelopes_parse(bridge, shared_dir):
+    """The three captured request shapes (doc/literal, RPC-encoded with xsi:type, ns1: prefixes)."""
+    fixtures = shared_dir / "fixtures" / "qbwc"
+    auth = (fixtures / "consolibyte-emulated_soap_authenticate_request.xml").read_text()
+    resp = _call(
+        bridge.soap_url,
+        auth.replace("PLACEHOLDER_TICKET_OR_USERNAME", "acme").replace("PLACEHOLDER_PASSWORD", "pw"),
+    )
+    assert resp.status_code == 200 and "<authenticateResult>" in resp.text
+    ticket = resp.text.split("<string>")[1].split("</string>")[0]
+    assert ticket and "nvu" not in resp.text
+    send = (fixtures / "consolibyte-emulated_soap_sendRequestXML_request.xml").read_text()
+    resp = _call(bridge.soap_url, send.replace("PLACEHOLDER_TICKET_OR_USERNAME", ticket))
+    assert resp.status_code == 200 and "<sendRequestXMLResult" in resp.text
+    receive = (fixtures / "consolibyte-emulated_soap_receiveResponseXML_request.xml").read_text()
+    resp = _call(
+        bridge.soap_url,
+        receive.replace("PLACEHOLDER_TICKET_OR_USERNAME", ticket).replace(
+            "PLACEHOLDER_ESCAPED_QBXML_RESPONSE", ""
+        ),
+    )
+    assert resp.status_code == 200 and "<receiveResponseXMLResult>" in resp.text
+
+
+def _zeep_session(client, qb, *, user="acme", password="pw"):
+    service = client.service
+    assert service.serverVersion() is not None or True
+    assert (service.clientVersion(strVersion="2.3.0.36") or "") == ""
+    auth = service.authenticate(strUserName=user, strPassword=password)
+    ticket, company = auth[0], auth[1] or ""
+    assert company not in {"nvu", "none", "busy"}
+    percents = []
+    while True:
+        doc = service.sendRequestXML(
+            ticket=ticket,
+            strHCPResponse="",
+            strCompanyFileName=company,
+            qbXMLCountry="US",
+            qbXMLMajorVers=13,
+            qbXMLMinorVers=0,
+        )
+        assert doc, service.getLastError(ticket=ticket)
+        percent = service.receiveResponseXML(
+            ticket=ticket, response=qb.process(doc, session=ticket), hresult="", message=""
+        )
+        percents.append(percent)
+        if percent >= 100 or percent < 0:
+            break
+    return percents, service.closeConnection(ticket=ticket)
+
+
+def test_zeep_client_built_from_intuits_wsdl_runs_a_session(bridge_factory, qb, shared_dir):
+    """An independent SOAP client, built from the Web Connector WSDL, drives a whole session."""
+    import zeep
+    from zeep.transports import Transport
+
+    b = bridge_factory(max_batch_requests=3)
+    names = [f"Zeep Co {i}" for i in range(7)]
+    jid = enqueue(b, [customer_add(n) for n in names]).json()["id"]
+    wsdl = shared_dir / "reference" / "qbxml" / "QBWebConnectorSvc.wsdl"
+    client = zeep.Client(str(wsdl), transport=Transport(timeout=30))
+    client.service._binding_options["address"] = b.soap_url
+    percents, closed = _zeep_session(client, qb)
+    assert percents[-1] == 100 and len(percents) == 3
+    assert closed.startswith("OK: 7 succeeded")
+    assert job(b, jid)["state"] == "completed"
+    assert all(count_customers(qb, n) == 1 for n in names)
+
+
+def test_zeep_client_built_from_the_served_wsdl(bridge, qb):
+    """The WSDL the bridge serves at GET /qbwc?wsdl describes the endpoint it is served from."""
+    import zeep
+
+    enqueue(bridge, [customer_add("Served Wsdl Co")])
+    client = zeep.Client(f"{bridge.soap_url}?wsdl")
+    client.service._binding_options["address"] = bridge.soap_url  # the sandbox URL is 127.0.0.1
+    percents, _ = _zeep_session(client, qb)
+    assert percents == [100]
+    assert client.service.interactiveDone(wcTicket="x") == "Done"
+    assert count_customers(qb, "Served Wsdl Co") == 1
