@@ -164,6 +164,16 @@ def test_bad_rules_are_config_errors_naming_suite_and_rule(rules, key, expected)
     assert expected in str(caught.value) and "suite s1" in str(caught.value)
 
 
+def test_rule_gx_cannot_compute_is_an_error_not_a_pass():
+    """`between` on text makes GX fail inside a metric; that must not read as "no bad rows"."""
+    df = pd.DataFrame({"Id": ["a", "b"], "X": ["1", "zz"]})
+    with pytest.raises(QualityConfigError) as caught:
+        run_checks(
+            df, [{"rule": "between", "column": "X", "min": 0, "max": 5}], key_column="Id", suite_name="s2"
+        )
+    assert "suite s2, rule between:X" in str(caught.value) and "could not run the rule" in str(caught.value)
+
+
 def test_empty_chunk_and_no_rules_skip_gx():
     df = pd.DataFrame({"Id": pd.Series(dtype="str")})
     result = run_checks(df, [{"rule": "not_null", "column": "Id"}], key_column="Id", suite_name="s")

@@ -195,6 +195,22 @@ def _run_gx(work: pd.DataFrame, rules: list[dict[str, Any]], suite_name: str):
     return definition.run(batch_parameters={"dataframe": work}, result_format="COMPLETE")
 
 
+def _exception_message(info: Any) -> str | None:
+    """Return the error GX hit while computing a rule, if any.
+
+    GX 1.x reports it either directly ({"raised_exception": True, ...}) or per metric
+    ({"MetricConfigurationID(...)": {"raised_exception": True, "exception_message": ...}}).
+    """
+    if not isinstance(info, dict):
+        return None
+    if info.get("raised_exception"):
+        return str(info.get("exception_message"))
+    for value in info.values():
+        if isinstance(value, dict) and value.get("raised_exception"):
+            return str(value.get("exception_message"))
+    return None
+
+
 def run_checks(
     df: pd.DataFrame, rules: list[dict[str, Any]], *, key_column: str, suite_name: str
 ) -> QualityResult:
@@ -227,13 +243,19 @@ def run_checks(
     for result in outcome.results:
         name = (result.expectation_config.meta or {}).get("erpsync_rule")
         rule = by_name[name]
-        info = result.exception_info or {}
-        if info.get("raised_exception"):
+        failure = _exception_message(result.exception_info)
+        if failure is not None:
             raise QualityConfigError(
-                f"Great Expectations could not run the rule: {info.get('exception_message')}",
+                f"Great Expectations could not run the rule: {failure}",
                 where=f"suite {suite_name}, rule {name}",
             )
         positions = np.asarray(result.result.get("unexpected_index_list") or [], dtype=np.int64)
+        if not result.success and not len(positions):
+            # A failed expectation must name its rows; passing the chunk silently would hide it.
+            raise QualityConfigError(
+                f"Great Expectations failed the rule without naming rows: {result.result}",
+                where=f"suite {suite_name}, rule {name}",
+            )
         if not len(positions):
             continue
         positions = np.unique(positions)
