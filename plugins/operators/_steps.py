@@ -138,7 +138,8 @@ def extract_step(
         if src.cursor and src.cursor in df.columns and len(df):
             top = pd.to_datetime(df[src.cursor], utc=True, errors="coerce").max()
             if pd.notna(top):
-                iso = top.isoformat()
+                # Microseconds, floored: a later window starting here (inclusive) misses nothing.
+                iso = top.floor("us").to_pydatetime().isoformat()
                 max_cursor = iso if max_cursor is None or iso > max_cursor else max_cursor
         return df
 

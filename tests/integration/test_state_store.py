@@ -91,6 +91,11 @@ def test_cursor_only_moves_forward(store, flow):
     store.set_cursor(flow, "Account", "2026-01-02T00:00:00+00:00", run_id="r2")
     store.set_cursor(flow, "Account", "2026-01-01T00:00:00+00:00", run_id="r1")
     assert store.get_cursor(flow, "Account") == "2026-01-02T00:00:00+00:00"
+    # Instants compare as instants, whatever their precision or offset.
+    store.set_cursor(flow, "Account", "2026-01-02T01:59:59.5+02:00", run_id="r3")  # 23:59:59.5 the day before
+    assert store.get_cursor(flow, "Account") == "2026-01-02T00:00:00+00:00"
+    store.set_cursor(flow, "Account", "2026-01-02T00:00:00.000001+00:00", run_id="r4")
+    assert store.get_cursor(flow, "Account") == "2026-01-02T00:00:00.000001+00:00"
 
 
 def test_quarantine_lifecycle(store, flow):

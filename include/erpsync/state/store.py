@@ -379,7 +379,7 @@ class StateStore:
             now = datetime.now(UTC)
             if c is None:
                 s.add(Cursor(flow=flow, source=source, value=value, updated_at=now, run_id=run_id))
-            elif value > c.value:  # ISO-8601 UTC strings order like the instants they name
+            elif _cursor_order(value) > _cursor_order(c.value):
                 c.value, c.updated_at, c.run_id = value, now, run_id
 
     # ---- quarantine ------------------------------------------------------------------------
@@ -531,6 +531,17 @@ class StateStore:
                 or 0
             )
         return PruneResult(runs_deleted=runs, payloads_cleared=cleared, resolved_deleted=resolved)
+
+
+def _cursor_order(value: str) -> tuple:
+    """Order cursor values as instants when they are ISO timestamps, else as text (sync tokens)."""
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return (1, value)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (0, moment.timestamp(), value)
 
 
 def _chunks(items: list[str], size: int = _IN_CHUNK) -> Iterable[list[str]]:
