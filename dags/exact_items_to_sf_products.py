@@ -1,0 +1,27 @@
+"""
+### Exact Online items -> Salesforce products
+
+Every hour, the Exact Online sales items changed in the run's data interval become Salesforce
+`Product2` records, upserted by SKU (`ProductCode`), each with its standard price book entry kept in
+step. The long description is written only when a product is created, so descriptions enriched in
+Salesforce are never overwritten. Mapping: `include/mappings/exact_items_to_sf_products.yaml`.
+
+On success the `erpsync://salesforce/Product2` asset is updated, which starts `sf_orders_to_exact`.
+Wiring only (airflow dag built by `erpsync.flow_dag.build_flow_dag`): nothing heavy at parse time.
+"""
+
+from __future__ import annotations
+
+from erpsync.flow_dag import EXACT_ONLINE, SALESFORCE, build_flow_dag
+from erpsync.flows import ASSETS, interval_schedule, sync_params
+
+dag = build_flow_dag(
+    dag_id="exact_items_to_sf_products",
+    doc_md=__doc__,
+    schedule=interval_schedule("15 * * * *"),
+    source=EXACT_ONLINE,
+    target=SALESFORCE,
+    params=sync_params(batch_size=200),
+    outlets=[ASSETS["sf_products"]],
+    tags=["products"],
+)

@@ -1,0 +1,33 @@
+"""
+### Salesforce orders -> Exact Online sales orders
+
+Salesforce orders in the chosen statuses (param `statuses`, default `Activated`) that changed in the
+data interval become Exact Online sales orders with their lines. The Salesforce order number is kept in
+the Exact order's `YourRef`, so an order that already exists in Exact is skipped, never posted twice.
+Missing data is enriched (VAT code by rate), the customer is found by e-mail and created or updated
+(company debtor with contact, or person), every product must exist in Exact (else the order is
+quarantined), payment terms are mapped, and orders of unknown customers can fall back to a default
+debtor. Mapping: `include/mappings/sf_orders_to_exact.yaml`.
+
+Runs hourly and also whenever `exact_items_to_sf_products` has updated the Salesforce products.
+Wiring only (airflow dag built by `erpsync.flow_dag.build_flow_dag`): nothing heavy at parse time.
+"""
+
+from __future__ import annotations
+
+from airflow.sdk import AssetOrTimeSchedule
+
+from erpsync.flow_dag import EXACT_ONLINE, SALESFORCE, build_flow_dag
+from erpsync.flows import ASSETS, interval_schedule, sync_params
+
+dag = build_flow_dag(
+    dag_id="sf_orders_to_exact",
+    doc_md=__doc__,
+    schedule=AssetOrTimeSchedule(timetable=interval_schedule("30 * * * *"), assets=[ASSETS["sf_products"]]),
+    source=SALESFORCE,
+    target=EXACT_ONLINE,
+    lookups=[EXACT_ONLINE],
+    params=sync_params(batch_size=50, statuses=["Activated"]),
+    outlets=[ASSETS["exact_sales_orders"]],
+    tags=["orders"],
+)
