@@ -16,6 +16,7 @@ Retry safety, step by step:
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -48,6 +49,7 @@ log = logging.getLogger(__name__)
 
 _KEY_BATCH = 500  # keys per read_by_keys call (SOQL IN lists and OData filters stay short)
 DEFAULT_THRESHOLD = 0.1
+_RETRY_WAIT_MAX = 30.0
 
 
 class VerificationError(FatalSourceError):
@@ -411,8 +413,14 @@ def upsert_step(
     batch_size: int = 200,
     dry_run: bool = False,
     max_retries: int = 2,
+    retry_wait: float = 1.0,
 ) -> Manifest:
-    """Write the plan's creates and updates in batches, recording identities after each batch."""
+    """Write the plan's creates and updates in batches, recording identities after each batch.
+
+    Rows the target refuses as transient (a locked record) are resent up to `max_retries` times
+    with exponential waits from `retry_wait` seconds; rows refused for good, or still refused after
+    that, are quarantined with the target's error code and message.
+    """
     from erpsync.plan import PlanSpec
     from erpsync.state import Identity, QuarantineRecord
 
@@ -455,7 +463,7 @@ def upsert_step(
             rows = todo[todo["_action"] == action]
             for start in range(0, len(rows), batch_size):
                 batch = rows.iloc[start : start + batch_size]
-                results = _write_batch(ctx, spec, adapter, batch, action, max_retries)
+                results = _write_batch(ctx, spec, adapter, batch, action, max_retries, retry_wait)
                 ok = results[results["_result"].isin(["created", "updated"])]
                 ctx.store.record_identities(
                     ctx.flow,
@@ -490,7 +498,7 @@ def upsert_step(
     return out
 
 
-def _write_batch(ctx, spec, adapter, batch, action: str, max_retries: int):
+def _write_batch(ctx, spec, adapter, batch, action: str, max_retries: int, retry_wait: float = 1.0):
     """Send one batch; retry only the rows the target called transient, within max_retries."""
     import pandas as pd
 
@@ -520,7 +528,14 @@ def _write_batch(ctx, spec, adapter, batch, action: str, max_retries: int):
             break
         finished.append(merged[~transient.to_numpy()])
         pending = pending.reset_index(drop=True)[transient.to_numpy()]
-        log.warning("Retrying %d rows the target refused for now (attempt %d)", len(pending), attempt + 1)
+        wait = min(_RETRY_WAIT_MAX, retry_wait * 2**attempt)
+        log.warning(
+            "Retrying %d rows the target refused for now in %.1f s (attempt %d)",
+            len(pending),
+            wait,
+            attempt + 1,
+        )
+        time.sleep(wait)
     return pd.concat(finished, ignore_index=True)
 
 

@@ -248,3 +248,26 @@ def test_manual_run_without_interval_continues_from_the_cursor(world, tmp_path):
     mapped = steps.map_step(manual, mapping, extracted)
     plan = steps.plan_step(manual, mapping, mapped, MemoryAdapter(world["target"]))
     assert (plan.extra["counts"]["update"], plan.extra["counts"]["skip"]) == (1, 2)
+
+
+@pytest.mark.parametrize("max_retries, created, quarantined", [(2, 4, 0), (0, 2, 2)])
+def test_transient_row_refusals_are_retried_then_quarantined(
+    world, tmp_path, max_retries, created, quarantined
+):
+    """Locked records are resent within the task; what is still refused goes to quarantine."""
+    seed_accounts(world["source"], 4)
+    planned = _run(world, tmp_path, "t1", T0, until="plan")["plan"]
+    target = MemoryAdapter(world["target"])
+    target.refuse_transiently("Customer", 2)
+    ctx = _context(world, tmp_path, "t1", T0)
+    mapping = load_flow(world["flow"], world["mappings"])
+    out = steps.upsert_step(
+        ctx, mapping, planned, target, batch_size=4, max_retries=max_retries, retry_wait=0.01
+    )
+    assert out.extra["counts"]["created"] == created and out.extra["counts"]["failed"] == quarantined
+    entries = ctx.store.quarantine_entries(world["flow"])
+    assert len(entries) == quarantined
+    assert all(e["stage"] == "upsert" and e["rule"] == "UNABLE_TO_LOCK_ROW" for e in entries)
+    assert [c["rows"] for c in target.call_log.calls if c["method"] == "upsert"] == [4, 2][
+        : 1 + (max_retries > 0)
+    ]

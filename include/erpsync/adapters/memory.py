@@ -39,6 +39,7 @@ CREATE TABLE IF NOT EXISTS writes (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, object TEXT NOT NULL, id TEXT NOT NULL, action TEXT NOT NULL,
     at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS faults (object TEXT PRIMARY KEY, crash_after INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS busy (object TEXT PRIMARY KEY, remaining INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS clock (id INTEGER PRIMARY KEY CHECK (id = 1), now TEXT NOT NULL);
 """
 
@@ -172,6 +173,14 @@ class MemoryAdapter:
                 (obj, rows),
             )
 
+    def refuse_transiently(self, obj: str, rows: int) -> None:
+        """Refuse the next `rows` row writes to `obj` as locked (UNABLE_TO_LOCK_ROW, retriable)."""
+        self._db.execute(
+            "INSERT INTO busy (object, remaining) VALUES (?, ?) "
+            "ON CONFLICT(object) DO UPDATE SET remaining = excluded.remaining",
+            (obj, rows),
+        )
+
     # ---- SystemAdapter ---------------------------------------------------------------------------
 
     def check_connection(self) -> tuple[bool, str]:
@@ -268,6 +277,11 @@ class MemoryAdapter:
         problem = self._validate(meta, values, creating=existing is None)
         if problem:
             return self._refused(key, target_id, *problem)
+        if self._busy(meta.name):
+            return {
+                **self._refused(key, target_id, "UNABLE_TO_LOCK_ROW", "record locked by another user"),
+                "retriable": True,
+            }
         self._maybe_crash(meta.name)
         rid = target_id or self._next_id(meta.name)
         record = {**(existing or {}), **values, meta.id_field: rid}
@@ -328,6 +342,13 @@ class MemoryAdapter:
             if missing:
                 return "REQUIRED_FIELD_MISSING", f"{meta.name} requires {', '.join(missing)}"
         return None
+
+    def _busy(self, obj: str) -> bool:
+        row = self._db.execute("SELECT remaining FROM busy WHERE object = ?", (obj,)).fetchone()
+        if not row or row[0] <= 0:
+            return False
+        self._db.execute("UPDATE busy SET remaining = remaining - 1 WHERE object = ?", (obj,))
+        return True
 
     def _maybe_crash(self, obj: str) -> None:
         row = self._db.execute("SELECT crash_after FROM faults WHERE object = ?", (obj,)).fetchone()
