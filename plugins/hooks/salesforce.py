@@ -45,6 +45,7 @@ import random
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -567,6 +568,43 @@ class SalesforceHook(BaseHook):
             seen.add(nxt)
             page = self.request("GET", nxt, kind="query", headers=headers)
 
+    def query_window(
+        self,
+        sobject: str,
+        fields: Sequence[str],
+        start: datetime,
+        end: datetime,
+        *,
+        where: str | None = None,
+        include_deleted: bool = False,
+        batch_size: int | None = None,
+    ) -> Iterator[list[dict]]:
+        """Yield the records whose ``SystemModstamp`` lies in [start, end), oldest first.
+
+        SystemModstamp, not LastModifiedDate: it also moves on system changes and is indexed everywhere.
+        Both bounds are cut to whole seconds (SOQL datetime literals have none smaller), so consecutive
+        windows still tile without gap or overlap.
+
+        :param where: an extra SOQL condition ANDed to the window (written by the caller, not user input).
+        """
+        if start.tzinfo is None or end.tzinfo is None:
+            raise ConfigError(
+                "query_window needs timezone-aware datetimes (a naive one would be read as UTC "
+                "on one machine and local time on another)",
+                where=f"{sobject} window",
+            )
+        if end <= start:
+            raise ConfigError(
+                f"empty window: end {end.isoformat()} is not after start {start.isoformat()}",
+                where=f"{sobject} window",
+            )
+        names = list(dict.fromkeys(["Id", "SystemModstamp", *fields]))
+        condition = f"SystemModstamp >= {_soql_datetime(start)} AND SystemModstamp < {_soql_datetime(end)}"
+        if where:
+            condition = f"{condition} AND ({where})"
+        soql = f"SELECT {', '.join(names)} FROM {sobject} WHERE {condition} ORDER BY SystemModstamp, Id"
+        return self.query_batches(soql, include_deleted=include_deleted, batch_size=batch_size)
+
     def bulk_query_batches(
         self, soql: str, *, include_deleted: bool = False, max_records: int = 50_000
     ) -> Iterator[list[dict[str, str]]]:
@@ -746,6 +784,16 @@ class SalesforceHook(BaseHook):
             raise ConfigError("upsert needs external_id_field", where=f"{sobject} upsert")
         if mode not in ("auto", "collections", "bulk"):
             raise ConfigError(f"unknown mode {mode!r}; use auto, collections or bulk")
+        if mode == "bulk" and all_or_none:
+            raise ConfigError(
+                "Bulk API 2.0 has no all-or-none mode; use mode='collections'", where=f"{sobject} {operation}"
+            )
+        if mode == "bulk" and operation == "insert":
+            raise ConfigError(
+                "Bulk insert results cannot be matched back to input rows (no key); use upsert "
+                "with an external id, or mode='collections'",
+                where=f"{sobject} insert",
+            )
         key_field = external_id_field if operation == "upsert" else "Id" if operation == "update" else None
         names = sorted({k for r in records for k in r if k != "attributes"})
         fields = self.check_fields(sobject, names, operation=operation, external_id_field=external_id_field)
@@ -789,7 +837,9 @@ class SalesforceHook(BaseHook):
                 last_seen[norm] = i
             pending.append(i)
         threshold = int(self._opt("bulk_threshold", 2000, int))
-        use_bulk = mode == "bulk" or (mode == "auto" and len(pending) >= threshold and not all_or_none)
+        # Bulk needs a key to match results (so never for inserts) and cannot do all-or-none.
+        bulk_ok = operation != "insert" and not all_or_none
+        use_bulk = mode == "bulk" or (mode == "auto" and len(pending) >= threshold and bulk_ok)
         retries = int(self._opt("max_retries", 5, int))
         attempt = 0
         while pending:
@@ -810,7 +860,7 @@ class SalesforceHook(BaseHook):
             )
             time.sleep(self._backoff(attempt))
             attempt += 1
-            use_bulk = mode == "bulk" or (mode == "auto" and len(pending) >= threshold and not all_or_none)
+            use_bulk = mode == "bulk" or (mode == "auto" and len(pending) >= threshold and bulk_ok)
         return [r for r in results if r is not None]
 
     def _send_collections(
@@ -893,11 +943,14 @@ class SalesforceHook(BaseHook):
         indexes: list[int],
         all_or_none: bool,
     ) -> dict[int, RecordResult]:
-        """Run one Bulk API 2.0 ingest job per ~90 MB of CSV and map its result CSVs back to the input."""
+        """Run one Bulk API 2.0 ingest job per ~90 MB of CSV and map its result CSVs back to the input.
+
+        Result rows echo the uploaded columns but come in no promised order, so each is matched to its
+        input record by the key column (the external id, or Id for updates); keys are unique per call.
+        """
         out: dict[int, RecordResult] = {}
-        key_field = ext if operation == "upsert" else "Id" if operation in ("update", "delete") else None
-        for part in _split_csv(records, indexes):
-            header, rows = part
+        key_field = ext if operation == "upsert" else "Id"
+        for header, rows in _split_csv(records, indexes):
             body = {
                 "object": sobject,
                 "operation": operation,
@@ -907,98 +960,74 @@ class SalesforceHook(BaseHook):
                 **({"externalIdFieldName": ext} if ext else {}),
             }
             job = self.request("POST", "jobs/ingest", json=body, kind="bulk", idempotent=True)
-            text = _csv_text(header, [row for _, row in rows])
             self.request(
                 "PUT",
                 f"jobs/ingest/{job['id']}/batches",
-                data=text.encode("utf-8"),
                 kind="bulk",
-                headers={"Content-Type": "text/csv"},
                 raw=True,
+                data=_csv_text(header, [row for _, row in rows]).encode("utf-8"),
+                headers={"Content-Type": "text/csv"},
             )
             self.request("PATCH", f"jobs/ingest/{job['id']}", json={"state": "UploadComplete"}, kind="bulk")
             final = self._wait_for_job("ingest", job["id"])
-            by_key: dict[str, list[int]] = {}
-            ordered = [i for i, _ in rows]
-            for i in ordered:
-                k = str(records[i].get(key_field)).lower() if key_field else None
-                by_key.setdefault(k or "", []).append(i)
-            matched: set[int] = set()
-
-            def take(row: dict, position: int, _ordered=ordered, _by_key=by_key, _matched=matched) -> int:
-                # Bulk result rows echo the input columns; match on the key, else on position among
-                # unmatched rows (inserts have no key; each CSV keeps its rows in input order).
-                if key_field:
-                    for i in _by_key.get(str(row.get(key_field, "")).lower(), []):
-                        if i not in _matched:
-                            _matched.add(i)
-                            return i
-                i = _ordered[position]
-                _matched.add(i)
-                return i
-
-            ok_rows = self._result_rows(job["id"], "successfulResults")
-            bad_rows = self._result_rows(job["id"], "failedResults")
-            rest_rows = self._result_rows(job["id"], "unprocessedrecords")
-            if not key_field and (bad_rows or rest_rows):
-                # Without a key, only position identifies rows; Salesforce does not promise order across
-                # the three files, so refuse to guess when any row failed.
-                raise FatalSourceError(
-                    f"bulk {operation} job {job['id']} had failures that cannot be matched "
-                    "to input rows without a key column; use upsert",
-                    where="Bulk API 2.0",
-                )
-            for n, row in enumerate(ok_rows):
-                i = take(row, n)
+            by_key = {str(records[i].get(key_field)).lower(): i for i, _ in rows}
+            reason = final.get("errorMessage") or "no reason given"
+            for kind in ("successfulResults", "failedResults", "unprocessedrecords"):
+                for row in self._result_rows(job["id"], kind):
+                    i = by_key.pop(str(row.get(key_field, "")).lower(), None)
+                    if i is None:
+                        self.log.warning(
+                            "Bulk job %s: %s row with unknown key %r ignored",
+                            job["id"],
+                            kind,
+                            row.get(key_field),
+                        )
+                        continue
+                    key = records[i].get(key_field)
+                    if kind == "successfulResults":
+                        out[i] = RecordResult(
+                            i,
+                            key,
+                            True,
+                            row.get("sf__Id"),
+                            row.get("sf__Created", "").lower() == "true",
+                            via="bulk",
+                        )
+                    elif kind == "failedResults":
+                        out[i] = RecordResult(
+                            i,
+                            key,
+                            False,
+                            row.get("sf__Id") or None,
+                            errors=[_parse_bulk_error(row.get("sf__Error", ""))],
+                            via="bulk",
+                        )
+                    else:
+                        out[i] = RecordResult(
+                            i,
+                            key,
+                            False,
+                            errors=[
+                                RecordFailure(
+                                    "UNPROCESSED",
+                                    f"job {job['id']} ended {final['state']} before this row: {reason}",
+                                )
+                            ],
+                            via="bulk",
+                        )
+            for i in by_key.values():
                 out[i] = RecordResult(
                     i,
-                    records[i].get(key_field) if key_field else None,
-                    True,
-                    row.get("sf__Id"),
-                    row.get("sf__Created", "").lower() == "true",
-                    via="bulk",
-                )
-            for n, row in enumerate(bad_rows):
-                i = take(row, len(ok_rows) + n)
-                out[i] = RecordResult(
-                    i,
-                    records[i].get(key_field) if key_field else None,
-                    False,
-                    row.get("sf__Id") or None,
-                    None,
-                    [_parse_bulk_error(row.get("sf__Error", ""))],
-                    via="bulk",
-                )
-            for n, row in enumerate(rest_rows):
-                i = take(row, len(ok_rows) + len(bad_rows) + n)
-                out[i] = RecordResult(
-                    i,
-                    records[i].get(key_field) if key_field else None,
+                    records[i].get(key_field),
                     False,
                     errors=[
                         RecordFailure(
-                            "UNPROCESSED",
-                            f"job {job['id']} ended {final['state']} before this row: "
-                            f"{final.get('errorMessage') or 'no reason given'}",
+                            "MISSING_RESULT",
+                            f"job {job['id']} ({final['state']}) reported nothing for this row: {reason}",
                         )
                     ],
                     via="bulk",
                 )
-            for i in ordered:
-                if i not in out:
-                    out[i] = RecordResult(
-                        i,
-                        records[i].get(key_field) if key_field else None,
-                        False,
-                        errors=[
-                            RecordFailure(
-                                "MISSING_RESULT",
-                                f"job {job['id']} ({final['state']}) reported nothing for "
-                                f"this row: {final.get('errorMessage') or ''}",
-                            )
-                        ],
-                        via="bulk",
-                    )
         return out
 
     def _result_rows(self, job_id: str, kind: str) -> list[dict[str, str]]:
@@ -1048,6 +1077,13 @@ def _error_of(resp) -> tuple[str, str]:
             body.get("message", json.dumps(body)[:300])
         )
     return f"HTTP_{resp.status_code}", str(body)[:300]
+
+
+def _soql_datetime(moment: datetime) -> str:
+    """Render an aware datetime as a SOQL literal in UTC, cut to whole seconds."""
+    from datetime import UTC
+
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _strip_attributes(record: dict) -> dict:

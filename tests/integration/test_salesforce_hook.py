@@ -290,3 +290,150 @@ def test_bulk_row_locks_are_resent(sf, monkeypatch):
         [{"External_Id__c": f"HK-c-{n}", "LastName": f"Łukasz {n}"} for n in range(60)],
     )
     assert all(r.success for r in results) and sum(r.attempts == 2 for r in results) == 2
+
+
+# ----- flows' shapes -----------------------------------------------------------------------------
+def test_query_window_tiles_systemmodstamp_windows(hook):
+    from datetime import UTC, datetime, timedelta
+
+    end = datetime.now(UTC) + timedelta(minutes=1)
+    start = end - timedelta(days=40)
+    cut = end - timedelta(days=10)
+    whole = [r for b in hook.query_window("Account", ["Name", "Owner.LastName"], start, end) for r in b]
+    halves = [r for b in hook.query_window("Account", ["Name"], start, cut) for r in b] + [
+        r for b in hook.query_window("Account", ["Name"], cut, end) for r in b
+    ]
+    assert len(whole) >= 300 and sorted(r["Id"] for r in whole) == sorted(r["Id"] for r in halves)
+    stamps = [r["SystemModstamp"] for r in whole]
+    assert stamps == sorted(stamps) and "LastName" in whole[0]["Owner"]
+    typed = [
+        r for b in hook.query_window("Account", ["Type"], start, end, where="Type = 'Prospect'") for r in b
+    ]
+    assert 0 < len(typed) < len(whole) and {r["Type"] for r in typed} == {"Prospect"}
+    with pytest.raises(ConfigError, match="timezone-aware"):
+        hook.query_window("Account", ["Name"], datetime(2024, 1, 1), end)
+    with pytest.raises(ConfigError, match="empty window"):
+        hook.query_window("Account", ["Name"], end, start)
+
+
+def test_update_by_id_returns_failures_per_record(hook):
+    rows = next(hook.query_batches("SELECT Id FROM Account WHERE QB_ListID__c = null ORDER BY Id LIMIT 2"))
+    gone = hook.insert("Account", [{"Name": "to be deleted"}])[0].id
+    hook.request("DELETE", f"sobjects/Account/{gone}")
+    results = hook.update(
+        "Account",
+        [
+            {"Id": rows[0]["Id"], "QB_ListID__c": "8000ABCD-1700000000"},
+            {"Id": gone, "QB_ListID__c": "8000ABCD-1700000001"},
+            {"Id": "001nonsense", "QB_ListID__c": "x"},
+            {"QB_ListID__c": "no id"},
+        ],
+    )
+    assert results[0].success and results[0].id == rows[0]["Id"] and results[0].created is False
+    assert [r.errors[0].code for r in results[1:]] == [
+        "ENTITY_IS_DELETED",
+        "MALFORMED_ID",
+        "MISSING_ARGUMENT",
+    ]
+    assert results[3].via == "preflight"
+
+
+def test_all_or_none_commits_nothing_when_one_record_fails(hook):
+    results = hook.upsert(
+        "Account",
+        "External_Id__c",
+        [
+            {"External_Id__c": "HK-aon-1", "Name": "fine"},
+            {"External_Id__c": "HK-aon-2", "Name": "x", "ParentId": "001Dn000000zzzzIAA"},
+        ],
+        all_or_none=True,
+    )
+    assert [r.errors[0].code for r in results] == [
+        "ALL_OR_NONE_OPERATION_ROLLED_BACK",
+        "INVALID_CROSS_REFERENCE_KEY",
+    ]
+    assert list(hook.query_batches("SELECT Id FROM Account WHERE External_Id__c = 'HK-aon-1'")) == []
+    with pytest.raises(ConfigError, match="no all-or-none"):
+        hook.upsert(
+            "Account", "External_Id__c", [{"External_Id__c": "a", "Name": "b"}], all_or_none=True, mode="bulk"
+        )
+    with pytest.raises(ConfigError, match="cannot be matched back"):
+        hook.insert("Account", [{"Name": "b"}], mode="bulk")
+
+
+def test_exact_items_to_products_shape_with_standard_price_entries(sf, monkeypatch):
+    """Upsert Product2 by SKU__c, then create only the missing standard PricebookEntries (one SOQL)."""
+    hook = _new_hook(sf, monkeypatch, bulk_threshold=40)
+    items = [
+        {
+            "SKU__c": f"HK-ITEM-{n:03d}",
+            "Name": f"Exact item {n} – Ωmega",
+            "IsActive": True,
+            "Family": "Hardware",
+            "Description": "d" * 4000,
+        }
+        for n in range(45)
+    ]
+    items.append({"SKU__c": "ITEM-0001", "Name": "Seeded item renamed", "IsActive": True})  # exists already
+    products = hook.upsert("Product2", "SKU__c", items)
+    assert all(p.success for p in products) and sum(p.created for p in products) == 45
+    std = sf.info["standard_pricebook_id"]
+    ids = ", ".join(f"'{p.id}'" for p in products)
+    priced = {
+        r["Product2Id"]
+        for b in hook.query_batches(
+            f"SELECT Product2Id FROM PricebookEntry WHERE Pricebook2Id = '{std}' AND Product2Id IN ({ids})"
+        )
+        for r in b
+    }
+    assert len(priced) == 1  # only the seeded ITEM-0001 had a standard price
+    entries = hook.insert(
+        "PricebookEntry",
+        [
+            {"Pricebook2Id": std, "Product2Id": p.id, "UnitPrice": 9.5, "IsActive": True}
+            for p in products
+            if p.id not in priced
+        ],
+    )
+    assert len(entries) == 45 and all(e.success for e in entries)
+    again = hook.insert(
+        "PricebookEntry", [{"Pricebook2Id": std, "Product2Id": products[0].id, "UnitPrice": 1}]
+    )
+    assert again[0].errors[0].code == "DUPLICATE_VALUE"
+
+
+def test_orders_reference_accounts_by_external_id_in_collections_and_bulk(sf, monkeypatch):
+    hook = _new_hook(sf, monkeypatch, bulk_threshold=30)
+    hook.upsert("Account", "External_Id__c", [{"External_Id__c": "HK-ord-acc", "Name": "Orders BV"}])
+    std = sf.info["standard_pricebook_id"]
+    orders = [
+        {
+            "Exact_Order_Id__c": f"HK-EO-{n}",
+            "Account": {"External_Id__c": "HK-ord-acc"},
+            "EffectiveDate": "2024-05-01",
+            "Status": "Draft",
+            "Pricebook2Id": std,
+        }
+        for n in range(35)
+    ]
+    orders[3]["Account"] = {"External_Id__c": "HK-no-such-account"}
+    for mode in ("bulk", "collections"):
+        results = hook.upsert("Order", "Exact_Order_Id__c", orders, mode=mode)
+        assert {r.via for r in results} == {mode}
+        assert [r.index for r in results if not r.success] == [3]
+        assert "HK-no-such-account" in results[3].errors[0].message
+    acc = [
+        r
+        for b in hook.query_batches(
+            "SELECT Account.External_Id__c FROM Order WHERE Exact_Order_Id__c = 'HK-EO-0'"
+        )
+        for r in b
+    ]
+    assert acc[0]["Account"]["External_Id__c"] == "HK-ord-acc"
+
+
+def test_persistently_malformed_json_is_a_clear_retriable_error(hook, sf):
+    sf.admin("POST", "faults", {"rules": [{"kind": "malformed_json", "count": 10, "path": "describe"}]})
+    with pytest.raises(RetriableSourceError, match="malformed JSON") as info:
+        hook.describe("Product2")
+    assert "sobjects/Product2/describe" in info.value.where
