@@ -337,6 +337,7 @@ class UpsertOperator(_AdapterStepOperator, _InputMixin):
     :param batch_size: rows per write call (default: DAG param `batch_size`, else 200).
     :param dry_run: write nothing (default: DAG param `dry_run`).
     :param max_retries: resends of rows the target refused as transient, within this task try.
+    :param retry_wait: seconds before the first resend; doubled each time, at most 30.
     """
 
     template_fields: Sequence[str] = (
@@ -353,6 +354,7 @@ class UpsertOperator(_AdapterStepOperator, _InputMixin):
         batch_size: int | str | None = None,
         dry_run: bool | str | None = None,
         max_retries: int = 2,
+        retry_wait: float = 1.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -361,12 +363,10 @@ class UpsertOperator(_AdapterStepOperator, _InputMixin):
             raise ValueError(f"{self.task_id}: batch_size must be at least 1, got {batch_size}")
         if max_retries < 0:
             raise ValueError(f"{self.task_id}: max_retries must not be negative, got {max_retries}")
-        self.manifest, self.batch_size, self.dry_run, self.max_retries = (
-            manifest,
-            batch_size,
-            dry_run,
-            max_retries,
-        )
+        if retry_wait < 0:
+            raise ValueError(f"{self.task_id}: retry_wait must not be negative, got {retry_wait}")
+        self.manifest, self.batch_size, self.dry_run = manifest, batch_size, dry_run
+        self.max_retries, self.retry_wait = max_retries, retry_wait
 
     def run_step(self, context) -> dict:
         from erpsync.operators._steps import upsert_step
@@ -383,6 +383,7 @@ class UpsertOperator(_AdapterStepOperator, _InputMixin):
             batch_size=batch_size,
             dry_run=dry_run,
             max_retries=self.max_retries,
+            retry_wait=self.retry_wait,
         ).to_xcom()
 
 
