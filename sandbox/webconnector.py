@@ -342,12 +342,14 @@ def start_bridge(
     port: int = 0,
     migrate: bool = True,
     wrap: Callable[[Any], Any] | None = None,
+    tls: bool = False,
     **settings: Any,
 ) -> LocalBridge:
     """Migrate a store, register `companies` ({name: password}), and serve the bridge on a thread.
 
     :param ctx: a `SandboxContext` (data folder for the default SQLite file, host).
     :param wrap: optional ASGI wrapper around the app (fault injection between client and bridge).
+    :param tls: serve https with a certificate from the sandbox CA (clients trust `ctx.ca.ca_bundle`).
     """
     from erpsync.qbwc_bridge.app import create_app
     from erpsync.qbwc_bridge.config import load_settings
@@ -366,7 +368,7 @@ def start_bridge(
                 add_company(session=s, name=name, password=password)
     cfg = load_settings(database_url=url, api_token=api_token, environment="development", **settings)
     app = create_app(cfg, store=store)
-    running = serve_in_thread(ServiceSpec("qbwc_bridge", wrap(app) if wrap else app), ctx, port=port)
+    running = serve_in_thread(ServiceSpec("qbwc_bridge", wrap(app) if wrap else app, tls=tls), ctx, port=port)
     # The .qwc and WSDL name the URL the bridge really got (port 0 = chosen by the OS).
     cfg = cfg.model_copy(update={"public_url": running.url.replace("127.0.0.1", "localhost")})
     app.state.bridge.settings = app.state.bridge.conversation.settings = cfg

@@ -152,6 +152,11 @@ class QbwcBridgeHook(BaseHook):
     def get_conn(self) -> httpx.Client:
         return self.client
 
+    def close(self) -> None:
+        """Close the HTTP client (and its keep-alive connections) if it was built."""
+        if "client" in self.__dict__:
+            self.__dict__.pop("client").close()
+
     def _call(self, method: str, path: str, *, timeout: float | None = None, **kwargs: Any) -> dict[str, Any]:
         import httpx
 
