@@ -8,7 +8,7 @@ The state file gets the credentials a client needs::
      "client_id": ..., "client_secret": ..., "jwt_private_key_file": ..., "api_version": "62.0"}
 
 Simulator options (`SandboxContext.options["salesforce"]`): ``latency_ms``, ``session_timeout``
-(seconds idle), ``daily_api_limit``, ``bulk_processing_seconds``, ``fault_seed``, ``save_interval``.
+(seconds idle), ``cursor_timeout``, ``daily_api_limit``, ``bulk_processing_seconds``, ``fault_seed``, ``save_interval``.
 """
 
 from __future__ import annotations

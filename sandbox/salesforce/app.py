@@ -102,6 +102,9 @@ class SalesforceSimulator:
         self.creds = creds
         self.org_id = "00DDn0000000Sbx" + "EAA"
         self.session_timeout = float(opts.get("session_timeout", 7200))
+        self.cursor_timeout = float(
+            opts.get("cursor_timeout", 900)
+        )  # query locators die after ~15 idle minutes
         self.api_max = int(opts.get("daily_api_limit", 100_000))
         self.api_used = 0
         self.bulk_processing_seconds = float(opts.get("bulk_processing_seconds", 0.2))
@@ -436,7 +439,11 @@ class SalesforceSimulator:
         if len(parts) == 2:
             locator, _, offset = parts[1].partition("-")
             cursor = self.cursors.get(locator)
-            if cursor is None or time.monotonic() - cursor.last_used > 900 or not offset.isdigit():
+            if (
+                cursor is None
+                or time.monotonic() - cursor.last_used > self.cursor_timeout
+                or not offset.isdigit()
+            ):
                 self.cursors.pop(locator, None)
                 return _rest_error(400, "INVALID_QUERY_LOCATOR", "invalid query locator")
             cursor.last_used = time.monotonic()

@@ -623,3 +623,93 @@ def test_seed_has_the_dirty_rows_the_sync_must_quarantine(api):
     statuses = {r["Status"] for r in q(api, "SELECT Status FROM Order")["records"]}
     assert statuses == {"Draft", "Activated"}
     assert q(api, "SELECT COUNT() FROM PricebookEntry WHERE Pricebook2.IsStandard = true")["totalSize"] >= 50
+
+
+def test_idle_sessions_and_query_locators_expire(tmp_path):
+    with running_salesforce(tmp_path, seed=False, session_timeout=0.3, cursor_timeout=0.3) as short:
+        tok = short.token()
+        with httpx.Client(
+            base_url=short.url, verify=short.ssl_context(), headers={"Authorization": f"Bearer {tok}"}
+        ) as c:
+            body = {"records": [{"attributes": {"type": "Account"}, "Name": f"n{i}"} for i in range(200)]}
+            for _ in range(2):
+                assert c.post(f"{V}/composite/sobjects", json=body).status_code == 200
+            page = c.get(
+                f"{V}/query",
+                params={"q": "SELECT Id FROM Account"},
+                headers={"Sforce-Query-Options": "batchSize=200"},
+            ).json()
+            time.sleep(0.2)
+            assert c.get(f"{V}/limits").status_code == 200  # activity keeps the session alive
+            time.sleep(0.2)
+            stale = c.get(page["nextRecordsUrl"])
+            assert stale.status_code == 400 and stale.json()[0]["errorCode"] == "INVALID_QUERY_LOCATOR"
+            time.sleep(0.4)
+            expired = c.get(f"{V}/limits")
+            assert expired.status_code == 401 and expired.json()[0]["errorCode"] == "INVALID_SESSION_ID"
+
+
+def test_only_ten_query_locators_stay_open(api):
+    pages = [q(api, "SELECT Id FROM Contact", **{"Sforce-Query-Options": "batchSize=200"}) for _ in range(11)]
+    oldest = api.get(pages[0]["nextRecordsUrl"])
+    assert oldest.status_code == 400 and oldest.json()[0]["errorCode"] == "INVALID_QUERY_LOCATOR"
+    assert api.get(pages[-1]["nextRecordsUrl"]).status_code == 200
+
+
+def test_get_updated_and_get_deleted_windows(api):
+    from datetime import UTC, datetime, timedelta
+
+    start = (datetime.now(UTC) - timedelta(seconds=5)).strftime("%Y-%m-%dT%H:%M:%S+00:00")
+    rid = api.post(f"{V}/sobjects/Account", json={"Name": "Window BV"}).json()["id"]
+    end = (datetime.now(UTC) + timedelta(seconds=5)).strftime("%Y-%m-%dT%H:%M:%S+00:00")
+    updated = api.get(f"{V}/sobjects/Account/updated/", params={"start": start, "end": end}).json()
+    assert rid in updated["ids"] and updated["latestDateCovered"].endswith("+0000")
+    api.delete(f"{V}/sobjects/Account/{rid}")
+    deleted = api.get(f"{V}/sobjects/Account/deleted/", params={"start": start, "end": end}).json()
+    assert rid in [d["id"] for d in deleted["deletedRecords"]]
+    assert (
+        rid
+        not in api.get(f"{V}/sobjects/Account/updated/", params={"start": start, "end": end}).json()["ids"]
+    )
+    too_old = api.get(
+        f"{V}/sobjects/Account/deleted/", params={"start": "2020-01-01T00:00:00+00:00", "end": end}
+    )
+    assert too_old.status_code == 400 and too_old.json()[0]["errorCode"] == "INVALID_REPLICATION_DATE"
+
+
+def test_collection_retrieve_by_ids(api):
+    ids = [r["Id"] for r in q(api, "SELECT Id FROM Account ORDER BY Id LIMIT 2")["records"]]
+    got = api.get(
+        f"{V}/composite/sobjects/Account",
+        params={"ids": ",".join([*ids, "003Dn0000000001IAA"]), "fields": "Id,Name"},
+    ).json()
+    assert (
+        [g["Id"] for g in got[:2]] == ids and got[2] is None and set(got[0]) == {"attributes", "Id", "Name"}
+    )
+
+
+def test_bulk_refuses_bad_uploads_and_fails_ragged_rows_alone(api):
+    job = api.post(f"{V}/jobs/ingest", json={"object": "Contact", "operation": "insert"}).json()
+    wrong_type = api.put(
+        f"{V}/jobs/ingest/{job['id']}/batches",
+        content=b"LastName\nx\n",
+        headers={"Content-Type": "application/json"},
+    )
+    assert wrong_type.status_code == 400 and wrong_type.json()[0]["errorCode"] == "INVALIDCONTENTTYPE"
+    not_utf8 = api.put(
+        f"{V}/jobs/ingest/{job['id']}/batches",
+        content="LastName\nM\xfcller\n".encode("latin-1"),
+        headers={"Content-Type": "text/csv"},
+    )
+    assert not_utf8.status_code == 400 and "not UTF-8" in not_utf8.json()[0]["message"]
+    ragged = "LastName,Email\nGood,good@example.com\nRagged,a@example.com,extra\nBad Mail,not-an-email\n"
+    api.put(
+        f"{V}/jobs/ingest/{job['id']}/batches", content=ragged.encode(), headers={"Content-Type": "text/csv"}
+    )
+    api.patch(f"{V}/jobs/ingest/{job['id']}", json={"state": "UploadComplete"})
+    done = _wait(api, "ingest", job["id"])
+    assert (done["numberRecordsProcessed"], done["numberRecordsFailed"]) == (3, 2)
+    failed = api.get(f"{V}/jobs/ingest/{job['id']}/failedResults/").text.splitlines()
+    assert "Row has 3 columns, header has 2" in failed[1] and "INVALID_EMAIL_ADDRESS" in failed[2]
+    bad_state = api.patch(f"{V}/jobs/ingest/{job['id']}", json={"state": "Open"})
+    assert bad_state.status_code == 409 and bad_state.json()[0]["errorCode"] == "INVALIDJOBSTATE"
