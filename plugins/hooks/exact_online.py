@@ -355,6 +355,7 @@ class ExactOnlineHook(BaseHook):
         try:
             resp = self.client.post(url, data=form)
         except httpx.HTTPError as exc:
+            _raise_if_tls_config(exc, url)
             # The refresh token may or may not have been used: the lock stays with us, and the next
             # attempt will tell (a dead token then surfaces as AuthError, never as silent loss).
             raise RetriableSourceError(f"Exact token endpoint unreachable: {exc}", where=url) from exc
@@ -463,6 +464,7 @@ class ExactOnlineHook(BaseHook):
                     headers={**(headers or {}), "Authorization": f"Bearer {token}"},
                 )
             except httpx.HTTPError as exc:
+                _raise_if_tls_config(exc, url)
                 if idempotent and retries < s.max_retries:
                     retries += 1
                     time.sleep(min(s.retry_backoff * 2 ** (retries - 1), 8))
@@ -783,6 +785,39 @@ class ExactOnlineHook(BaseHook):
 
     # ---- status -------------------------------------------------------------------------------------------------
 
+    def token_status(self) -> dict[str, Any]:
+        """Say how long the stored refresh token lives (no secrets): for keep-alive jobs and alerts.
+
+        Exact drops a refresh token after 30 days without a token call; a user must then consent again.
+        """
+        row = self.token_store.read(self.settings.store_key)
+        if row is None or not row.get("refresh_expires_at"):
+            return {
+                "stored": row is not None,
+                "refresh_expires_at": None,
+                "days_left": None,
+                "refresh_count": 0,
+            }
+        return {
+            "stored": True,
+            "refresh_expires_at": _iso(row["refresh_expires_at"]),
+            "days_left": round((row["refresh_expires_at"] - time.time()) / 86_400, 2),
+            "refresh_count": row["refresh_count"],
+            "last_refresh_by": row["updated_by"],
+        }
+
+    def keep_alive(self, max_age_days: float = 20) -> dict[str, Any]:
+        """Refresh when the last refresh is older than `max_age_days`, so the 30-day expiry never hits.
+
+        Safe to schedule daily on any worker: it goes through the same lock, and a young token is left
+        alone (Exact refuses refreshes inside 570 s anyway).
+        """
+        row = self.token_store.read(self.settings.store_key)
+        if row is None or not row.get("issued_at") or time.time() - row["issued_at"] > max_age_days * 86_400:
+            self.__dict__.pop("_token_memo", None)
+            self._access_token(stale=row.get("access_token") if row else None)
+        return self.token_status()
+
     def test_connection(self) -> tuple[bool, str]:
         """Refresh if needed, resolve the division, and say who we are connected as."""
         try:
@@ -799,6 +834,16 @@ class ExactOnlineHook(BaseHook):
 
 
 # ---- small pure helpers ------------------------------------------------------------------------------------------
+
+
+def _raise_if_tls_config(exc: Exception, url: str) -> None:
+    """A certificate the client cannot verify is a configuration problem: retrying cannot fix it."""
+    if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+        raise ConfigError(
+            f"TLS verification of {_origin(url)[1]} failed ({exc}); if it uses a private CA (the sandbox "
+            "does), point the connection extra 'ca_bundle' at its PEM file. Verification is never turned off.",
+            where=url,
+        ) from exc
 
 
 def _json_or_none(resp: httpx.Response) -> Any:

@@ -67,12 +67,20 @@ class RunningExact:
 
 
 @contextlib.contextmanager
-def running_exact(data_dir: Path, *, seed: bool = True, **options: Any) -> Iterator[RunningExact]:
-    """Start the simulator with `options` (see SimulatorOptions) on a free port; stop it afterwards."""
+def running_exact(
+    data_dir: Path, *, seed: bool = True, tls: bool = False, **options: Any
+) -> Iterator[RunningExact]:
+    """Start the simulator with `options` (see SimulatorOptions) on a free port; stop it afterwards.
+
+    `tls=True` serves https with a certificate from the sandbox CA (`info["ca_bundle"]`).
+    """
     ctx = SandboxContext(
         data_dir=Path(data_dir), ca=SandboxCA(Path(data_dir) / "ca"), seed=seed, options={"exact": options}
     )
     spec = service(ctx)
+    if tls:
+        spec.tls = True
+        spec.info["ca_bundle"] = str(ctx.ca.ca_bundle)
     running = serve_in_thread(spec, ctx, port=0)
     try:
         yield RunningExact(running, spec.simulator, dict(spec.info), Path(data_dir))

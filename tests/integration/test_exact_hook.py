@@ -422,3 +422,37 @@ def test_deletions_arrive_through_the_deleted_sync_feed(make_hook):
     assert [(r["EntityKey"], r["EntityType"]) for r in rows] == [(created["ID"], 2)]
     with pytest.raises(RecordError, match="not found"):
         hook.delete("crm/Accounts", created["ID"])
+
+
+def test_https_is_verified_against_the_ca_bundle_from_the_connection(tmp_path, monkeypatch):
+    with running_exact(tmp_path, tls=True) as exact:
+        assert exact.url.startswith("https://")
+        hook = _make_hook(exact, monkeypatch, tmp_path, ca_bundle=exact.info["ca_bundle"])
+        assert len(hook.get_records("vat/VATCodes")) == 7
+        hook.close()
+        untrusted = _make_hook(exact, monkeypatch, tmp_path, refresh_token=exact.new_consent(), ca_bundle="")
+        with pytest.raises(ConfigError, match="ca_bundle"):
+            untrusted.get_records("vat/VATCodes")
+
+
+def test_keep_alive_refreshes_an_old_chain_and_reports_days_left(tmp_path, monkeypatch):
+    import sqlalchemy as sa
+
+    with running_exact(tmp_path, min_token_age=0) as exact:
+        hook = _make_hook(exact, monkeypatch, tmp_path)
+        assert hook.token_status()["stored"] is False
+        assert hook.get_records("vat/VATCodes")
+        status = hook.keep_alive()  # young: nothing to do
+        assert status["refresh_count"] == 1 and 29.9 < status["days_left"] <= 30
+        store = hook.token_store
+        with store.engine.begin() as conn:  # pretend the last refresh was 25 days ago
+            conn.execute(
+                sa.update(store.table)
+                .where(store.table.c.store_key == hook.settings.store_key)
+                .values(issued_at=time.time() - 25 * 86_400, refresh_expires_at=time.time() + 5 * 86_400)
+            )
+        assert hook.token_status()["days_left"] < 5.1
+        status = hook.keep_alive(max_age_days=20)
+        assert status["refresh_count"] == 2 and status["days_left"] > 29.9
+        assert exact.simulator.oauth.stats["refresh_ok"] == 2
+        hook.close()
