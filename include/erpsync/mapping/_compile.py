@@ -330,13 +330,18 @@ class _FieldProgram:
         if spec.type == "string":
             values = to_text(values)
             values = values.where(~missing(values), None)
+
+            # From here blanks are nulls, so "empty" is a plain null test (no strip per check).
+            def empty(v):
+                return v.isna().to_numpy()
         else:
+            empty = missing
             values = self._typed(values, out, rejected)
             for r in out:
                 rejected |= np.asarray(r.mask, dtype=bool)
 
         if spec.default is not None:
-            values = values.where(~missing(values), spec.default)
+            values = values.where(~empty(values), spec.default)
             if spec.type == "string" and not isinstance(spec.default, str):
                 values = to_text(values)
 
@@ -361,14 +366,14 @@ class _FieldProgram:
                     rejected |= bad
 
         if self.required:
-            bad = missing(values) & ~rejected
+            bad = empty(values) & ~rejected
             if bad.any():
                 what = "identity field" if self.label == self.mapping.target.identity else "required field"
                 out.append(_Rejection(bad, "required", f"{what} '{self.label}' is empty", None))
                 rejected |= bad
         if spec.allowed is not None:
             allowed = pd.Series(values).isin(list(spec.allowed)).to_numpy()
-            bad = ~allowed & ~missing(values) & ~rejected
+            bad = ~allowed & ~empty(values) & ~rejected
             if bad.any():
                 shown = ", ".join(repr(v) for v in spec.allowed[:10])
                 out.append(
@@ -637,8 +642,9 @@ class CompiledMapping:
             parts.extend(line_parts)
             rejected |= line_rejected
         columns["_source_key"] = keys
-        frame = pd.DataFrame(columns, index=df.index)[self.columns]
-        frame = frame[~rejected]
+        frame = pd.DataFrame(columns, index=df.index)  # dict order is self.columns
+        if rejected.any():
+            frame = frame[~rejected]
         rejected_frame = pd.concat(parts) if parts else empty_rejected()
         rejected_frame["value"] = object_texts(rejected_frame["value"])
         rejected_frame["_source_key"] = object_texts(rejected_frame["_source_key"])
