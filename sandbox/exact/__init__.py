@@ -11,10 +11,13 @@ from a seeded consent (backdated so it may be refreshed at once), and the divisi
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from erpsync.sandbox.exact.app import ExactSimulator, SimulatorOptions
 from erpsync.sandbox.runner import SandboxContext, ServiceSpec
 
-__all__ = ["ExactSimulator", "SimulatorOptions", "build", "service"]
+__all__ = ["ExactSimulator", "SimulatorOptions", "build", "connection_json", "service"]
 
 
 def build(ctx: SandboxContext) -> ExactSimulator:
@@ -41,3 +44,32 @@ def service(ctx: SandboxContext) -> ServiceSpec:
     spec = ServiceSpec(name="exact", app=sim.app, tls=False, port=8502, info=info, on_stop=sim.save)
     spec.simulator = sim  # tests reach counters directly; clients use the admin endpoints
     return spec
+
+
+def connection_json(facts: dict[str, Any], **extra: Any) -> str:
+    """Return an `AIRFLOW_CONN_EXACT_ONLINE_DEFAULT` value (JSON form) for the sandbox.
+
+    :param facts: this system's entry in the state file (`state["systems"]["exact"]`), which holds
+        the URL, the seeded client id/secret, refresh token and divisions.
+    :param extra: connection extras to add or override (e.g. `division_name`, `token_store_url`).
+        `None` removes a key.
+    """
+    extras: dict[str, Any] = {
+        "division": int(facts["default_division"]),
+        "refresh_token": facts["refresh_token"],
+        "redirect_uri": facts["redirect_uri"],
+    }
+    if facts.get("ca_bundle") and str(facts["url"]).startswith("https"):
+        extras["ca_bundle"] = facts["ca_bundle"]
+    if "division_name" in extra and "division" not in extra:
+        extras.pop("division")
+    extras.update(extra)
+    return json.dumps(
+        {
+            "conn_type": "exact_online",
+            "host": facts["url"],
+            "login": facts["client_id"],
+            "password": facts["client_secret"],
+            "extra": {k: v for k, v in extras.items() if v is not None},
+        }
+    )

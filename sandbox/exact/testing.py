@@ -10,13 +10,12 @@ Other areas' tests (flows that read items or write orders) can use this too.
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from erpsync.sandbox.exact import service
+from erpsync.sandbox.exact import connection_json, service
 from erpsync.sandbox.exact.app import ExactSimulator
 from erpsync.sandbox.runner import RunningService, SandboxCA, SandboxContext, serve_in_thread
 
@@ -39,27 +38,11 @@ class RunningExact:
     def connection_json(self, **extra: Any) -> str:
         """An `AIRFLOW_CONN_*` value (JSON form) for this simulator; `extra` is merged into the extras.
 
-        A `token_store_url` should be passed (a per-test SQLite file or PostgreSQL database): the
-        default store under AIRFLOW_HOME is shared by every test of the session.
+        The token store defaults to a SQLite file in the data dir: the default store under
+        AIRFLOW_HOME would be shared by every test of the session.
         """
-        extras = {
-            "division": int(self.info["default_division"]),
-            "refresh_token": self.info["refresh_token"],
-            "redirect_uri": self.info["redirect_uri"],
-            "token_store_url": f"sqlite:///{self.data_dir / 'tokens.db'}",
-            **extra,
-        }
-        if extras.get("division") is None or ("division_name" in extra and "division" not in extra):
-            extras.pop("division", None)
-        return json.dumps(
-            {
-                "conn_type": "exact_online",
-                "host": self.url,
-                "login": self.info["client_id"],
-                "password": self.info["client_secret"],
-                "extra": {k: v for k, v in extras.items() if v is not None},
-            }
-        )
+        extra.setdefault("token_store_url", f"sqlite:///{self.data_dir / 'tokens.db'}")
+        return connection_json({**self.info, "url": self.url}, **extra)
 
     def new_consent(self, divisions: list[int] | None = None) -> str:
         """A fresh refresh token, as if a user consented again (optionally to some divisions only)."""

@@ -456,3 +456,20 @@ def test_keep_alive_refreshes_an_old_chain_and_reports_days_left(tmp_path, monke
         assert status["refresh_count"] == 2 and status["days_left"] > 29.9
         assert exact.simulator.oauth.stats["refresh_ok"] == 2
         hook.close()
+
+
+def test_the_sandbox_state_file_is_enough_to_connect(tmp_path, monkeypatch):
+    """What `sandbox up` writes (URL, client, seeded refresh token, divisions) makes a working connection."""
+    from erpsync.sandbox.exact import connection_json
+    from erpsync.sandbox.runner import SandboxCA, write_state_file
+
+    with running_exact(tmp_path) as exact:
+        state = write_state_file(tmp_path / "state.json", [exact.running], SandboxCA(tmp_path / "ca"))
+        facts = json.loads((tmp_path / "state.json").read_text())["systems"]["exact"]
+        assert facts == state["systems"]["exact"] and facts["divisions"]["1001234"] == "ERPSync Demo B.V."
+        conn = connection_json(
+            facts, division_name="ERPSync Demo B.V.", token_store_url=f"sqlite:///{tmp_path / 't.db'}"
+        )
+        monkeypatch.setenv("AIRFLOW_CONN_EXACT_ONLINE_DEFAULT", conn)
+        ok, message = ExactOnlineHook().test_connection()
+        assert ok and "1001234" in message, message
