@@ -229,7 +229,26 @@ def process_ingest(job: IngestJob, org: Org, lock_fault: Callable[[], bool]) -> 
         job.final_state, job.error_message = "Failed", problem
         job.unprocessed_rows = body
         return
+    key_col = next(
+        (n for n, h in enumerate(job.header) if h.lower() == (job.external_id_field or "").lower()), None
+    )
+    key_counts: dict[str, int] = {}
+    if job.operation == "upsert" and key_col is not None:
+        for row in body:
+            if len(row) > key_col and row[key_col]:
+                key_counts[row[key_col].lower()] = key_counts.get(row[key_col].lower(), 0) + 1
     for row in body:
+        if key_col is not None and len(row) > key_col and key_counts.get(row[key_col].lower(), 0) > 1:
+            # Salesforce refuses every row of a job that repeats an external id, not just the later ones.
+            job.failed_rows.append(
+                [
+                    "",
+                    f"DUPLICATE_EXTERNAL_ID:Duplicate external id specified: {row[key_col]}:"
+                    f"{job.external_id_field} --",
+                    *row,
+                ]
+            )
+            continue
         if len(row) != len(job.header):
             job.failed_rows.append(
                 ["", f"INVALID_FIELD:Row has {len(row)} columns, header has {len(job.header)}: --", *row]

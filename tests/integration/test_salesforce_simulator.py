@@ -458,7 +458,10 @@ def test_bulk_ingest_lifecycle_and_result_files(api):
     assert job["contentUrl"] == f"services/data/v62.0/jobs/ingest/{job['id']}/batches"
     early = api.get(f"{V}/jobs/ingest/{job['id']}/successfulResults/")
     assert early.status_code == 400 and early.json()[0]["errorCode"] == "INVALIDJOBSTATE"
-    data = f"External_Id__c,Name,Website\n{k}-1,Bulk één,#N/A\n{k}-2,{'x' * 300},\n{k}-3,Third,w\n"
+    data = (
+        f"External_Id__c,Name,Website\n{k}-1,Bulk één,#N/A\n{k}-2,{'x' * 300},\n{k}-3,Third,w\n"
+        f"{k}-4,Twice,\n{k.upper()}-4,Twice again,\n"
+    )
     put = api.put(
         f"{V}/jobs/ingest/{job['id']}/batches", content=data.encode(), headers={"Content-Type": "text/csv"}
     )
@@ -472,8 +475,8 @@ def test_bulk_ingest_lifecycle_and_result_files(api):
     done = _wait(api, "ingest", job["id"])
     assert (done["state"], done["numberRecordsProcessed"], done["numberRecordsFailed"]) == (
         "JobComplete",
+        5,
         3,
-        1,
     )
     ok = _rows(api.get(f"{V}/jobs/ingest/{job['id']}/successfulResults/").text)
     assert [r["sf__Created"] for r in ok] == ["true", "true"] and ok[0]["Name"] == "Bulk één"
@@ -483,6 +486,7 @@ def test_bulk_ingest_lifecycle_and_result_files(api):
         bad[0]["sf__Error"].startswith("STRING_TOO_LONG:Name: data value too large")
         and bad[0]["sf__Id"] == ""
     )
+    assert [b["sf__Error"].split(":")[0] for b in bad[1:]] == ["DUPLICATE_EXTERNAL_ID"] * 2
     assert _rows(api.get(f"{V}/jobs/ingest/{job['id']}/unprocessedrecords/").text) == []
 
 
