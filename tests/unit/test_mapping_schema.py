@@ -324,3 +324,21 @@ def test_requires_must_name_mapped_fields(tmp_path):
         3,
         "target.requires[0]",
     ) and "'Company' is not mapped" in error.problem
+
+
+def test_source_fields_include_what_expressions_filters_and_rules_read(tmp_path):
+    """The extract step reads `source.fields`: every column an expression, filter or source rule needs."""
+    text = BASE.replace("key: Id}", "key: Id, filter: {Status: [Active]}, fields: [Extra]}").replace(
+        "    - {rule: not_null, column: Id}\n", "    - {rule: not_null, column: Website}\n"
+    )
+    mapping = load_mapping(write(tmp_path, text))
+    assert mapping.source.fields == [
+        "Id",
+        "Name",
+        "Email",
+        "Owner.FirstName",
+        "Owner.LastName",
+        "Status",
+        "Extra",
+        "Website",
+    ]

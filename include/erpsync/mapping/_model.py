@@ -544,6 +544,9 @@ def build_mapping(doc: YamlDoc) -> tuple[Mapping | None, list[Problem]]:
     if lines:
         needed.append(lines.source)
     needed.extend(src.get("fields", []))
+    # Columns the source quality rules check must be extracted too, or the check step cannot run.
+    for rule in quality_raw.get("source", []):
+        needed.extend([c for c in [rule.get("column"), *rule.get("columns", [])] if c])
     source = SourceSpec(
         system=src["system"],
         object=src["object"],

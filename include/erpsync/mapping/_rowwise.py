@@ -242,6 +242,8 @@ def apply_rowwise(
     :param records: source rows as dicts (flattened dotted keys or nested dicts).
     :param lookups: one list of row dicts per declared lookup.
     """
+    if mapping.lines is not None:
+        raise ValueError(f"{mapping.flow}: the row-by-row interpreter does not map order lines")
     tables = {name: _index(spec, (lookups or {})[name]) for name, spec in mapping.lookups.items()}
     identity = mapping.target.identity
     mapped: list[dict[str, Any]] = []
