@@ -4,6 +4,7 @@ Cheap to import (DAG files do, at parse time): the operators load pandas, the st
 adapters inside `execute` only.
 """
 
+from erpsync.operators.chain import TASK_IDS, sync_tasks
 from erpsync.operators.sync import (
     ExtractOperator,
     MapOperator,
@@ -16,6 +17,7 @@ from erpsync.operators.sync import (
 )
 
 __all__ = [
+    "TASK_IDS",
     "ExtractOperator",
     "MapOperator",
     "PlanOperator",
@@ -24,4 +26,5 @@ __all__ = [
     "UpsertOperator",
     "ValidateOperator",
     "VerifyOperator",
+    "sync_tasks",
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from erpsync.operators import (
@@ -78,3 +80,29 @@ def test_unreadable_boolean_is_a_config_error():
 
     with pytest.raises(ConfigError, match="dry_run must be true or false, got 'maybe'"):
         _as_bool("maybe", "dry_run")
+
+
+def test_sync_tasks_wires_the_standard_chain():
+    from airflow.sdk import DAG
+
+    from erpsync.operators import TASK_IDS, sync_tasks
+
+    with DAG("wiring", schedule=None) as dag:
+        tasks = sync_tasks(
+            flow="f",
+            source={"adapter": "salesforce", "conn_id": "salesforce_default"},
+            target={"adapter": "quickbooks", "conn_id": "qbwc_bridge_default"},
+            source_pool="salesforce_api",
+            target_pool="qbwc_bridge",
+        )
+    assert tuple(tasks) == TASK_IDS and set(dag.task_ids) == set(TASK_IDS)
+    for up, down in itertools.pairwise(TASK_IDS):
+        assert down in dag.get_task(up).downstream_task_ids, f"{up} -> {down} missing"
+    assert tasks["extract"].pool == "salesforce_api" and tasks["upsert"].pool == "qbwc_bridge"
+    assert tasks["validate"].systems["quickbooks"]["conn_id"] == "qbwc_bridge_default"
+    assert tasks["report"].steps["upsert"] == "upsert" and tasks["report"].trigger_rule == "all_done"
+    with (
+        pytest.raises(ValueError, match="source must be a dict with an 'adapter' name"),
+        DAG("bad", schedule=None),
+    ):
+        sync_tasks(flow="f", source={"conn_id": "x"}, target={"adapter": "memory"})

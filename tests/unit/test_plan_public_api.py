@@ -48,6 +48,8 @@ import pytest
                 "UpsertOperator",
                 "ValidateOperator",
                 "VerifyOperator",
+                "TASK_IDS",
+                "sync_tasks",
             ],
         ),
         (
