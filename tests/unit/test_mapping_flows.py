@@ -278,3 +278,32 @@ def test_check_against_target_metadata():
     }
     lines = {p.field: p.line for p in check_against_target(mapping, meta)}
     assert lines["Name"] == mapping.fields["Name"].line and lines["TermsRef.FullName"] is None
+
+
+def test_malformed_lines_reject_only_their_order(exact_tables):
+    """A lines cell that is not a list of records rejects that order with a clear rule; others map.
+    Arrays of dicts (what Parquet gives back) are accepted."""
+    import numpy as np
+
+    good = [order_item("802a", "SKU1", 1, 1, 21)]
+    orders = pd.DataFrame(
+        {
+            "Id": ["801A", "801B", "801C", "801D"],
+            "OrderNumber": ["1", "2", "3", "4"],
+            "Status": ["Activated"] * 4,
+            "BillToContact.Email": ["jan@example.nl"] * 4,
+            "EffectiveDate": ["2024-03-01"] * 4,
+            "PoNumber": [None] * 4,
+            "Description": [None] * 4,
+            "Payment_Terms__c": [None] * 4,
+            "CurrencyIsoCode": [None] * 4,
+            "OrderItems": [np.array(good, dtype=object), "not a list", {"totalSize": 1}, [1, 2]],
+        }
+    )
+    out = load_flow("sf_orders_to_exact").compile().apply(orders, exact_tables)
+    assert out.frame["_source_key"].tolist() == ["801A"]
+    assert out.frame["SalesOrderLines"].iloc[0][0]["Item"] == "item-1"
+    bad = out.rejected.set_index("_source_key")
+    assert sorted(bad.index) == ["801B", "801C", "801D"] and set(bad["rule"]) == {"malformed_lines"}
+    assert bad.loc["801B", "value"] == "str: not a list" and bad.loc["801B", "field"] == "SalesOrderLines"
+    assert bad.loc["801B", "message"] == "OrderItems must be a list of records (dicts)"

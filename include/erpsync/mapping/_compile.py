@@ -661,12 +661,30 @@ class CompiledMapping:
             raise MappingError(
                 problem(self.mapping.path, None, "lines.source", f"column '{spec.source}' is missing")
             )
-        # Salesforce nests child records as {"records": [...]}; plain lists are taken as they are.
-        records = column.map(lambda v: v.get("records") if isinstance(v, dict) else v)
-        exploded = records.explode().dropna()
-        counts = exploded.groupby(level=0).size().reindex(df.index, fill_value=0)
+        # Salesforce nests child records as {"records": [...]}; plain lists (or the arrays Parquet
+        # gives back) are taken as they are; anything else rejects its order instead of the chunk.
+        records = column.map(_child_records)
+        malformed = records.map(lambda v: v is _MALFORMED).to_numpy(dtype=bool)
         parts: list[pd.DataFrame] = []
         rejected = np.zeros(len(df), dtype=bool)
+        if malformed.any():
+            shown = column[malformed].map(lambda v: f"{type(v).__name__}: {str(v)[:60]}")
+            parts.append(
+                pd.DataFrame(
+                    {
+                        "_source_key": keys.to_numpy(dtype=object)[malformed],
+                        "field": spec.target,
+                        "rule": "malformed_lines",
+                        "value": shown.to_numpy(dtype=object),
+                        "message": f"{spec.source} must be a list of records (dicts)",
+                    },
+                    index=df.index[malformed],
+                )
+            )
+            rejected |= malformed
+            records = records.where(~malformed, None)
+        exploded = records.explode().dropna()
+        counts = exploded.groupby(level=0).size().reindex(df.index, fill_value=0)
         lists = pd.Series([[] for _ in range(len(df))], index=df.index, dtype=object)
         if len(exploded):
             parent = np.asarray(exploded.index)
@@ -710,6 +728,26 @@ class CompiledMapping:
             )
             rejected |= too_few
         return lists, parts, rejected
+
+
+_MALFORMED = object()
+
+
+def _child_records(value: Any) -> Any:
+    """Return the list of child records in one cell, [] for none, or _MALFORMED."""
+    if value is None or (isinstance(value, float) and value != value):
+        return []
+    if isinstance(value, dict):
+        if "records" not in value:
+            return _MALFORMED
+        value = value["records"]
+        if value is None:
+            return []
+    if hasattr(value, "tolist") and not isinstance(value, str):  # numpy arrays from Parquet
+        value = value.tolist()
+    if isinstance(value, list | tuple) and all(isinstance(item, dict) for item in value):
+        return list(value)
+    return _MALFORMED
 
 
 def object_texts(series: pd.Series) -> pd.Series:
