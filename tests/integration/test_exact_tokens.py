@@ -19,7 +19,7 @@ from erpsync.hooks._exact_tokens import TokenStore
 from erpsync.hooks.exact_online import ExactOnlineHook  # imported before fork: workers start warm
 from erpsync.sandbox.exact.testing import running_exact
 
-TTL, MIN_AGE, MARGIN = 3, 2, 0.5
+TTL, MIN_AGE, MARGIN = 4, 3, 0.5
 
 
 def _worker(conn_json: str, barrier, rounds: int, pause: float, results) -> None:
@@ -63,6 +63,7 @@ def _assert_one_refresh_per_expiry(exact, conn_json: str, store_url: str, worker
     # Round 1 starts with an empty store, round 2 after the access token expired: one refresh each.
     assert stats["refresh_ok"] == 2, stats
     assert stats["refresh_failed"] == 0, stats
+    assert exact.simulator.stats.token_calls == 2  # nothing else reached the token endpoint
     # Nothing lost: the store holds the chain's one live refresh token.
     key = f"{exact.url}|{exact.info['client_id']}|exact_online_default"
     row = TokenStore(store_url).read(key)
