@@ -106,9 +106,15 @@ class _SyncStepOperator(BaseOperator):
         )
 
     def _mapping(self):
+        from airflow.sdk.exceptions import AirflowSkipException
+
         from erpsync.mapping import load_flow
 
-        return load_flow(self.flow, self.mappings_dir)
+        mapping = load_flow(self.flow, self.mappings_dir)
+        if not mapping.enabled:
+            # Disabling a flow is a line in its YAML, not a code change: every step skips.
+            raise AirflowSkipException(f"flow {self.flow} is disabled (enabled: false in {mapping.path})")
+        return mapping
 
     def execute(self, context) -> Any:
         from airflow.sdk.exceptions import AirflowFailException

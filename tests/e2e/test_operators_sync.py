@@ -161,3 +161,14 @@ def test_validate_at_the_head_stops_a_flow_the_target_cannot_take(world):
     assert MemoryAdapter(paths["target"]).write_log("Customer") == []
     history = StateStore(paths["state"]).list_runs(paths["flow"])
     assert history and history[0]["status"] == "failed"
+
+
+def test_disabled_flow_skips_every_step(world):
+    paths, dag = world
+    seed_accounts(paths["source"], 2)
+    mapping = Path(paths["mappings"], f"{paths['flow']}.yaml")
+    mapping.write_text(mapping.read_text().replace("enabled: true", "enabled: false"))
+    run, states = _run(dag, 0)
+    assert run.state == "success", states
+    assert set(states.values()) == {"skipped"}
+    assert MemoryAdapter(paths["target"]).write_log("Customer") == []
