@@ -407,3 +407,33 @@ def test_empty_chunk(tmp_path):
             "message",
         ]
     )
+
+
+@pytest.mark.parametrize("dtype", ["str", "string", object])
+def test_any_text_dtype_gives_the_same_result(tmp_path, dtype):
+    """Chunks read back as pandas' str, nullable string (pd.NA) or object columns map alike."""
+    m = compile_fields(
+        tmp_path,
+        """\
+        Name: {from: Name, transform: collapse_whitespace, truncate: 6, required: true}
+        Kind: {from: Kind, map: {values: {a: Alpha}, fallback: Other}}
+        Qty: {from: Qty, type: integer}
+        """,
+    )
+    df = pd.DataFrame(
+        {
+            "Id": ["1", "2", "3"],
+            "Name": ["Acme  Corp", None, " "],
+            "Kind": ["a", None, "z"],
+            "Qty": ["2", None, "x"],
+        }
+    ).astype(dtype)
+    out = m.apply(df)
+    assert (
+        values(out, "Name") == ["Acme C"] and values(out, "Kind") == ["Alpha"] and values(out, "Qty") == [2]
+    )
+    assert sorted(out.rejected[["_source_key", "rule"]].values.tolist()) == [
+        ["2", "required"],
+        ["3", "format"],
+        ["3", "required"],
+    ]
