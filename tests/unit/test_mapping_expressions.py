@@ -437,3 +437,24 @@ def test_any_text_dtype_gives_the_same_result(tmp_path, dtype):
         ["3", "format"],
         ["3", "required"],
     ]
+
+
+def test_lookup_on_an_empty_table_and_two_number_keys(tmp_path):
+    """An empty lookup table matches nothing (default, or a clear rejection); number keys show as text."""
+    m = compile_fields(
+        tmp_path,
+        """\
+        Manager: {lookup: managers, by: [A, B], default: 99}
+        Band: {lookup: bands, by: [Low, High], required: true}
+        """,
+        lookups=MANAGERS
+        + "bands: {system: exact_online, object: vat/VATCodes, key: [Min, Max], value: Code, key_type: number}\n",
+    )
+    tables = {
+        "managers": pd.DataFrame({"firstName": pd.Series(dtype="str"), "lastName": [], "id": []}),
+        "bands": pd.DataFrame({"Min": [0, 10], "Max": [10, 20], "Code": ["L", "H"]}),
+    }
+    out = m.apply(frame(A=["x", "y"], B=["x", "y"], Low=[0, 5], High=["10.0", 6]), tables)
+    assert values(out, "Manager") == ["99"] and values(out, "Band") == ["L"]
+    row = out.rejected.iloc[0]
+    assert (row["_source_key"], row["rule"], row["value"]) == ("id1", "lookup", "5 | 6")

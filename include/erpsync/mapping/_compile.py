@@ -170,9 +170,6 @@ class _FieldProgram:
         if spec.map is not None:
             self._map_keys = list(spec.map.values)
 
-    def where(self) -> str:
-        return f"{self.mapping.path}:{self.spec.line}"
-
     def source(self, df: pd.DataFrame, path: str) -> pd.Series:
         column = resolve(df, path)
         if column is None:
@@ -242,11 +239,14 @@ class _FieldProgram:
         pos = index.get_indexer(probe) if len(index) else np.full(len(df), -1)
         pos[~present] = -1
         found = pos >= 0
-        result = pd.Series(table["values"].take(pos.clip(min=0)), index=df.index)
-        result = result.where(found, None)
+        if len(table["values"]):
+            result = pd.Series(table["values"].take(pos.clip(min=0)), index=df.index).where(found, None)
+        else:  # an empty table (no sales reps yet) matches nothing
+            result = pd.Series(None, index=df.index, dtype=object)
 
         def shown():  # the key as the user reads it, built only when a row is rejected
-            return keys[0] if len(keys) == 1 else keys[0].str.cat(keys[1:], sep=" | ", na_rep="")
+            texts = [to_text(k) for k in keys]
+            return texts[0] if len(texts) == 1 else texts[0].str.cat(texts[1:], sep=" | ", na_rep="")
 
         if len(table["ambiguous"]):
             ambiguous = probe.isin(table["ambiguous"]) & present
