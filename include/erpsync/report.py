@@ -55,7 +55,8 @@ class RunReport:
     :param counts: extracted/created/updated/skipped/failed/quarantined/conflicts/unplaceable.
     :param quarantine: open entries seen in this run, by stage, rule and column.
     :param calls: merged call summary (`merge_calls`).
-    :param problems: one line per step that did not finish, or other things a reader must know.
+    :param problems: one line per step that did not finish (the run failed).
+    :param warnings: things a reader should know that did not fail the run.
     """
 
     flow: str
@@ -68,6 +69,7 @@ class RunReport:
     calls: dict[str, Any] = field(default_factory=dict)
     steps: dict[str, str] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
     duration_seconds: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -125,6 +127,8 @@ class RunReport:
             lines.append(f"- duration: {self.duration_seconds:.1f} s")
         for problem in self.problems:
             lines.append(f"- **problem**: {_md(problem)}")
+        for warning in self.warnings:
+            lines.append(f"- warning: {_md(warning)}")
         for title, head, rows in self._tables():
             lines += ["", f"## {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
             lines += ["| " + " | ".join(_md(v) for v in row) + " |" for row in rows]
@@ -146,6 +150,7 @@ class RunReport:
             f"<li>left quarantine this run: {self.resolved}</li>",
         ]
         parts += [f"<li><strong>problem</strong>: {e(p)}</li>" for p in self.problems]
+        parts += [f"<li>warning: {e(w)}</li>" for w in self.warnings]
         parts.append("</ul>")
         for title, head, rows in self._tables():
             parts.append(

@@ -131,8 +131,23 @@ def extract_step(
     max_cursor: str | None = None
     in_window = 0
 
+    keyless = 0
+
     def take(df: pd.DataFrame) -> pd.DataFrame:
-        nonlocal max_cursor
+        nonlocal max_cursor, keyless
+        # A row without its key can be neither matched, nor quarantined, nor retried: count it,
+        # say so in the log and the report, and carry on with the others.
+        blank = df[src.key].isna() | df[src.key].astype(str).str.strip().eq("")
+        if blank.any():
+            keyless += int(blank.sum())
+            log.warning(
+                "%d %s row(s) without %s left out (source positions %s)",
+                int(blank.sum()),
+                src.object,
+                src.key,
+                [int(i) for i in blank[blank].index[:5]],
+            )
+            df = df[~blank.to_numpy()]
         keys = df[src.key].astype(str)
         fresh = ~keys.isin(seen) & ~keys.duplicated()
         df = df[fresh.to_numpy()]
@@ -164,6 +179,7 @@ def extract_step(
         in_window=in_window,
         retried=retried,
         quarantined_not_found=len(retry_keys) - retried,
+        rows_without_key=keyless,
         max_cursor=max_cursor,
         calls=adapter.call_log.summary(),
     )
@@ -682,6 +698,15 @@ def report_step(
 
     steps = {name: ("done" if manifests.get(name) is not None else "did not finish") for name in manifests}
     problems = [f"step {name} did not finish (see its log)" for name, v in steps.items() if v != "done"]
+    warnings = []
+    if extra("extract").get("rows_without_key"):
+        warnings.append(
+            f"{extra('extract')['rows_without_key']} source row(s) had no {mapping.source.key} and were left out"
+        )
+    if extra("extract").get("quarantined_not_found"):
+        warnings.append(
+            f"{extra('extract')['quarantined_not_found']} quarantined key(s) no longer exist in the source"
+        )
     plan_counts = extra("plan").get("counts", {})
     upsert_counts = extra("upsert").get("counts", {})
     quarantine = ctx.store.quarantine_by_rule(ctx.flow, run_id=ctx.run_id)
@@ -721,6 +746,7 @@ def report_step(
         calls=calls,
         steps=steps,
         problems=problems,
+        warnings=warnings,
     )
     run = ctx.store.get_run(ctx.flow, ctx.run_id)
     if run is not None:
@@ -732,7 +758,10 @@ def report_step(
         run_id=ctx.run_id,
         status=status,
         counts=counts,
-        report={k: summary[k] for k in ("counts", "quarantine", "resolved", "steps", "problems", "files")}
+        report={
+            k: summary[k]
+            for k in ("counts", "quarantine", "resolved", "steps", "problems", "warnings", "files")
+        }
         | {"api_calls": calls.get("total", 0)},
     )
     cursor = extra("extract").get("max_cursor")

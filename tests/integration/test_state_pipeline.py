@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import timedelta
 
@@ -271,3 +272,17 @@ def test_transient_row_refusals_are_retried_then_quarantined(
     assert [c["rows"] for c in target.call_log.calls if c["method"] == "upsert"] == [4, 2][
         : 1 + (max_retries > 0)
     ]
+
+
+def test_source_rows_without_a_key_are_left_out_and_reported(world, tmp_path):
+    seed_accounts(world["source"], 2)
+    source = MemoryAdapter(world["source"])
+    source.seed("Account", [{"Id": "TMP1", "Name": "No key", "Email": "x@y.test"}], modified=T0)
+    # Simulate a system that hands out a row with an empty key (a broken export, a formula field).
+    record = source.get("Account", "TMP1")
+    source._db.execute("UPDATE records SET data = ? WHERE id = 'TMP1'", (json.dumps({**record, "Id": ""}),))
+    out = _run(world, tmp_path, "nk", T0)
+    assert out["extract"].rows == 2 and out["extract"].extra["rows_without_key"] == 1
+    assert out["upsert"].extra["counts"]["created"] == 2
+    assert "1 source row(s) had no Id and were left out" in out["report"]["warnings"]
+    assert out["report"]["status"] == "success"
