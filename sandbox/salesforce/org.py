@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .ids import make_id, normalize_id
-from .schema import BY_PREFIX, OBJECTS, FieldDef, ObjectDef, get_object
+from .schema import BY_PREFIX, OBJECTS, ORDER_STATUS_CATEGORY, FieldDef, ObjectDef, get_object
 from .soql import SoqlQuery, parse_sf_datetime, resolve
 
 __all__ = ["Org", "SaveError", "format_datetime"]
@@ -404,11 +404,11 @@ class Org:
             return [SaveError("ENTITY_IS_DELETED", "entity is deleted", [])]
         if not obj.deletable:
             return [SaveError("INSUFFICIENT_ACCESS_OR_READONLY", f"cannot delete {obj.name}")]
-        if obj.name == "Order" and rec.get("Status") == "Activated":
+        if obj.name == "Order" and _activated(rec):
             return [SaveError("FIELD_INTEGRITY_EXCEPTION", "You can't delete an activated order.", [])]
         if obj.name == "OrderItem":
             order = self.get(rec["OrderId"])
-            if order and order.get("Status") == "Activated":
+            if order and _activated(order):
                 return [
                     SaveError(
                         "FIELD_INTEGRITY_EXCEPTION", "You can't delete products from an activated order.", []
@@ -601,7 +601,7 @@ class Org:
             product = self.get(rec["Product2Id"], include_deleted=True) or {}
             rec["Name"], rec["ProductCode"] = product.get("Name"), product.get("ProductCode")
         elif obj.name == "Order":
-            rec["StatusCode"] = rec.get("Status")
+            rec["StatusCode"] = ORDER_STATUS_CATEGORY.get(rec.get("Status") or "", "Draft")
             if not rec.get("OrderNumber"):
                 n = self.counters.get("order_number", 100) + 1
                 self.counters["order_number"] = n
@@ -639,6 +639,10 @@ class Org:
         return next((r["Id"] for r in self.tables["Pricebook2"].values() if r.get("IsStandard")), None)
 
 
+def _activated(order: dict) -> bool:
+    return ORDER_STATUS_CATEGORY.get(order.get("Status") or "") == "Activated"
+
+
 def _no_rule(org: Org, obj: ObjectDef, old: dict | None, new: dict) -> list[SaveError]:
     return []
 
@@ -671,7 +675,7 @@ def _pricebook_entry_rule(org: Org, obj: ObjectDef, old: dict | None, new: dict)
 
 def _order_rule(org: Org, obj: ObjectDef, old: dict | None, new: dict) -> list[SaveError]:
     if old is None:
-        if new.get("Status") != "Draft":
+        if _activated(new):
             return [
                 SaveError(
                     "FIELD_INTEGRITY_EXCEPTION",
@@ -681,11 +685,11 @@ def _order_rule(org: Org, obj: ObjectDef, old: dict | None, new: dict) -> list[S
             ]
         return []
     items = org.order_item_count(old["Id"])
-    if old.get("Status") == "Activated":
+    if _activated(old):
         changed = [
             k for k in new if k not in ("Status", "Description", "SystemModstamp") and new[k] != old.get(k)
         ]
-        if changed and new.get("Status") == "Activated":
+        if changed and _activated(new):
             return [
                 SaveError(
                     "FIELD_INTEGRITY_EXCEPTION",
@@ -701,7 +705,7 @@ def _order_rule(org: Org, obj: ObjectDef, old: dict | None, new: dict) -> list[S
                 ["Pricebook2Id"],
             )
         ]
-    if new.get("Status") == "Activated" and old.get("Status") != "Activated":
+    if _activated(new) and not _activated(old):
         if not items:
             return [
                 SaveError(
@@ -718,7 +722,7 @@ def _order_item_rule(org: Org, obj: ObjectDef, old: dict | None, new: dict) -> l
     order = org.get(new["OrderId"])
     if order is None:
         return [SaveError("INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id", ["OrderId"])]
-    if order.get("Status") == "Activated":
+    if _activated(order):
         return [
             SaveError(
                 "FIELD_INTEGRITY_EXCEPTION",

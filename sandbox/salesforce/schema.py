@@ -233,6 +233,14 @@ INDUSTRIES = (
     "Other",
 )
 PRODUCT_FAMILIES = ("Hardware", "Software", "Services", "Consumables", "Other")
+#: Order Status values and the category (StatusCode) each belongs to; orgs add their own values to the two
+#: categories, and the rules (create in Draft, activate only with products) follow the category.
+ORDER_STATUS_CATEGORY = {
+    "Draft": "Draft",
+    "Awaiting Payment": "Draft",
+    "Activated": "Activated",
+    "Paid": "Activated",
+}
 
 OBJECTS: dict[str, ObjectDef] = {
     o.name.lower(): o
@@ -359,7 +367,7 @@ OBJECTS: dict[str, ObjectDef] = {
                     "picklist",
                     40,
                     required=True,
-                    picklist=("Draft", "Activated"),
+                    picklist=tuple(ORDER_STATUS_CATEGORY),
                     restricted=True,
                     default="Draft",
                 ),

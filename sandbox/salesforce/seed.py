@@ -10,7 +10,7 @@ What is in it, and which rows are dirty on purpose (the sync must quarantine the
 - 50 Product2 rows (``SKU__c`` ``ITEM-0001`` .. ``ITEM-0048`` match the Exact sandbox's item codes;
   ``SF-ONLY-001``/``SF-ONLY-002`` exist only in Salesforce) with active standard PricebookEntries, plus
   a custom "Partner Price Book" with entries for the first 10 products.
-- 200 Orders (Draft and Activated) on the standard price book with 1-4 OrderItems each. Dirty:
+- 200 Orders (Status Draft, Awaiting Payment, Activated, Paid; StatusCode Draft or Activated) on the standard price book with 1-4 OrderItems each. Dirty:
   4 orders containing an ``SF-ONLY-*`` product, 3 orders whose bill-to contact has no email.
 
 SystemModstamps are spread over the last 30 days so incremental windows find work.
@@ -347,8 +347,9 @@ def seed_org(org: Org, seed: int = 20240501) -> dict:
                 },
             )
             assert not errs, errs
-        if i % 3 != 0:
-            errs = org.update(order, oid, {"Status": "Activated"})
+        status = ("Draft", "Awaiting Payment", "Activated", "Activated", "Paid", "Paid")[i % 6]
+        if status != "Draft":
+            errs = org.update(order, oid, {"Status": status})
             assert not errs, errs
 
     # Spread the modification stamps over the last 30 days (creation a little earlier).

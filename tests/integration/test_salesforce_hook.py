@@ -437,3 +437,19 @@ def test_persistently_malformed_json_is_a_clear_retriable_error(hook, sf):
     with pytest.raises(RetriableSourceError, match="malformed JSON") as info:
         hook.describe("Product2")
     assert "sobjects/Product2/describe" in info.value.where
+
+
+def test_hook_slows_down_near_the_quota(sf, monkeypatch):
+    import time
+
+    hook = _new_hook(sf, monkeypatch, throttle_seconds=0.3)
+    used = sf.admin("GET", "stats")["api_used"]
+    sf.admin("POST", "limits", {"used": 85_000})
+    try:
+        hook.describe("Account")  # learns 85,001/100,000 from the header
+        assert hook.api_usage == (85_001, 100_000)
+        start = time.monotonic()
+        hook.describe("Contact")
+        assert time.monotonic() - start >= 0.3
+    finally:
+        sf.admin("POST", "limits", {"used": used})

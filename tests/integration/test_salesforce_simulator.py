@@ -356,6 +356,9 @@ def test_price_book_and_order_rules(api, sf):
     assert got["records"][0]["Product2Id"] == prod and got["records"][0]["TotalPrice"] == 30.0
     assert got["records"][0]["Order"]["TotalAmount"] == 30.0
     assert api.patch(f"{V}/sobjects/Order/{order}", json={"Status": "Activated"}).status_code == 204
+    assert api.patch(f"{V}/sobjects/Order/{order}", json={"Status": "Paid"}).status_code == 204
+    locked = api.patch(f"{V}/sobjects/Order/{order}", json={"PoNumber": "changed"})
+    assert locked.status_code == 400 and "activated order" in locked.json()[0]["message"]
     late = api.post(
         f"{V}/sobjects/OrderItem",
         json={"OrderId": order, "PricebookEntryId": entry, "Quantity": 1, "UnitPrice": 10},
@@ -624,8 +627,15 @@ def test_seed_has_the_dirty_rows_the_sync_must_quarantine(api):
     emails = [r["Email"] for r in q(api, "SELECT Email FROM Contact WHERE Email != null")["records"]]
     assert sum("@" not in e or e.count("@") > 1 or "." not in e.split("@")[-1] for e in emails) >= 4
     assert q(api, "SELECT COUNT() FROM OrderItem WHERE Product2.SKU__c LIKE 'SF-ONLY-%'")["totalSize"] >= 4
-    statuses = {r["Status"] for r in q(api, "SELECT Status FROM Order")["records"]}
-    assert statuses == {"Draft", "Activated"}
+    statuses = {
+        (r["Status"], r["StatusCode"]) for r in q(api, "SELECT Status, StatusCode FROM Order")["records"]
+    }
+    assert statuses == {
+        ("Draft", "Draft"),
+        ("Awaiting Payment", "Draft"),
+        ("Activated", "Activated"),
+        ("Paid", "Activated"),
+    }
     assert q(api, "SELECT COUNT() FROM PricebookEntry WHERE Pricebook2.IsStandard = true")["totalSize"] >= 50
 
 
