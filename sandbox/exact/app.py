@@ -373,9 +373,19 @@ class ExactSimulator:
         if method == "POST":
             if key is not None:
                 raise ApiError(400, "POST goes to the entity set, without a key")
-            record = self.store.create(div, spec, await self._json(request))
+            body = await self._json(request)
+            record = self.store.create(div, spec, body)
             self._maybe_save()
-            return JSONResponse({"d": self._render(request, div, spec, record, None)}, 201)
+            rendered = self._render(request, div, spec, record, None)
+            if "return=representation" not in request.headers.get("prefer", ""):
+                # Without the header Exact leaves most properties null in the answer (reference §5):
+                # only the key and what the client sent come back, so clients must ask for the rest.
+                sent = set(body) if isinstance(body, dict) else set()
+                rendered = {
+                    k: (v if k in sent or k in ("__metadata", spec.key) else None)
+                    for k, v in rendered.items()
+                }
+            return JSONResponse({"d": rendered}, 201)
         if key is None:
             raise ApiError(400, f"{method} needs a key: {spec.path}(guid'...')")
         if method == "PUT":

@@ -42,7 +42,11 @@ def _client(exact, divisions: list[int] | None = None) -> httpx.Client:
     pair = _refresh(exact, exact.new_consent(divisions)).json()
     return httpx.Client(
         base_url=exact.url,
-        headers={"Authorization": f"Bearer {pair['access_token']}", "Accept": "application/json"},
+        headers={
+            "Authorization": f"Bearer {pair['access_token']}",
+            "Accept": "application/json",
+            "Prefer": "return=representation",
+        },
     )
 
 
@@ -661,3 +665,23 @@ def test_sales_item_prices_set_the_standard_price_and_feed_sync(exact):
             "d"
         ]["results"]
         assert [(r["Item"], r["Price"]) for r in fed] == [(item["ID"], 123.45)]
+
+
+def test_post_without_prefer_representation_leaves_computed_fields_null(exact):
+    with _client(exact) as client:
+        url = f"/api/v1/{DIV}/crm/Accounts"
+        bare = client.post(url, json={"Name": "Zonder Prefer"}, headers={"Prefer": "return=minimal"}).json()[
+            "d"
+        ]
+        assert (
+            bare["ID"]
+            and bare["Name"] == "Zonder Prefer"
+            and bare["Code"] is None
+            and bare["Created"] is None
+        )
+        full = client.post(
+            url, json={"Name": "Met Prefer"}, headers={"Prefer": "return=representation"}
+        ).json()["d"]
+        assert full["Code"].strip().isdigit() and full["Created"].startswith("/Date(")
+        stored = client.get(f"{url}(guid'{bare['ID']}')").json()["d"]
+        assert stored["Code"].strip().isdigit()  # the record itself is complete
