@@ -342,3 +342,21 @@ def test_source_fields_include_what_expressions_filters_and_rules_read(tmp_path)
         "Extra",
         "Website",
     ]
+
+
+def test_schema_found_through_the_mappings_dir_when_installed_elsewhere(tmp_path, monkeypatch):
+    """A non-editable install (the Docker image) finds the schema in ERPSYNC_MAPPINGS_DIR."""
+    import shutil
+
+    from erpsync.mapping import _schema
+
+    monkeypatch.setattr(_schema, "__file__", str(tmp_path / "site" / "erpsync" / "mapping" / "_schema.py"))
+    monkeypatch.delenv("ERPSYNC_MAPPINGS_DIR", raising=False)
+    with pytest.raises(MappingError, match="mapping schema was not found"):
+        _schema.schema_path()
+    folder = tmp_path / "mappings"
+    folder.mkdir()
+    shutil.copy(Path(__file__).resolve().parents[2] / "include" / "mappings" / "mapping.schema.json", folder)
+    monkeypatch.setenv("ERPSYNC_MAPPINGS_DIR", str(folder))
+    assert _schema.schema_path() == folder / "mapping.schema.json"
+    assert load_mapping(write(tmp_path, BASE)).flow == "demo"

@@ -8,6 +8,7 @@ on the line of the offending key.
 from __future__ import annotations
 
 import json
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -15,9 +16,9 @@ from typing import Any
 from erpsync.mapping._errors import Problem, problem
 from erpsync.mapping._yaml import YamlDoc, dotted
 
-__all__ = ["SCHEMA_PATH", "schema", "schema_problems"]
+__all__ = ["SCHEMA_NAME", "schema", "schema_path", "schema_problems"]
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "mappings" / "mapping.schema.json"
+SCHEMA_NAME = "mapping.schema.json"
 _TYPE_NAMES = {
     str: "a string",
     int: "an integer",
@@ -29,10 +30,32 @@ _TYPE_NAMES = {
 }
 
 
-@lru_cache(maxsize=1)
+def schema_path() -> Path:
+    """Return the schema file: the source tree's include/mappings first (it matches this code), else
+    the one in ERPSYNC_MAPPINGS_DIR (a non-editable install, as in the Docker image, has no source
+    tree beside the package; the image sets ERPSYNC_MAPPINGS_DIR to its copy of include/mappings).
+    """
+    from erpsync.mapping._errors import MappingError, problem
+
+    candidates = [Path(__file__).resolve().parents[2] / "mappings" / SCHEMA_NAME]
+    configured = os.environ.get("ERPSYNC_MAPPINGS_DIR")
+    if configured:
+        candidates.append(Path(configured) / SCHEMA_NAME)
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    shown = ", ".join(str(c) for c in candidates)
+    raise MappingError(problem(shown, None, "", "the mapping schema was not found; set ERPSYNC_MAPPINGS_DIR"))
+
+
+@lru_cache(maxsize=4)
+def _schema_at(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
 def schema() -> dict[str, Any]:
-    """Return the mapping JSON schema (read once per process)."""
-    return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    """Return the mapping JSON schema (each file read once per process)."""
+    return _schema_at(schema_path())
 
 
 def schema_problems(doc: YamlDoc) -> list[Problem]:
