@@ -2,7 +2,8 @@
 
 `service(ctx)` builds it for `sandbox up` and tests. Plain HTTP: Exact's own clients do not insist on
 https the way simple-salesforce does, and the hook takes any base URL (with a CA bundle when https).
-Options come from `ctx.options["exact"]` (see `SimulatorOptions`; e.g. `{"access_token_ttl": 3}`).
+Options come from `ctx.options["exact"]` (see `SimulatorOptions`; e.g. `{"access_token_ttl": 3}`) and,
+for `sandbox up`, from the JSON in the environment variable `ERPSYNC_SANDBOX_EXACT`.
 Data and consent chains persist in `<data_dir>/exact/exact-state.json` between runs.
 
 The state file gets what a connection needs: client id and secret, redirect URI, a refresh token
@@ -12,17 +13,43 @@ from a seeded consent (backdated so it may be refreshed at once), and the divisi
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
+from erpsync.errors import ConfigError
 from erpsync.sandbox.exact.app import ExactSimulator, SimulatorOptions
 from erpsync.sandbox.runner import SandboxContext, ServiceSpec
 
 __all__ = ["ExactSimulator", "SimulatorOptions", "build", "connection_json", "service"]
 
 
+#: Environment variable with JSON options for `sandbox up` (which has no per-simulator flags), e.g.
+#: `ERPSYNC_SANDBOX_EXACT='{"error_budget": 0, "latency": 0.15}'`. `ctx.options["exact"]` wins.
+OPTIONS_ENV = "ERPSYNC_SANDBOX_EXACT"
+
+
+def _env_options() -> dict[str, Any]:
+    raw = os.environ.get(OPTIONS_ENV, "").strip()
+    if not raw:
+        return {}
+    try:
+        options = json.loads(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{OPTIONS_ENV} is not valid JSON: {exc}", where=OPTIONS_ENV) from None
+    if not isinstance(options, dict):
+        raise ConfigError(f"{OPTIONS_ENV} must be a JSON object of simulator options", where=OPTIONS_ENV)
+    unknown = sorted(set(options) - set(SimulatorOptions.__dataclass_fields__))
+    if unknown:
+        known = ", ".join(sorted(SimulatorOptions.__dataclass_fields__))
+        raise ConfigError(
+            f"{OPTIONS_ENV}: unknown option(s) {', '.join(unknown)}; known: {known}", where=OPTIONS_ENV
+        )
+    return options
+
+
 def build(ctx: SandboxContext) -> ExactSimulator:
     """Build the simulator (loading persisted state or seeding) without wrapping it in a spec."""
-    options = SimulatorOptions.from_mapping(ctx.options.get("exact", {}))
+    options = SimulatorOptions.from_mapping({**_env_options(), **ctx.options.get("exact", {})})
     return ExactSimulator(ctx.data_dir / "exact", options, seed=ctx.seed)
 
 

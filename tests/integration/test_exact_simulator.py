@@ -685,3 +685,21 @@ def test_post_without_prefer_representation_leaves_computed_fields_null(exact):
         assert full["Code"].strip().isdigit() and full["Created"].startswith("/Date(")
         stored = client.get(f"{url}(guid'{bare['ID']}')").json()["d"]
         assert stored["Code"].strip().isdigit()  # the record itself is complete
+
+
+def test_options_from_the_environment_and_clear_errors_for_bad_ones(tmp_path, monkeypatch):
+    from erpsync.errors import ConfigError
+
+    monkeypatch.setenv("ERPSYNC_SANDBOX_EXACT", '{"minutely_limit": 1, "error_budget": 0}')
+    with running_exact(tmp_path / "a") as exact, _client(exact) as client:
+        assert client.get(f"/api/v1/{DIV}/vat/VATCodes").headers["X-RateLimit-Minutely-Limit"] == "1"
+        assert exact.simulator.options.error_budget == 0
+    monkeypatch.setenv("ERPSYNC_SANDBOX_EXACT", '{"minutly_limit": 1}')
+    with (
+        pytest.raises(ConfigError, match=r"unknown option.s. minutly_limit.*minutely_limit"),
+        running_exact(tmp_path / "b"),
+    ):
+        pass
+    monkeypatch.setenv("ERPSYNC_SANDBOX_EXACT", "{minutely_limit: 1}")
+    with pytest.raises(ConfigError, match="not valid JSON"), running_exact(tmp_path / "c"):
+        pass
