@@ -95,6 +95,7 @@ class SalesforceSimulator(RestApi, BulkApi):
             routes=[
                 Route("/services/oauth2/token", self.token, methods=["POST"]),
                 Route("/services/oauth2/revoke", self.revoke, methods=["POST"]),
+                Route("/services/Soap/u/{version}", self.soap_login, methods=["POST"]),
                 Route("/services/data", self.versions, methods=["GET"]),
                 Route("/services/data/", self.versions, methods=["GET"]),
                 Route("/services/data/{version}", self.data, methods=["GET"]),
@@ -210,10 +211,8 @@ class SalesforceSimulator(RestApi, BulkApi):
             return oauth_error("unsupported_grant_type", "grant type not supported")
         else:
             return oauth_error("unsupported_grant_type", "grant type not supported")
-        access = f"{self.org_id[:15]}!AR{secrets.token_urlsafe(32)}"
-        now = time.monotonic()
+        access = self._new_session()
         user_id = self.org.integration_user_id
-        self.sessions[access] = Session(user_id, now, now)
         issued = str(int(time.time() * 1000))
         host = request.headers.get("host", "localhost")
         return JSONResponse(
@@ -255,6 +254,48 @@ class SalesforceSimulator(RestApi, BulkApi):
         if str(claims["sub"]).lower() != self.creds.username.lower():
             return "user hasn't approved this consumer"
         return None
+
+    async def soap_login(self, request: Request) -> Response:
+        """The partner SOAP ``login()`` call: username + password with the security token appended.
+
+        simple-salesforce (and so the Airflow provider) logs in this way when a connection has a security
+        token; the answer's ``serverUrl`` host becomes the client's instance.
+        """
+        await self._latency()
+        from xml.etree import ElementTree
+
+        try:
+            root = ElementTree.fromstring(await request.body())
+        except ElementTree.ParseError as exc:
+            return _soap_fault("INVALID_REQUEST", f"malformed login request: {exc}", 500)
+        ns = "{urn:partner.soap.sforce.com}"
+        username = root.findtext(f".//{ns}login/{ns}username") or ""
+        password = root.findtext(f".//{ns}login/{ns}password") or ""
+        creds = self.creds
+        if username.lower() != creds.username.lower() or password != creds.password + creds.security_token:
+            return _soap_fault(
+                "INVALID_LOGIN", "Invalid username, password, security token; or user locked out."
+            )
+        version = request.path_params["version"]
+        access = self._new_session()
+        host = request.headers.get("host", "localhost")
+        body = (
+            '<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope '
+            'xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns="urn:partner.soap.sforce.com">'
+            "<soapenv:Body><loginResponse><result>"
+            f"<metadataServerUrl>https://{host}/services/Soap/m/{version}/{self.org_id}</metadataServerUrl>"
+            "<passwordExpired>false</passwordExpired><sandbox>true</sandbox>"
+            f"<serverUrl>https://{host}/services/Soap/u/{version}/{self.org_id}</serverUrl>"
+            f"<sessionId>{access}</sessionId><userId>{self.org.integration_user_id}</userId>"
+            "</result></loginResponse></soapenv:Body></soapenv:Envelope>"
+        )
+        return Response(body, media_type="text/xml; charset=utf-8")
+
+    def _new_session(self) -> str:
+        access = f"{self.org_id[:15]}!AR{secrets.token_urlsafe(32)}"
+        now = time.monotonic()
+        self.sessions[access] = Session(self.org.integration_user_id, now, now)
+        return access
 
     async def revoke(self, request: Request) -> Response:
         form = await request.form()
@@ -396,3 +437,17 @@ class SalesforceSimulator(RestApi, BulkApi):
             ),
             "ConcurrentPerOrgLongTxn": lim(25, 25),
         }
+
+
+def _soap_fault(code: str, message: str, status: int = 500) -> Response:
+    """A SOAP fault as the partner API sends it (HTTP 500, sf:exceptionCode inside the detail)."""
+    body = (
+        '<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope '
+        'xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:sf="urn:fault.partner.soap.sforce.com" '
+        'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><soapenv:Body><soapenv:Fault>'
+        f"<faultcode>sf:{code}</faultcode><faultstring>{code}: {message}</faultstring><detail>"
+        f'<sf:LoginFault xsi:type="sf:LoginFault"><sf:exceptionCode>{code}</sf:exceptionCode>'
+        f"<sf:exceptionMessage>{message}</sf:exceptionMessage></sf:LoginFault></detail>"
+        "</soapenv:Fault></soapenv:Body></soapenv:Envelope>"
+    )
+    return Response(body, status_code=status, media_type="text/xml; charset=utf-8")

@@ -55,6 +55,16 @@ class SalesforceSandbox:
 
         return json.dumps(airflow_connection({"url": self.url, **self.info}, self.ca_bundle, flow, extra))
 
+    def provider_domain(self) -> str:
+        """Return a ``domain`` extra that makes simple-salesforce's own login reach this simulator.
+
+        simple-salesforce logs in at ``https://{domain}.salesforce.com/services/Soap/u/{version}`` and offers
+        no way to name another host; this value turns everything after the host into a query string. It
+        exists only so tests can drive the provider's unmodified login; real connections use
+        ``login_url`` instead.
+        """
+        return f"{self.url.removeprefix('https://')}/services/Soap/u/{self.info['api_version']}?_="
+
     def admin(self, method: str, what: str, body: dict | None = None) -> dict:
         import httpx
 

@@ -5,6 +5,8 @@ Connections come from ``AIRFLOW_CONN_*`` variables, as in production; nothing is
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from erpsync.errors import AuthError, ConfigError, FatalSourceError, RateLimitedError, RetriableSourceError
@@ -453,3 +455,56 @@ def test_hook_slows_down_near_the_quota(sf, monkeypatch):
         assert time.monotonic() - start >= 0.3
     finally:
         sf.admin("POST", "limits", {"used": used})
+
+
+def _provider_login_connection(sf, monkeypatch, password_suffix: str = "") -> None:
+    i = sf.info
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_SALESFORCE_SOAP",
+        json.dumps(
+            {
+                "conn_type": "salesforce",
+                "login": i["username"],
+                "password": i["password"] + password_suffix,
+                "extra": {
+                    "security_token": i["security_token"],
+                    "domain": sf.provider_domain(),
+                    "version": "62.0",
+                    "ca_bundle": sf.ca_bundle,
+                    **FAST,
+                },
+            }
+        ),
+    )
+
+
+def test_provider_hook_own_soap_login_reaches_the_simulator(sf, monkeypatch):
+    """The provider's unmodified login (simple-salesforce SOAP, password + security token) works too."""
+    import requests
+    from airflow.providers.salesforce.hooks.salesforce import SalesforceHook as ProviderHook
+
+    _provider_login_connection(sf, monkeypatch)
+    session = requests.Session()
+    session.verify, session.trust_env = sf.ca_bundle, False
+    provider = ProviderHook("salesforce_soap", session=session)
+    assert provider.get_conn().sf_instance == sf.url.removeprefix("https://")
+    assert provider.make_query("SELECT Id FROM User")["totalSize"] == 9
+    ok, message = provider.test_connection()
+    assert ok, message
+
+
+def test_hook_without_login_url_logs_in_through_the_provider(sf, monkeypatch):
+    from erpsync.hooks.salesforce import SalesforceHook
+
+    _provider_login_connection(sf, monkeypatch)
+    hook = SalesforceHook("salesforce_soap")
+    [row] = next(
+        hook.query_batches("SELECT Id, Username FROM User WHERE Username = 'integration@erpsync.sandbox'")
+    )
+    assert row["Id"].startswith("005") and hook.calls["auth"] == 1
+    sf.admin("POST", "sessions/expire")
+    assert hook.describe("Account")["name"] == "Account"  # renewed through the provider's login again
+    assert hook.calls["auth"] == 2
+    _provider_login_connection(sf, monkeypatch, password_suffix="-wrong")
+    with pytest.raises(AuthError, match="INVALID_LOGIN"):
+        SalesforceHook("salesforce_soap").get_conn()

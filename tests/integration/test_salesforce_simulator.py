@@ -727,3 +727,29 @@ def test_bulk_refuses_bad_uploads_and_fails_ragged_rows_alone(api):
     assert "Row has 3 columns, header has 2" in failed[1] and "INVALID_EMAIL_ADDRESS" in failed[2]
     bad_state = api.patch(f"{V}/jobs/ingest/{job['id']}", json={"state": "Open"})
     assert bad_state.status_code == 409 and bad_state.json()[0]["errorCode"] == "INVALIDJOBSTATE"
+
+
+def test_soap_login_answers_session_and_server_url_or_a_login_fault(sf):
+    i = sf.info
+
+    def login(password: str) -> httpx.Response:
+        body = (
+            '<?xml version="1.0" encoding="utf-8"?><env:Envelope xmlns:env="http://schemas.xmlsoap.org/soap/'
+            'envelope/"><env:Body><n1:login xmlns:n1="urn:partner.soap.sforce.com">'
+            f"<n1:username>{i['username']}</n1:username><n1:password>{password}</n1:password>"
+            "</n1:login></env:Body></env:Envelope>"
+        )
+        return httpx.post(
+            f"{sf.url}/services/Soap/u/62.0",
+            content=body,
+            verify=sf.ssl_context(),
+            headers={"content-type": "text/xml", "SOAPAction": "login"},
+        )
+
+    good = login(i["password"] + i["security_token"])
+    assert good.status_code == 200 and "<sessionId>00D" in good.text
+    assert f"<serverUrl>{sf.url}/services/Soap/u/62.0/" in good.text
+    bad = login(i["password"])  # the security token is missing
+    assert bad.status_code == 500 and "<sf:exceptionCode>INVALID_LOGIN</sf:exceptionCode>" in bad.text
+    garbage = httpx.post(f"{sf.url}/services/Soap/u/62.0", content=b"<not xml", verify=sf.ssl_context())
+    assert garbage.status_code == 500 and "malformed login request" in garbage.text
