@@ -144,10 +144,10 @@ def test_a_column_salesforce_lacks_is_a_config_error_naming_it(connect):
     with pytest.raises(ConfigError, match=r"Account has no field\(s\) Email\b") as err:
         next(adapter.read("Account", columns=["Id", "Name", "Email"]))
     assert err.value.details["fields"] == ["Email"]
-    with pytest.raises(ConfigError, match="Nope.Name"):
+    with pytest.raises(ConfigError, match=r"Nope\.Name"):
         next(adapter.read("Account", columns=["Id", "Nope.Name"]))
     # A relationship path is checked by Salesforce itself: an unknown field at its end is named too.
-    with pytest.raises(ConfigError, match="Owner.Shoe_Size__c"):
+    with pytest.raises(ConfigError, match=r"Owner\.Shoe_Size__c"):
         next(adapter.read("Account", columns=["Id", "Owner.Shoe_Size__c"]))
     lenient = connect(optional_fields=["Email"])
     frame = next(lenient.read("Account", columns=["Id", "Email"], chunk_rows=5))
@@ -528,7 +528,7 @@ def test_order_lines_columns_option_and_read_by_keys_carry_lines(sf, connect):
     lines = got.at[0, "OrderItems"]
     assert lines and all(set(line) == {"Id", "Quantity", "Product2.ProductCode"} for line in lines)
     wrong = connect(line_columns={"OrderItems": ["Id", "Tax_Rate__c"]})
-    with pytest.raises(ConfigError, match="OrderItem has no field.*Tax_Rate__c"):
+    with pytest.raises(ConfigError, match=r"OrderItem has no field.*Tax_Rate__c"):
         wrong.read_by_keys("Order", "Id", [order["Id"]], columns=["OrderItems"])
 
 
