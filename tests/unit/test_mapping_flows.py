@@ -225,6 +225,7 @@ def test_public_names_are_pinned():
         "QualityConfigError",
         "QualityResult",
         "QualityThresholdError",
+        "SeenValues",
         "enforce_threshold",
         "rule_name",
         "run_checks",

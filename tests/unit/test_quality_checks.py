@@ -15,6 +15,7 @@ from erpsync.quality import (
     QualityConfigError,
     QualityResult,
     QualityThresholdError,
+    SeenValues,
     enforce_threshold,
     run_checks,
 )
@@ -172,6 +173,29 @@ def test_rule_gx_cannot_compute_is_an_error_not_a_pass():
             df, [{"rule": "between", "column": "X", "min": 0, "max": 5}], key_column="Id", suite_name="s2"
         )
     assert "suite s2, rule between:X" in str(caught.value) and "could not run the rule" in str(caught.value)
+
+
+def test_unique_across_chunks():
+    """With one SeenValues per run, a key repeated in a later chunk fails there (the first wins)."""
+    rules = [{"rule": "unique", "column": "Email"}, {"rule": "unique", "columns": ["A", "B"]}]
+    seen = SeenValues()
+    first = pd.DataFrame({"Id": ["1", "2"], "Email": ["a@x", None], "A": ["p", "q"], "B": ["1", "2"]})
+    second = pd.DataFrame(
+        {"Id": ["3", "4", "5"], "Email": ["a@x", None, "c@x"], "A": ["q", "p", "p"], "B": ["2", "9", "9"]},
+        index=[10, 11, 12],
+    )
+    assert run_checks(first, rules, key_column="Id", suite_name="u", across=seen).failed_by_rule == {}
+    result = run_checks(second, rules, key_column="Id", suite_name="u", across=seen)
+    assert result.failed_by_rule == {"unique:Email": 1, "unique:A+B": 3}
+    assert set(result.bad.itertuples(index=False, name=None)) == {
+        ("3", "unique:Email", "Email", "a@x"),
+        ("3", "unique:A+B", "A+B", "q | 2"),
+        ("4", "unique:A+B", "A+B", "p | 9"),
+        ("5", "unique:A+B", "A+B", "p | 9"),
+    }
+    assert list(result.good.index) == []
+    # without the shared state each chunk is judged alone
+    assert run_checks(second, rules[:1], key_column="Id", suite_name="u").failed_by_rule == {}
 
 
 def test_empty_chunk_and_no_rules_skip_gx():

@@ -31,6 +31,7 @@ __all__ = [
     "QualityConfigError",
     "QualityResult",
     "QualityThresholdError",
+    "SeenValues",
     "enforce_threshold",
     "rule_name",
     "run_checks",
@@ -211,8 +212,37 @@ def _exception_message(info: Any) -> str | None:
     return None
 
 
+class SeenValues:
+    """Values the `unique` rules saw in earlier chunks of one run, kept as 64-bit hashes.
+
+    A million keys cost 8 MB. The first occurrence wins: a later row repeating a value from an
+    earlier chunk fails the rule, the earlier row (already passed on) is not recalled.
+    """
+
+    def __init__(self) -> None:
+        self._seen: dict[str, Any] = {}
+
+    def check_and_add(self, rule: str, values: pd.DataFrame) -> Any:
+        """Return positions of rows whose (non-null) values an earlier chunk had; remember these."""
+        import numpy as np
+        import pandas as pd
+
+        present = values.notna().all(axis=1).to_numpy()
+        hashes = pd.util.hash_pandas_object(values.astype("str"), index=False).to_numpy()
+        seen = self._seen.get(rule)
+        repeated = np.zeros(len(values), dtype=bool) if seen is None else np.isin(hashes, seen) & present
+        fresh = hashes[present]
+        self._seen[rule] = fresh if seen is None else np.union1d(seen, fresh)
+        return np.flatnonzero(repeated)
+
+
 def run_checks(
-    df: pd.DataFrame, rules: list[dict[str, Any]], *, key_column: str, suite_name: str
+    df: pd.DataFrame,
+    rules: list[dict[str, Any]],
+    *,
+    key_column: str,
+    suite_name: str,
+    across: SeenValues | None = None,
 ) -> QualityResult:
     """Check `df` against `rules`; return passing rows and one bad row per failed (row, rule).
 
@@ -220,6 +250,8 @@ def run_checks(
     :param rules: rule dicts from the mapping's quality section.
     :param key_column: column identifying a row in the source (becomes `_source_key` of bad rows).
     :param suite_name: name of the GX suite (shown in errors and reports).
+    :param across: pass the same SeenValues for every chunk of a run to make `unique` rules hold
+        across chunks, not only within each (GX sees one chunk at a time).
     :raises QualityConfigError: a rule is malformed or names a missing column, or GX could not run it.
     """
     import numpy as np
@@ -256,6 +288,9 @@ def run_checks(
                 f"Great Expectations failed the rule without naming rows: {result.result}",
                 where=f"suite {suite_name}, rule {name}",
             )
+        if across is not None and rule["rule"] == "unique":
+            earlier = across.check_and_add(name, work[_columns(rule)])
+            positions = np.concatenate([positions, earlier])
         if not len(positions):
             continue
         positions = np.unique(positions)
