@@ -1,4 +1,4 @@
-"""Benchmark: upsert N Accounts one record per call vs sObject Collections (200) vs Bulk API 2.0.
+"""Benchmark: upsert N Accounts (or Product2) one record per call vs sObject Collections (200) vs Bulk API 2.0.
 
 All three run in the same process against the same simulator over real HTTPS, through the real
 SalesforceHook, so the ratios compare like with like. Each mode upserts its own key range (all inserts),
@@ -31,18 +31,34 @@ def _hook(sandbox, conn_id: str, **extra):
     return SalesforceHook(conn_id)
 
 
-def _records(prefix: str, n: int) -> list[dict]:
-    return [
-        {
-            "External_Id__c": f"{prefix}-{i:05d}",
+#: What each benchmarked object is keyed on and how a record looks (Product2 is the Exact items flow).
+SHAPES = {
+    "Account": (
+        "External_Id__c",
+        lambda i: {
             "Name": f"Bench Account {i} B.V.",
             "BillingCity": "Utrecht",
             "BillingCountry": "Netherlands",
             "Type": "Customer - Direct",
             "NumberOfEmployees": i % 500,
-        }
-        for i in range(n)
-    ]
+        },
+    ),
+    "Product2": (
+        "SKU__c",
+        lambda i: {
+            "Name": f"Bench item {i}",
+            "ProductCode": f"B{i:05d}",
+            "IsActive": True,
+            "Family": "Hardware",
+            "Description": "Imported from Exact Online",
+        },
+    ),
+}
+
+
+def _records(sobject: str, prefix: str, n: int) -> list[dict]:
+    key, make = SHAPES[sobject]
+    return [{key: f"{prefix}-{i:05d}", **make(i)} for i in range(n)]
 
 
 def _api_calls(sandbox) -> tuple[int, int]:
@@ -56,28 +72,27 @@ def _diff(now: tuple[int, int], before: tuple[int, int]) -> tuple[int, int]:
     return now[0] - before[0], now[1] - before[1]
 
 
-def run(n: int, latency_ms: float, baseline_sample: int | None) -> dict:
+def run(n: int, latency_ms: float, baseline_sample: int | None, sobject: str = "Account") -> dict:
     from erpsync.sandbox.salesforce.testing import running_salesforce
 
-    out: dict = {"records": n, "latency_ms": latency_ms, "modes": {}}
+    key = SHAPES[sobject][0]
+    out: dict = {"object": sobject, "records": n, "latency_ms": latency_ms, "modes": {}}
     with (
         tempfile.TemporaryDirectory() as tmp,
         running_salesforce(Path(tmp), seed=False, bulk_processing_seconds=0.5) as sandbox,
     ):
         sandbox.admin("POST", "faults", {"latency_ms": latency_ms})
 
-        # 1. one record per call (PATCH sobjects/Account/External_Id__c/{key})
+        # 1. one record per call (PATCH sobjects/{object}/{key field}/{key})
         hook = _hook(sandbox, "bench_single")
-        hook.describe("Account")  # log in and warm up outside the timed part, as every mode does
+        hook.describe(sobject)  # log in and warm up outside the timed part, as every mode does
         sample = min(n, baseline_sample or n)
-        records = _records("single", sample)
+        records = _records(sobject, "single", sample)
         calls0, t0 = _api_calls(sandbox), time.perf_counter()
         ok = 0
         for rec in records:
-            body = {k: v for k, v in rec.items() if k != "External_Id__c"}
-            answer = hook.request(
-                "PATCH", f"sobjects/Account/External_Id__c/{rec['External_Id__c']}", json=body
-            )
+            body = {k: v for k, v in rec.items() if k != key}
+            answer = hook.request("PATCH", f"sobjects/{sobject}/{key}/{rec[key]}", json=body)
             ok += bool(answer and answer.get("success"))
         wall, (calls, writes) = time.perf_counter() - t0, _diff(_api_calls(sandbox), calls0)
         scale = n / sample
@@ -92,14 +107,14 @@ def run(n: int, latency_ms: float, baseline_sample: int | None) -> dict:
         # 2. sObject Collections, 200 per call; 3. Bulk API 2.0 (one job)
         for mode in ("collections", "bulk"):
             hook = _hook(sandbox, f"bench_{mode}")
-            hook.describe("Account")
+            hook.describe(sobject)
             for phase in ("insert", "update"):
-                records = _records(mode, n)
+                records = _records(sobject, mode, n)
                 if phase == "update":
                     for r in records:
                         r["Name"] += " (updated)"
                 calls0, t0 = _api_calls(sandbox), time.perf_counter()
-                results = hook.upsert("Account", "External_Id__c", records, mode=mode)
+                results = hook.upsert(sobject, key, records, mode=mode)
                 wall, (calls, writes) = time.perf_counter() - t0, _diff(_api_calls(sandbox), calls0)
                 created = sum(bool(r.created) for r in results)
                 out["modes"][f"{mode}_{phase}"] = {
@@ -120,6 +135,7 @@ def run(n: int, latency_ms: float, baseline_sample: int | None) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=5000)
+    parser.add_argument("--object", choices=sorted(SHAPES), default="Account", help="what to upsert")
     parser.add_argument("--latency-ms", type=float, default=0.0, help="simulated latency added to every call")
     parser.add_argument(
         "--baseline-sample",
@@ -128,8 +144,10 @@ def main(argv: list[str] | None = None) -> int:
         help="measure the one-per-call baseline on this many records and extrapolate",
     )
     args = parser.parse_args(argv)
-    result = run(args.records, args.latency_ms, args.baseline_sample)
-    print(f"Upsert {result['records']} Accounts, {result['latency_ms']:.0f} ms added latency per call")
+    result = run(args.records, args.latency_ms, args.baseline_sample, args.object)
+    print(
+        f"Upsert {result['records']} {result['object']} records, {result['latency_ms']:.0f} ms added latency per call"
+    )
     print(
         f"{'mode':<20}{'calls':>8}{'writes':>8}{'wall s':>10}{'ok':>7}{'x faster':>10}{'x fewer calls':>15}"
     )
