@@ -90,11 +90,14 @@ def test_unloadable_mapping_and_missing_system_are_red(world, capsys, tmp_path):
         f.write("flow: bad_yaml\nsource: {system: salesforce}\n")
     code, out = _validate(capsys, paths, systems, "--flow", "bad_yaml")
     assert code == 1 and "RED      bad_yaml" in out and "✗ mapping: " in out and "bad_yaml.yaml" in out
-    only_source = tmp_path / "only_source.yaml"
-    only_source.write_text(f"salesforce: {{adapter: memory, options: {{path: '{paths['source']}'}}}}\n")
-    code, out = _validate(capsys, paths, str(only_source), "--flow", "good_flow")
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text(
+        f"salesforce: {{adapter: memory, options: {{path: '{paths['source']}'}}}}\n"
+        "quickbooks: {adapter: carrier_pigeon}\n"
+    )
+    code, out = _validate(capsys, paths, str(unknown), "--flow", "good_flow")
     assert code == 1
-    assert "✗ connection quickbooks: unknown adapter 'quickbooks'" in out
+    assert "✗ connection quickbooks: unknown adapter 'carrier_pigeon'" in out
 
 
 def test_bad_systems_file_is_a_clear_error(world, capsys, tmp_path):

@@ -7,7 +7,14 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 import pytest
 
-from erpsync.adapters import FieldMeta, ReadWindow, SystemAdapter, get_adapter, register_adapter
+from erpsync.adapters import (
+    FieldMeta,
+    ReadWindow,
+    SystemAdapter,
+    adapter_names,
+    get_adapter,
+    register_adapter,
+)
 from erpsync.adapters.memory import MemoryAdapter
 from erpsync.errors import ConfigError, RetriableSourceError
 
@@ -36,6 +43,7 @@ def test_is_a_system_adapter_and_resolves_by_name(tmp_path):
     assert isinstance(a, SystemAdapter) and a.name == "x"
     register_adapter("custom_memory", "erpsync.adapters.memory:MemoryAdapter")
     assert isinstance(get_adapter("custom_memory"), MemoryAdapter)
+    assert {"memory", "salesforce", "exact_online", "quickbooks"} <= set(adapter_names())
     with pytest.raises(ConfigError, match="unknown adapter 'nope'"):
         get_adapter("nope")
     with pytest.raises(ConfigError, match="cannot be imported"):

@@ -1,7 +1,8 @@
 """Resolve adapters by name ("memory", "salesforce", ...) inside a task, never at parse time.
 
-Names map to "module:Class" strings so nothing is imported until an adapter is built. The real
-systems' adapters register here when they exist; any "module:Class" string works as a name too.
+Names map to "module:Class" strings so nothing is imported until an adapter is built (the real
+systems' adapters wrap hooks and load HTTP clients). Any "module:Class" string works as a name too,
+and `register_adapter` adds one at run time (a plugin, a test).
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ __all__ = ["adapter_names", "get_adapter", "register_adapter"]
 
 _REGISTRY: dict[str, str | Callable[..., Any]] = {
     "memory": "erpsync.adapters.memory:MemoryAdapter",
+    "salesforce": "erpsync.adapters.salesforce:SalesforceAdapter",
+    "exact_online": "erpsync.adapters.exact_online:ExactOnlineAdapter",
+    "quickbooks": "erpsync.adapters.quickbooks:QuickBooksAdapter",
 }
 
 
