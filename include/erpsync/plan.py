@@ -217,6 +217,8 @@ class Planner:
 
         self._by_identity(out, todo, action, target, reason, record)
         for rule in spec.match:
+            if rule == [spec.identity]:
+                continue  # the identity lookup above already did exactly this
             self._by_rule(out, rule, [i for i in todo if action[i] is None], action, target, reason, record)
         for i in todo:
             if action[i] is None:

@@ -219,3 +219,18 @@ def test_nested_values_normalize_for_hashes_and_comparison():
     a = pd.DataFrame({"_source_key": ["1"], "Lines": [lines]})
     b = pd.DataFrame({"_source_key": ["1"], "Lines": [[{"Item": "A", "Qty": 2}]]})
     assert content_hashes(a, ["Lines"]) == content_hashes(b, ["Lines"])
+
+
+def test_a_match_rule_on_the_identity_is_not_read_twice(target, store):
+    spec = PlanSpec(
+        flow="f",
+        target_object="Customer",
+        identity="SalesforceId",
+        fields=FIELDS,
+        update_fields=["Name"],
+        match=[["SalesforceId"], ["Email"]],
+    )
+    plan = _planner(spec, target, store).plan(pd.DataFrame([_row("k1", SalesforceId="k1", Email="a@b.test")]))
+    assert plan.loc[0, "_action"] == "create"
+    fields_read = [c for c in target.call_log.calls if c["method"] == "read_by_keys"]
+    assert len(fields_read) == 2, "one read by identity, one by e-mail"
