@@ -473,3 +473,16 @@ def test_the_sandbox_state_file_is_enough_to_connect(tmp_path, monkeypatch):
         monkeypatch.setenv("AIRFLOW_CONN_EXACT_ONLINE_DEFAULT", conn)
         ok, message = ExactOnlineHook().test_connection()
         assert ok and "1001234" in message, message
+
+
+def test_bulk_reads_follow_next_links_at_1000_per_call(tmp_path, monkeypatch):
+    with running_exact(tmp_path, item_count=2001) as exact:
+        hook = _make_hook(exact, monkeypatch, tmp_path)
+        _ = hook.division
+        calls = hook.calls
+        pages = [len(p) for p in hook.iter_bulk("logistics/Items", ["ID", "Code"])]
+        assert pages == [1000, 1000, 1] and hook.calls - calls == 3
+        sync_pages = [(len(rows), cursor) for rows, cursor in hook.iter_sync("logistics/Items", "ID")]
+        assert [n for n, _ in sync_pages] == [1000, 1000, 1]
+        assert [c for _, c in sync_pages] == sorted(c for _, c in sync_pages)  # the cursor only moves forward
+        hook.close()
