@@ -298,8 +298,13 @@ class SalesforceHook(BaseHook):
         consumer_secret = extras.get("consumer_secret") or extras.get("client_secret")
         private_key = extras.get("private_key")
         if not private_key and extras.get("private_key_file_path"):
-            with open(extras["private_key_file_path"]) as fh:
-                private_key = fh.read()
+            try:
+                with open(extras["private_key_file_path"]) as fh:
+                    private_key = fh.read()
+            except OSError as exc:
+                raise ConfigError(
+                    f"private_key_file_path cannot be read: {exc}", where=f"connection {self.conn_id}"
+                ) from exc
         if private_key and conn.login and consumer_key:
             import jwt
 

@@ -99,11 +99,25 @@ class Org:
 
     @classmethod
     def load(cls, path: Path) -> Org:
+        from erpsync.errors import ConfigError
+
         org = cls(path)
-        data = json.loads(path.read_text())
-        for name, rows in data["tables"].items():
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            tables, counters = data["tables"], data["counters"]
+            unknown = set(tables) - set(org.tables)
+            if unknown:
+                raise ValueError(f"unknown object tables {sorted(unknown)}")
+        except (ValueError, KeyError, TypeError) as exc:
+            detail = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise ConfigError(
+                f"not a usable simulator org file ({detail}); move it away or run "
+                "`make demo-reset` to start from the seed again",
+                where=str(path),
+            ) from exc
+        for name, rows in tables.items():
             org.tables[name] = rows
-        org.counters = data["counters"]
+        org.counters = counters
         org.deleted_log = data.get("deleted", [])
         org.integration_user_id = data.get("integration_user_id")
         org._rebuild_indexes()

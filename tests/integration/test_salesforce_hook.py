@@ -508,3 +508,9 @@ def test_hook_without_login_url_logs_in_through_the_provider(sf, monkeypatch):
     _provider_login_connection(sf, monkeypatch, password_suffix="-wrong")
     with pytest.raises(AuthError, match="INVALID_LOGIN"):
         SalesforceHook("salesforce_soap").get_conn()
+
+
+def test_unreadable_jwt_key_file_is_a_config_error(sf, monkeypatch, tmp_path):
+    hook = _new_hook(sf, monkeypatch, "jwt", private_key_file_path=str(tmp_path / "missing.pem"))
+    with pytest.raises(ConfigError, match="private_key_file_path cannot be read"):
+        hook.get_conn()

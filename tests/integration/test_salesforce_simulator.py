@@ -753,3 +753,19 @@ def test_soap_login_answers_session_and_server_url_or_a_login_fault(sf):
     assert bad.status_code == 500 and "<sf:exceptionCode>INVALID_LOGIN</sf:exceptionCode>" in bad.text
     garbage = httpx.post(f"{sf.url}/services/Soap/u/62.0", content=b"<not xml", verify=sf.ssl_context())
     assert garbage.status_code == 500 and "malformed login request" in garbage.text
+
+
+@pytest.mark.parametrize(
+    "content", ["{not json", '{"tables": {}}', '{"tables": {"Nope": {}}, "counters": {}}']
+)
+def test_a_broken_org_file_is_named_with_what_is_wrong(tmp_path, content):
+    from erpsync.errors import ConfigError
+    from erpsync.sandbox.runner import SandboxCA, SandboxContext
+    from erpsync.sandbox.salesforce import service
+
+    path = tmp_path / "salesforce" / "org.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(content)
+    with pytest.raises(ConfigError, match="not a usable simulator org file") as info:
+        service(SandboxContext(data_dir=tmp_path, ca=SandboxCA(tmp_path / "ca")))
+    assert info.value.where == str(path)
