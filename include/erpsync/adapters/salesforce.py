@@ -781,13 +781,24 @@ class SalesforceAdapter:
     def _logged_write(
         self, obj: str, operation: str, records: list[dict], ext: str | None, mode: str
     ) -> list[RecordResult]:
+        """Write through the hook; log the call unless the hook's pre-flight refused every record."""
         before = sum(self.hook.calls.values())
-        with self.call_log.timed(operation, obj, rows=len(records)) as entry:
-            entry["via"] = mode
-            try:
-                return self.hook.write(obj, records, operation=operation, external_id_field=ext, mode=mode)
-            finally:
-                entry["api_calls"] = sum(self.hook.calls.values()) - before
+        started = time.perf_counter()
+        try:
+            return self.hook.write(obj, records, operation=operation, external_id_field=ext, mode=mode)
+        finally:
+            calls = sum(self.hook.calls.values()) - before
+            if calls:
+                self.call_log.calls.append(
+                    {
+                        "method": operation,
+                        "object": obj,
+                        "rows": len(records),
+                        "seconds": round(time.perf_counter() - started, 6),
+                        "via": mode,
+                        "api_calls": calls,
+                    }
+                )
 
     def _keep_prices(self, obj: str, rows: list[int], prices: list[dict], results: list[dict | None]) -> None:
         """Create or update each written product's standard PricebookEntry; a failure fails its row."""
