@@ -170,7 +170,9 @@ def run(args) -> int:
     failed_by_rule: dict[str, int] = {}
     run_checks = None
     if not args.no_checks:
-        from erpsync.quality import run_checks
+        from erpsync.quality import SeenValues, run_checks
+
+        seen_source, seen_target = SeenValues(), SeenValues()  # unique rules across all chunks
 
         t0 = time.perf_counter()
         import great_expectations  # noqa: F401  (run_checks imports it lazily; timed apart here)
@@ -191,9 +193,19 @@ def run(args) -> int:
         for rule, count in out.rejected["rule"].value_counts().items():
             rejected_by_rule[rule] = rejected_by_rule.get(rule, 0) + int(count)
         if run_checks is not None:
-            source = run_checks(chunk, mapping.quality.source, key_column="Id", suite_name="accounts_source")
+            source = run_checks(
+                chunk,
+                mapping.quality.source,
+                key_column="Id",
+                suite_name="accounts_source",
+                across=seen_source,
+            )
             target = run_checks(
-                out.frame, mapping.quality.target, key_column="_source_key", suite_name="customers"
+                out.frame,
+                mapping.quality.target,
+                key_column="_source_key",
+                suite_name="customers",
+                across=seen_target,
             )
             t_check += time.perf_counter() - t2
             quality_bad += source.bad_count + target.bad_count

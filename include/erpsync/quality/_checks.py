@@ -230,9 +230,18 @@ class SeenValues:
         present = values.notna().all(axis=1).to_numpy()
         hashes = pd.util.hash_pandas_object(values.astype("str"), index=False).to_numpy()
         seen = self._seen.get(rule)
-        repeated = np.zeros(len(values), dtype=bool) if seen is None else np.isin(hashes, seen) & present
-        fresh = hashes[present]
-        self._seen[rule] = fresh if seen is None else np.union1d(seen, fresh)
+        repeated = np.zeros(len(values), dtype=bool)
+        order = np.argsort(hashes)
+        if seen is not None and len(seen):
+            # `seen` stays sorted: a binary search per value (probes in order, which keeps the search
+            # cache-friendly) instead of np.isin re-sorting everything seen for every chunk.
+            probes = hashes[order]
+            at = np.searchsorted(seen, probes).clip(max=len(seen) - 1)
+            repeated[order] = seen[at] == probes
+            repeated &= present
+        fresh = hashes[order][present[order]]
+        # Two sorted runs: the stable sort (timsort) merges them in linear time.
+        self._seen[rule] = fresh if seen is None else np.sort(np.concatenate([seen, fresh]), kind="stable")
         return np.flatnonzero(repeated)
 
 
