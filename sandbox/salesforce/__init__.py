@@ -7,19 +7,34 @@ The state file gets the credentials a client needs::
     {"url": "https://localhost:8501", "username": ..., "password": ..., "security_token": ...,
      "client_id": ..., "client_secret": ..., "jwt_private_key_file": ..., "api_version": "62.0"}
 
-Simulator options (`SandboxContext.options["salesforce"]`): ``latency_ms``, ``session_timeout``
+Simulator options (`SandboxContext.options["salesforce"]`, or for `sandbox up` the JSON object in the
+environment variable ``ERPSYNC_SANDBOX_SALESFORCE``; the context wins): ``latency_ms``, ``session_timeout``
 (seconds idle), ``cursor_timeout``, ``daily_api_limit``, ``bulk_processing_seconds``, ``fault_seed``, ``save_interval``.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
+from typing import Any
 
+from erpsync.errors import ConfigError
 from erpsync.sandbox.runner import SandboxContext, ServiceSpec
 
 __all__ = ["API_VERSION", "airflow_connection", "service"]
 
 API_VERSION = "62.0"
+OPTIONS_ENV = "ERPSYNC_SANDBOX_SALESFORCE"
+OPTIONS = (
+    "latency_ms",
+    "session_timeout",
+    "cursor_timeout",
+    "daily_api_limit",
+    "bulk_processing_seconds",
+    "fault_seed",
+    "save_interval",
+)
 
 #: Fixed sandbox secrets: the sandbox is local and throwaway, and fixed values let a user paste them.
 USERNAME = "integration@erpsync.sandbox"
@@ -71,7 +86,7 @@ def service(ctx: SandboxContext) -> ServiceSpec:
         org.save()
     key_file, public = _jwt_keys(folder)
     creds = Credentials(USERNAME, PASSWORD, SECURITY_TOKEN, CLIENT_ID, CLIENT_SECRET, public)
-    sim = SalesforceSimulator(org, creds, options=ctx.options.get("salesforce", {}))
+    sim = SalesforceSimulator(org, creds, options=_options(ctx))
     info = {
         "username": USERNAME,
         "password": PASSWORD,
@@ -86,6 +101,30 @@ def service(ctx: SandboxContext) -> ServiceSpec:
     spec = ServiceSpec("salesforce", sim.app, tls=True, port=8501, info=info, on_stop=org.save)
     spec.simulator = sim  # type: ignore[attr-defined]  # tests and benchmarks reach the org through it
     return spec
+
+
+def _options(ctx: SandboxContext) -> dict[str, Any]:
+    """Merge the environment's options with the context's, refusing unknown names and non-numbers."""
+    raw = os.environ.get(OPTIONS_ENV, "").strip()
+    try:
+        from_env = json.loads(raw) if raw else {}
+    except ValueError as exc:
+        raise ConfigError(f"{OPTIONS_ENV} is not valid JSON: {exc}", where=OPTIONS_ENV) from None
+    if not isinstance(from_env, dict):
+        raise ConfigError(f"{OPTIONS_ENV} must be a JSON object of simulator options", where=OPTIONS_ENV)
+    options = {**from_env, **ctx.options.get("salesforce", {})}
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise ConfigError(
+            f"unknown Salesforce simulator option(s) {', '.join(unknown)}; known: {', '.join(OPTIONS)}",
+            where=OPTIONS_ENV,
+        )
+    for name, value in options.items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(
+                f"Salesforce simulator option {name} must be a number, got {value!r}", where=OPTIONS_ENV
+            )
+    return options
 
 
 def seed_org_minimal(org) -> None:

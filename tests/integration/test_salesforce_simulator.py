@@ -769,3 +769,37 @@ def test_a_broken_org_file_is_named_with_what_is_wrong(tmp_path, content):
     with pytest.raises(ConfigError, match="not a usable simulator org file") as info:
         service(SandboxContext(data_dir=tmp_path, ca=SandboxCA(tmp_path / "ca")))
     assert info.value.where == str(path)
+
+
+@pytest.mark.parametrize(
+    ("env", "needle"),
+    [
+        ("{latency", "is not valid JSON"),
+        ("[1]", "must be a JSON object"),
+        ('{"latency": 1}', "unknown Salesforce simulator option(s) latency"),
+        ('{"latency_ms": "fast"}', "latency_ms must be a number"),
+    ],
+)
+def test_bad_simulator_options_name_the_problem(tmp_path, monkeypatch, env, needle):
+    from erpsync.errors import ConfigError
+    from erpsync.sandbox.runner import SandboxCA, SandboxContext
+    from erpsync.sandbox.salesforce import OPTIONS_ENV, service
+
+    monkeypatch.setenv(OPTIONS_ENV, env)
+    with pytest.raises(ConfigError) as info:
+        service(SandboxContext(data_dir=tmp_path, ca=SandboxCA(tmp_path / "ca"), seed=False))
+    assert needle in str(info.value) and info.value.where == OPTIONS_ENV
+
+
+def test_options_from_the_environment_reach_the_simulator(tmp_path, monkeypatch):
+    from erpsync.sandbox.salesforce import OPTIONS_ENV
+
+    monkeypatch.setenv(OPTIONS_ENV, '{"latency_ms": 120, "daily_api_limit": 500}')
+    with running_salesforce(tmp_path, seed=False) as env_sf:
+        started = time.monotonic()
+        limits = httpx.get(
+            f"{env_sf.url}{V}/limits",
+            verify=env_sf.ssl_context(),
+            headers={"Authorization": f"Bearer {env_sf.token()}"},
+        ).json()
+        assert limits["DailyApiRequests"]["Max"] == 500 and time.monotonic() - started >= 0.24  # token + call
