@@ -551,7 +551,7 @@ class SalesforceHook(BaseHook):
         seen: set[str] = set()
         fetched = 0
         while True:
-            records = page.get("records")
+            records = page.get("records") if isinstance(page, dict) else None
             if not isinstance(records, list) or "done" not in page:
                 raise FatalSourceError("query response has no records/done", where=f"SOQL {soql[:80]}")
             fetched += len(records)

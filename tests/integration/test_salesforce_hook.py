@@ -514,3 +514,13 @@ def test_unreadable_jwt_key_file_is_a_config_error(sf, monkeypatch, tmp_path):
     hook = _new_hook(sf, monkeypatch, "jwt", private_key_file_path=str(tmp_path / "missing.pem"))
     with pytest.raises(ConfigError, match="private_key_file_path cannot be read"):
         hook.get_conn()
+
+
+def test_all_or_none_chunk_with_a_row_lock_is_resent_whole(hook, sf):
+    sf.admin("POST", "faults", {"rules": [{"kind": "lock_row", "count": 1}]})
+    records = [{"External_Id__c": f"HK-aonl-{n}", "Name": f"n{n}"} for n in range(3)]
+    results = hook.upsert("Account", "External_Id__c", records, all_or_none=True)
+    assert all(r.success and r.attempts == 2 for r in results)
+    assert (
+        sum(map(len, hook.query_batches("SELECT Id FROM Account WHERE External_Id__c LIKE 'HK-aonl-%'"))) == 3
+    )
