@@ -184,6 +184,9 @@ def test_read_by_keys_on_ids_skips_malformed_ids_and_quotes_values(sf, adapter):
     assert found.to_dict("records") == [{"Id": account["Id"], "Name": account["Name"]}]
     quoted = adapter.read_by_keys("Account", "Name", ["O'Brien \\ Zonen\nB.V."], columns=["Name"])
     assert quoted.empty
+    sizes = adapter.read_by_keys("Account", "NumberOfEmployees", [account["NumberOfEmployees"], "7.0"])
+    assert account["Id"] in set(sizes["Id"])  # numbers match whatever their type or spelling
+    assert set(sizes["NumberOfEmployees"]) <= {account["NumberOfEmployees"], 7}
 
 
 def test_read_by_keys_in_lists_are_split_to_keep_the_url_short(sf, adapter):

@@ -363,8 +363,6 @@ class SalesforceAdapter:
                 where=f"{self.name}.{obj}",
                 details={"fields": unknown},
             )
-        if any(kind == "price" for kind, _ in plan.values()):
-            soql.append("Id")
         return list(dict.fromkeys(soql)), plan
 
     def _where_filters(self, obj: str, filters: dict[str, Any] | None) -> list[str]:
@@ -500,8 +498,16 @@ class SalesforceAdapter:
         if wanted_cols is None:
             plan = {"Id": ("field", "Id"), **plan}
 
+        numeric = fdef["type"] in _NUMBER_TYPES
+
         def norm(v: Any) -> str:
-            text = str(_plain(v))
+            v = _plain(v)
+            if numeric:
+                try:
+                    return repr(float(v))  # 5, 5.0 and "5" are one key
+                except (TypeError, ValueError):
+                    return str(v)
+            text = str(v)
             return " ".join(text.split()).casefold() if casefold else text
 
         values: list[Any] = []
@@ -654,8 +660,8 @@ class SalesforceAdapter:
                     continue
                 fdef = fields.get(col.lower())
                 values[i][fdef["name"] if fdef else col] = _json_value(val, fdef)
-            if by_id and target[i] is None and values[i].get("Id"):
-                target[i] = str(values[i]["Id"])
+            if target[i] is None and values[i].get("Id"):
+                target[i] = str(values[i]["Id"])  # an Id column names the record to update
             values[i].pop("Id", None)
             if by_id and target[i] is None:
                 results[i] = _failed(
@@ -879,8 +885,12 @@ def _literal(fdef: dict, value: Any) -> str:
         if isinstance(value, str):
             return "true" if value.strip().lower() in ("true", "1", "yes") else "false"
         return "true" if value else "false"
-    if t in _NUMBER_TYPES and not isinstance(value, str):
-        return repr(float(value)) if isinstance(value, float) and not value.is_integer() else str(int(value))
+    if t in _NUMBER_TYPES:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{fdef.get('name')}: {value!r} is not a number") from None
+        return str(int(number)) if number.is_integer() else repr(number)
     if t == "datetime" and isinstance(value, datetime):
         return _soql_datetime(value)
     if t == "date" and isinstance(value, (date, datetime)):
