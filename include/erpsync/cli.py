@@ -2,6 +2,8 @@
 
     erpsync validate [--flow FLOW ...] [--mappings-dir DIR] [--systems FILE]
     erpsync prune [--older-than DAYS] [--state-url URL] [--staging-root DIR] [--keep-staging]
+    erpsync runs [--flow FLOW] [--limit N]              the run history, newest first
+    erpsync quarantine --flow FLOW [--all]              what is held back, by which rule, how often
 
 `--systems` names a YAML/JSON file saying which adapter serves each system, e.g.
 
@@ -136,6 +138,90 @@ def cmd_prune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _table(rows: list[list[Any]], head: list[str]) -> str:
+    cells = [head, *[["" if v is None else str(v) for v in row] for row in rows]]
+    widths = [min(60, max(len(r[i]) for r in cells)) for i in range(len(head))]
+    return "\n".join(
+        "  ".join(c[:60].ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells
+    )
+
+
+def _when(value: Any) -> str:
+    return value.strftime("%Y-%m-%d %H:%M") if value else "-"
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from erpsync.state import StateStore
+
+    store = StateStore(args.state_url) if args.state_url else StateStore()
+    runs = store.list_runs(args.flow, limit=args.limit)
+    head = [
+        "flow",
+        "run",
+        "status",
+        "started",
+        "seconds",
+        "created",
+        "updated",
+        "skipped",
+        "failed",
+        "quarantined",
+    ]
+    rows = [
+        [
+            r["flow"],
+            r["run_id"],
+            r["status"],
+            _when(r["started_at"]),
+            r["duration_seconds"],
+            r["created"],
+            r["updated"],
+            r["skipped"],
+            r["failed"],
+            r["quarantined"],
+        ]
+        for r in runs
+    ]
+    print(_table(rows, head) if rows else "no runs recorded")
+    return 0
+
+
+def cmd_quarantine(args: argparse.Namespace) -> int:
+    from erpsync.state import StateStore
+
+    store = StateStore(args.state_url) if args.state_url else StateStore()
+    entries = store.quarantine_entries(args.flow, open_only=not args.all)
+    head = [
+        "source key",
+        "stage",
+        "rule",
+        "column",
+        "value",
+        "attempts",
+        "first seen",
+        "last seen",
+        "resolved",
+        "message",
+    ]
+    rows = [
+        [
+            e["source_key"],
+            e["stage"],
+            e["rule"],
+            e["column"],
+            e["value"],
+            e["attempts"],
+            _when(e["first_seen"]),
+            _when(e["last_seen"]),
+            _when(e["resolved_at"]),
+            e["message"],
+        ]
+        for e in entries
+    ]
+    print(_table(rows, head) if rows else f"nothing in quarantine for {args.flow}")
+    return 0
+
+
 def _days(text: str) -> float:
     try:
         value = float(text)
@@ -170,6 +256,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--keep-staging", action="store_true", help="leave staged run folders alone")
     p.set_defaults(func=cmd_prune)
+    r = sub.add_parser("runs", help="list the run history (newest first)")
+    r.add_argument("--flow", default=None)
+    r.add_argument("--limit", type=int, default=20)
+    r.add_argument("--state-url", default=None)
+    r.set_defaults(func=cmd_runs)
+    q = sub.add_parser("quarantine", help="list a flow's quarantined rows: rule, column, value, attempts")
+    q.add_argument("--flow", required=True)
+    q.add_argument("--all", action="store_true", help="include resolved entries")
+    q.add_argument("--state-url", default=None)
+    q.set_defaults(func=cmd_quarantine)
     return parser
 
 
