@@ -1,4 +1,4 @@
-"""`erpsync validate` and `erpsync prune`: check flows against the live systems, tidy the state store.
+"""The erpsync command: validate flows against the live systems, prune the state store, show runs and quarantine.
 
     erpsync validate [--flow FLOW ...] [--mappings-dir DIR] [--systems FILE]
     erpsync prune [--older-than DAYS] [--state-url URL] [--staging-root DIR] [--keep-staging]
