@@ -1,4 +1,4 @@
-"""The erpsync command: validate flows against the live systems, prune the state store, show runs and quarantine.
+"""The erpsync command: validate flows against the live systems, prune state, show runs and quarantine.
 
     erpsync validate [--flow FLOW ...] [--mappings-dir DIR] [--systems FILE]
     erpsync prune [--older-than DAYS] [--state-url URL] [--staging-root DIR] [--keep-staging]
