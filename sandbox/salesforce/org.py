@@ -125,6 +125,8 @@ class Org:
 
     def _rebuild_indexes(self) -> None:
         self.index = {}
+        self.items_by_order: dict[str, set[str]] = {}
+        self.entries_by_product: dict[str, set[str]] = {}
         for obj in OBJECTS.values():
             for f in obj.fields:
                 if f.external_id or f.unique:
@@ -133,6 +135,11 @@ class Org:
                 self._index_add(obj, rid, rec)
 
     def _index_add(self, obj: ObjectDef, rid: str, rec: dict) -> None:
+        # OrderId and Product2Id are create-only, so these two indexes only ever grow.
+        if obj.name == "OrderItem":
+            self.items_by_order.setdefault(rec["OrderId"], set()).add(rid)
+        elif obj.name == "PricebookEntry":
+            self.entries_by_product.setdefault(rec["Product2Id"], set()).add(rid)
         for (oname, fname), idx in self.index.items():
             if oname == obj.name and rec.get(fname) not in (None, ""):
                 idx.setdefault(str(rec[fname]).lower(), set()).add(rid)
@@ -432,9 +439,8 @@ class Org:
         rec.update(IsDeleted=True, SystemModstamp=stamp)
         self.deleted_log.append({"id": norm, "type": obj.name, "deletedDate": stamp})
         if obj.name == "Order":
-            for item in list(self.tables["OrderItem"].values()):
-                if item["OrderId"] == norm and not item["IsDeleted"]:
-                    item.update(IsDeleted=True, SystemModstamp=stamp)
+            for item in self._live_items(norm):
+                item.update(IsDeleted=True, SystemModstamp=stamp)
         if obj.name == "OrderItem":
             self._after_write(obj, rec)
         self.dirty = True
@@ -635,19 +641,16 @@ class Org:
             order = self.tables["Order"].get(rec["OrderId"])
             if order is not None:
                 order["TotalAmount"] = round(
-                    sum(
-                        i["TotalPrice"] or 0
-                        for i in self.tables["OrderItem"].values()
-                        if i["OrderId"] == order["Id"] and not i["IsDeleted"]
-                    ),
-                    2,
+                    sum(i["TotalPrice"] or 0 for i in self._live_items(order["Id"])), 2
                 )
                 order["SystemModstamp"] = self._stamp()
 
+    def _live_items(self, order_id: str) -> list[dict]:
+        items = self.tables["OrderItem"]
+        return [items[i] for i in self.items_by_order.get(order_id, ()) if not items[i]["IsDeleted"]]
+
     def order_item_count(self, order_id: str) -> int:
-        return sum(
-            1 for i in self.tables["OrderItem"].values() if i["OrderId"] == order_id and not i["IsDeleted"]
-        )
+        return len(self._live_items(order_id))
 
     def standard_pricebook_id(self) -> str | None:
         return next((r["Id"] for r in self.tables["Pricebook2"].values() if r.get("IsStandard")), None)
@@ -665,22 +668,18 @@ def _pricebook_entry_rule(org: Org, obj: ObjectDef, old: dict | None, new: dict)
     if old is not None:
         return []
     book = org.get(new["Pricebook2Id"])
-    for other in org.tables["PricebookEntry"].values():
-        if (
-            not other["IsDeleted"]
-            and other["Pricebook2Id"] == new["Pricebook2Id"]
-            and other["Product2Id"] == new["Product2Id"]
-        ):
+    table = org.tables["PricebookEntry"]
+    entries = [
+        table[i] for i in org.entries_by_product.get(new["Product2Id"], ()) if not table[i]["IsDeleted"]
+    ]
+    for other in entries:
+        if other["Pricebook2Id"] == new["Pricebook2Id"]:
             return [
                 SaveError("DUPLICATE_VALUE", "This price definition already exists in this price book", [])
             ]
     if book and not book.get("IsStandard"):
         has_standard = any(
-            e["Product2Id"] == new["Product2Id"]
-            and e.get("IsActive")
-            and not e["IsDeleted"]
-            and (org.get(e["Pricebook2Id"]) or {}).get("IsStandard")
-            for e in org.tables["PricebookEntry"].values()
+            e.get("IsActive") and (org.get(e["Pricebook2Id"]) or {}).get("IsStandard") for e in entries
         )
         if not has_standard:
             return [SaveError("STANDARD_PRICE_NOT_DEFINED", "No standard price defined for this product", [])]
