@@ -67,6 +67,8 @@ class SessionReport:
     last_error: str | None = None
     close_message: str | None = None
     authenticate: list[str] = field(default_factory=list)
+    #: (method, seconds) of every SOAP call, as the client saw it (HTTP round trip included).
+    timings: list[tuple[str, float]] = field(default_factory=list)
 
 
 class BridgeHttpError(Exception):
@@ -186,7 +188,11 @@ class WebConnectorSimulator:
 
     def _c(self, report: SessionReport, method: str, params: list[tuple[str, str]] | None = None) -> Any:
         report.calls.append(method)
-        return self.call(method, params)
+        started = time.perf_counter()
+        try:
+            return self.call(method, params)
+        finally:
+            report.timings.append((method, time.perf_counter() - started))
 
     def _session(self, r: SessionReport) -> None:
         self._c(r, "serverVersion")

@@ -144,10 +144,14 @@ class RsInfo:
 
 
 def _first_text(ret, name: str) -> str | None:
-    for child in ret:
-        if _local(child.tag) == name:
-            return (child.text or "").strip() or None
-    return None
+    # qbXML uses no namespaces, so a plain child lookup is exact (and much faster than a scan).
+    text = ret.findtext(name)
+    return (text or "").strip() or None
+
+
+def iterator_of(xml: str) -> str | None:
+    """The iterator attribute of a stored request ("Start", "Continue", ...) or None."""
+    return parse_fragment(xml).get("iterator")
 
 
 def parse_response_doc(xml: str, *, max_bytes: int = 64_000_000) -> tuple[int | None, list[RsInfo]]:

@@ -26,8 +26,8 @@ import secrets
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import bindparam, func, select, update
+from sqlalchemy.orm import Session, defer
 
 from erpsync.qbwc_bridge import _qbxml
 from erpsync.qbwc_bridge.config import BridgeSettings
@@ -53,6 +53,29 @@ _DUMMY_HASH = hash_password("timing-equaliser")  # verify against it for unknown
 
 def _now() -> float:
     return time.time()
+
+
+_ANSWER_COLUMNS = (
+    "state",
+    "status_code",
+    "status_severity",
+    "status_message",
+    "list_id",
+    "txn_id",
+    "edit_sequence",
+    "response_xml",
+    "record_count",
+    "iterator_id",
+    "iterator_ticket",
+    "updated_at",
+)
+#: One Core executemany writes a whole batch of answers (the ORM's per-row bookkeeping costs more
+#: than the SQL on a 100-request exchange).
+_BULK_ANSWER = (
+    JobRequest.__table__.update()
+    .where(JobRequest.__table__.c.id == bindparam("b_id"))
+    .values({name: bindparam(f"b_{name}") for name in _ANSWER_COLUMNS})
+)
 
 
 def _message_set_id() -> str:
@@ -276,22 +299,32 @@ class Conversation:
 
     def _work_document(self, s: Session, t: Ticket) -> str | None:
         cfg = self.settings
-        rows = list(
-            s.scalars(
-                select(JobRequest)
-                .where(JobRequest.company_id == t.company_id, JobRequest.state == "pending")
-                .order_by(JobRequest.id)
-                .limit(cfg.max_batch_requests)
+        c = JobRequest
+        # Plain column tuples, not ORM objects: this runs for every exchange and the batch can be large.
+        rows = s.execute(
+            select(
+                c.id,
+                c.job_id,
+                c.kind,
+                c.request_xml,
+                c.qb_request_id,
+                c.solo,
+                c.iterator_id,
+                c.iterator_ticket,
             )
-        )
+            .where(c.company_id == t.company_id, c.state == "pending")
+            .order_by(c.id)
+            .limit(cfg.max_batch_requests)
+        ).all()
         if not rows:
             return None
         job_modes = dict(
             s.execute(select(Job.id, Job.on_error).where(Job.id.in_({r.job_id for r in rows}))).all()
         )
         first_mode = job_modes[rows[0].job_id]
-        picked: list[JobRequest] = []
+        picked = []
         parts: list[str] = []
+        restarted: list[int] = []
         size = 0
         for jr in rows:
             if picked and (jr.solo or picked[0].solo):
@@ -301,21 +334,16 @@ class Conversation:
                 break
             if first_mode == "continue" and job_modes[jr.job_id] == "stop":
                 break
-            iterator = iterator_id = None
+            xml = jr.request_xml  # tagged with its requestID at enqueue
             if jr.kind.endswith("QueryRq") and (jr.iterator_id or "iterator" in jr.request_xml):
                 if jr.iterator_id and jr.iterator_ticket == t.ticket:
-                    iterator, iterator_id = "Continue", jr.iterator_id
-                elif (
-                    jr.iterator_id
-                    or 'iterator="Start"' in jr.request_xml
-                    or "iterator='Start'" in jr.request_xml
-                ):
+                    xml = _qbxml.retag(
+                        xml, request_id=jr.qb_request_id, iterator="Continue", iterator_id=jr.iterator_id
+                    )
+                elif jr.iterator_id or _qbxml.iterator_of(xml) == "Start":
                     # An iterator lives inside one QuickBooks session: start over in a new one.
-                    iterator = "Start"
-                    jr.iterator_id, jr.response_xml, jr.record_count = None, None, 0
-            xml = _qbxml.retag(
-                jr.request_xml, request_id=jr.qb_request_id, iterator=iterator, iterator_id=iterator_id
-            )
+                    xml = _qbxml.retag(xml, request_id=jr.qb_request_id, iterator="Start")
+                    restarted.append(jr.id)
             if picked and size + len(xml) > cfg.max_batch_bytes:
                 break
             picked.append(jr)
@@ -330,19 +358,30 @@ class Conversation:
         )
         ex.size_bytes = len(doc)
         now = _now()
-        ids = [jr.id for jr in picked]
+        if restarted:
+            s.execute(
+                update(c)
+                .where(c.id.in_(restarted))
+                .values(iterator_id=None, response_xml=None, record_count=0, iterator_ticket=t.ticket)
+                .execution_options(synchronize_session=False)
+            )
+        # `picked` is always a prefix of the pending rows in id order, so a range selects exactly it.
         s.execute(
-            update(JobRequest)
-            .where(JobRequest.id.in_(ids))
-            .values(state="sent", exchange_id=ex.id, attempts=JobRequest.attempts + 1, updated_at=now)
+            update(c)
+            .where(
+                c.company_id == t.company_id,
+                c.state == "pending",
+                c.id >= picked[0].id,
+                c.id <= picked[-1].id,
+            )
+            .values(state="sent", exchange_id=ex.id, attempts=c.attempts + 1, updated_at=now)
+            .execution_options(synchronize_session=False)
         )
-        for jr in picked:
-            if jr.iterator_id is None and jr.kind.endswith("QueryRq"):
-                jr.iterator_ticket = t.ticket
         s.execute(
             update(Job)
             .where(Job.id.in_({jr.job_id for jr in picked}), Job.state == "queued")
             .values(state="in_progress", updated_at=now)
+            .execution_options(synchronize_session=False)
         )
         if cfg.debug_qbxml:
             log.debug("sendRequestXML ticket=%s document=%s", t.ticket[:8], doc)
@@ -416,35 +455,60 @@ class Conversation:
         settle_jobs(session=s, job_ids={jr.job_id for jr in requests})
         return self._percent(s, t)
 
-    def _store_answer(self, jr: JobRequest, rs: _qbxml.RsInfo, ticket: str) -> str:
-        """Apply one *Rs to its request; return "ok", "failed" or "more" (iterator pages left)."""
-        from lxml import etree
+    _ANSWER_FIELDS = (
+        "state",
+        "status_code",
+        "status_severity",
+        "status_message",
+        "list_id",
+        "txn_id",
+        "edit_sequence",
+        "response_xml",
+        "record_count",
+        "iterator_id",
+        "iterator_ticket",
+    )
 
-        now = _now()
-        jr.updated_at = now
-        jr.status_code, jr.status_severity, jr.status_message = rs.status_code, rs.severity, rs.message
+    def _answer_values(self, jr: JobRequest, rs: _qbxml.RsInfo, ticket: str) -> tuple[str, dict]:
+        """What one *Rs changes on its request: ("ok" | "failed" | "more", full column values).
+
+        Returns values instead of mutating the row so a whole batch is written with one executemany.
+        """
+        v = {name: getattr(jr, name) for name in self._ANSWER_FIELDS}
+        v.update(id=jr.id, updated_at=_now(), status_code=rs.status_code)
+        v.update(status_severity=rs.severity, status_message=rs.message)
         failed = rs.status_code >= 1000 or rs.severity == "Error"
         if not failed and jr.iterator_id and jr.response_xml:
+            from lxml import etree
+
             # A later page: gather its records into the first page's response.
             merged = _qbxml.parse_fragment(jr.response_xml, max_bytes=512_000_000)
             for ret in rs.rets:
                 merged.append(ret)
             merged.set("iteratorRemainingCount", str(rs.remaining))
-            jr.response_xml = etree.tostring(merged, encoding="unicode")
+            v["response_xml"] = etree.tostring(merged, encoding="unicode")
         else:
-            jr.response_xml = rs.xml
-            jr.list_id, jr.txn_id, jr.edit_sequence = rs.list_id, rs.txn_id, rs.edit_sequence
+            v.update(
+                response_xml=rs.xml, list_id=rs.list_id, txn_id=rs.txn_id, edit_sequence=rs.edit_sequence
+            )
         if not failed:
-            jr.record_count = (jr.record_count or 0) + len(rs.rets)
+            v["record_count"] = (jr.record_count or 0) + len(rs.rets)
         if not failed and rs.remaining > 0 and rs.iterator_id:
-            jr.state, jr.iterator_id, jr.iterator_ticket = "pending", rs.iterator_id, ticket
-            return "more"
+            v.update(state="pending", iterator_id=rs.iterator_id, iterator_ticket=ticket)
+            return "more", v
         if failed and self._transient(rs) and jr.attempts < MAX_ATTEMPTS:
-            jr.state = "pending"
-            return "more"
-        jr.state = "failed" if failed else "done"
-        jr.iterator_id = None
-        return "failed" if failed else "ok"
+            v["state"] = "pending"
+            return "more", v
+        v.update(state="failed" if failed else "done", iterator_id=None)
+        return ("failed" if failed else "ok"), v
+
+    def _store_answer(self, jr: JobRequest, rs: _qbxml.RsInfo, ticket: str) -> str:
+        """Apply one *Rs to a loaded row (the rare recovery path); return "ok", "failed" or "more"."""
+        result, values = self._answer_values(jr, rs, ticket)
+        for name, value in values.items():
+            if name != "id":
+                setattr(jr, name, value)
+        return result
 
     @staticmethod
     def _transient(rs: _qbxml.RsInfo) -> bool:
@@ -456,42 +520,54 @@ class Conversation:
     def _apply_work(self, s: Session, t: Ticket, ex: Exchange, answers: list[_qbxml.RsInfo]) -> _Outcome:
         requests = {
             jr.qb_request_id: jr
-            for jr in s.scalars(select(JobRequest).where(JobRequest.exchange_id == ex.id))
+            for jr in s.scalars(
+                select(JobRequest)
+                .options(defer(JobRequest.request_xml))
+                .where(JobRequest.exchange_id == ex.id)
+            )
         }
         out = _Outcome()
         stopped: dict[str, str] = {}
+        updates: list[dict] = []
+        answered: set[int] = set()
         for rs in answers:
             jr = requests.get(rs.request_id)
-            if jr is None or jr.state != "sent":
+            if jr is None or jr.state != "sent" or jr.id in answered:
                 continue
-            result = self._store_answer(jr, rs, t.ticket)
+            result, values = self._answer_values(jr, rs, t.ticket)
+            updates.append(values)
+            answered.add(jr.id)
             if result == "ok":
                 out.ok += 1
             elif result == "failed":
                 out.failed += 1
                 stopped.setdefault(jr.job_id, f"not run: request {jr.position} failed ({rs.status_code})")
-        job_modes = dict(
-            s.execute(
-                select(Job.id, Job.on_error).where(Job.id.in_({r.job_id for r in requests.values()}))
-            ).all()
-        )
         now = _now()
         for jr in requests.values():
-            if jr.state != "sent":
+            if jr.state != "sent" or jr.id in answered:
                 continue
             # No answer for it in a document QuickBooks did answer: with stopOnError it was skipped.
-            reason = stopped.get(jr.job_id, "QuickBooks returned no response for this requestID")
-            jr.state, jr.status_message, jr.status_severity, jr.updated_at = "failed", reason, "Error", now
+            values = {name: getattr(jr, name) for name in self._ANSWER_FIELDS}
+            values.update(id=jr.id, updated_at=now, state="failed", status_severity="Error")
+            values["status_message"] = stopped.get(
+                jr.job_id, "QuickBooks returned no response for this requestID"
+            )
+            updates.append(values)
             out.failed += 1
+        if updates:
+            s.execute(_BULK_ANSWER, [{f"b_{k}": v for k, v in row.items()} for row in updates])
+        job_ids = {jr.job_id for jr in requests.values()}
+        job_modes = dict(s.execute(select(Job.id, Job.on_error).where(Job.id.in_(job_ids))).all())
         for job_id, reason in stopped.items():
             if job_modes.get(job_id) == "stop":
                 n = s.execute(
                     update(JobRequest)
                     .where(JobRequest.job_id == job_id, JobRequest.state == "pending")
                     .values(state="failed", status_message=reason, status_severity="Error", updated_at=now)
+                    .execution_options(synchronize_session=False)
                 ).rowcount
                 out.failed += n or 0
-        settle_jobs(session=s, job_ids={jr.job_id for jr in requests.values()})
+        settle_jobs(session=s, job_ids=job_ids)
         return out
 
     def _apply_recovery(

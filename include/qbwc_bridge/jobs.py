@@ -168,7 +168,8 @@ def enqueue(
                 "company_id": found.id,
                 "position": p["index"],
                 "kind": p["kind"],
-                "request_xml": requests[p["index"]],
+                # Stored with the bridge's requestID already in place: sending is then a string join.
+                "request_xml": _qbxml.retag(requests[p["index"]], request_id=f"{short}.{p['index']}"),
                 "caller_request_id": p["caller_request_id"],
                 "qb_request_id": f"{short}.{p['index']}",
                 "state": "pending",

@@ -1,0 +1,252 @@
+"""Benchmark the bridge: N CustomerAdd through bridge + Web Connector simulator + company file.
+
+    .venv/bin/python bench/bench_bridge.py --n 1000               # batched (100) vs one per exchange
+    .venv/bin/python bench/bench_bridge.py --n 10000 --batch 100
+    .venv/bin/python bench/bench_bridge.py --companies 50 --n 40  # 50 company files polling at once
+
+Both modes run in the same process, on fresh SQLite stores and fresh company files, so the ratio
+compares like with like. Times are wall-clock; "SOAP call" times are measured by the client (HTTP
+round trip included), "bridge" times by the bridge around its own handler (no QuickBooks time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+from erpsync.qbwc_bridge import metrics
+from erpsync.sandbox.quickbooks import CompanyFile
+from erpsync.sandbox.runner import SandboxCA, SandboxContext
+from erpsync.sandbox.webconnector import WebConnectorSimulator, start_bridge
+
+TOKEN = "bench-token"
+
+
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
+
+
+def _enqueue(url: str, company: str, requests: list[str], chunk: int = 5000) -> list[str]:
+    ids = []
+    for start in range(0, len(requests), chunk):
+        resp = httpx.post(
+            f"{url}/api/v1/jobs",
+            json={"company": company, "requests": requests[start : start + chunk]},
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            timeout=600,
+        )
+        resp.raise_for_status()
+        ids.append(resp.json()["id"])
+    return ids
+
+
+def _bridge_seconds() -> dict[str, list[float]]:
+    """Per-call handler time of the bridge, from its own histogram (sum/count per method)."""
+    return {dict(k).get("method"): [row[-1], row[-2]] for k, row in metrics.SOAP_SECONDS._data.items()}
+
+
+def run_one(n: int, batch: int, workdir: Path, tag: str) -> dict:
+    ctx = SandboxContext(data_dir=workdir / tag, ca=SandboxCA(workdir / "ca"))
+    ctx.data_dir.mkdir(parents=True)
+    bridge = start_bridge(
+        ctx,
+        companies={"acme": "pw"},
+        api_token=TOKEN,
+        max_batch_requests=batch,
+        max_queued_requests=max(100_000, n),
+        max_requests_per_job=max(10_000, n),
+    )
+    qb = CompanyFile(ctx.data_dir / "company.sqlite")
+    try:
+        requests = [
+            f"<CustomerAddRq><CustomerAdd><Name>Bench {tag} {i:06d}</Name></CustomerAdd></CustomerAddRq>"
+            for i in range(n)
+        ]
+        t0 = time.perf_counter()
+        job_ids = _enqueue(bridge.url, "acme", requests)
+        enqueue_s = time.perf_counter() - t0
+        metrics.SOAP_SECONDS._data.clear()
+        sim = WebConnectorSimulator(bridge.soap_url, "acme", "pw", qb, max_exchanges=10**7)
+        t1 = time.perf_counter()
+        report = sim.run_once()
+        session_s = time.perf_counter() - t1
+        sim.close()
+        per_exchange = [
+            a[1] + b[1]
+            for a, b in zip(
+                [t for t in report.timings if t[0] == "sendRequestXML"],
+                [t for t in report.timings if t[0] == "receiveResponseXML"],
+                strict=False,
+            )
+        ]
+        states = {
+            httpx.get(
+                f"{bridge.url}/api/v1/jobs/{j}?results=false", headers={"Authorization": f"Bearer {TOKEN}"}
+            ).json()["state"]
+            for j in job_ids
+        }
+        return {
+            "batch": batch,
+            "exchanges": report.exchanges,
+            "expected_exchanges": math.ceil(n / batch),
+            "enqueue_s": enqueue_s,
+            "session_s": session_s,
+            "total_s": enqueue_s + session_s,
+            "exchange_p95_ms": _pct(per_exchange, 0.95) * 1000,
+            "status": report.status,
+            "job_states": sorted(states),
+            "customers": qb.count("Customer") if hasattr(qb, "count") else None,
+        }
+    finally:
+        bridge.stop()
+        qb.close()
+
+
+def bridge_time_per_exchange(n: int, batch: int, workdir: Path) -> dict:
+    """Bridge-side handler time per exchange (send + receive), QuickBooks time excluded."""
+    ctx = SandboxContext(data_dir=workdir / "bt", ca=SandboxCA(workdir / "ca"))
+    ctx.data_dir.mkdir(parents=True)
+    bridge = start_bridge(ctx, companies={"acme": "pw"}, api_token=TOKEN, max_batch_requests=batch)
+    qb = CompanyFile(ctx.data_dir / "company.sqlite")
+    samples: list[float] = []
+    try:
+        _enqueue(
+            bridge.url,
+            "acme",
+            [
+                f"<CustomerAddRq><CustomerAdd><Name>Bt {i:06d}</Name></CustomerAdd></CustomerAddRq>"
+                for i in range(n)
+            ],
+        )
+        conversation = bridge.app.state.bridge.conversation
+        original_send, original_recv = conversation.send_request_xml, conversation.receive_response_xml
+        current = {}
+
+        def send(*args):
+            t = time.perf_counter()
+            try:
+                return original_send(*args)
+            finally:
+                current["send"] = time.perf_counter() - t
+
+        def recv(*args):
+            t = time.perf_counter()
+            try:
+                return original_recv(*args)
+            finally:
+                samples.append(current.pop("send", 0.0) + time.perf_counter() - t)
+
+        conversation.send_request_xml, conversation.receive_response_xml = send, recv
+        WebConnectorSimulator(bridge.soap_url, "acme", "pw", qb, max_exchanges=10**7).run_once()
+    finally:
+        bridge.stop()
+        qb.close()
+    return {
+        "exchanges": len(samples),
+        "p50_ms": _pct(samples, 0.5) * 1000,
+        "p95_ms": _pct(samples, 0.95) * 1000,
+    }
+
+
+def many_companies(companies: int, n: int, workdir: Path) -> dict:
+    ctx = SandboxContext(data_dir=workdir / "many", ca=SandboxCA(workdir / "ca"))
+    ctx.data_dir.mkdir(parents=True)
+    names = {f"co{i:02d}": f"pw{i}" for i in range(companies)}
+    bridge = start_bridge(ctx, companies=names, api_token=TOKEN, max_batch_requests=20)
+    files = {name: CompanyFile(ctx.data_dir / f"{name}.sqlite") for name in names}
+    reports = {}
+    try:
+        for name in names:
+            _enqueue(
+                bridge.url,
+                name,
+                [
+                    f"<CustomerAddRq><CustomerAdd><Name>{name} cust {i:04d}</Name></CustomerAdd></CustomerAddRq>"
+                    for i in range(n)
+                ],
+            )
+        barrier = threading.Barrier(companies)
+
+        def run(name: str):
+            sim = WebConnectorSimulator(bridge.soap_url, name, names[name], files[name])
+            barrier.wait()
+            reports[name] = sim.run_once()
+            sim.close()
+
+        threads = [threading.Thread(target=run, args=(name,)) for name in names]
+        t0 = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        wall = time.perf_counter() - t0
+        calls = [s for r in reports.values() for _, s in r.timings]
+        cross_talk = 0
+        for name, qb in files.items():
+            rows = qb.records("Customer")
+            cross_talk += sum(
+                1
+                for row in rows
+                if str(row.get("Name", "")).startswith("co") and not str(row.get("Name", "")).startswith(name)
+            )
+        ok = sum(1 for r in reports.values() if r.status == "ok")
+        return {
+            "companies": companies,
+            "sessions_ok": ok,
+            "wall_s": wall,
+            "soap_calls": len(calls),
+            "soap_p50_ms": _pct(calls, 0.5) * 1000,
+            "soap_p99_ms": _pct(calls, 0.99) * 1000,
+            "cross_talk_records": cross_talk,
+            "customers_per_file": sorted({len(qb.records("Customer")) for qb in files.values()}),
+        }
+    finally:
+        bridge.stop()
+        for qb in files.values():
+            qb.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=1000)
+    parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--companies", type=int, default=0, help="also run N company files polling at once")
+    parser.add_argument("--per-company", type=int, default=40)
+    parser.add_argument("--skip-baseline", action="store_true")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="bench-bridge-") as tmp:
+        work = Path(tmp)
+        batched = run_one(args.n, args.batch, work, "batched")
+        print(f"batched  (batch {args.batch}): {batched}", flush=True)
+        if not args.skip_baseline:
+            single = run_one(args.n, 1, work, "single")
+            print(f"baseline (batch 1):   {single}", flush=True)
+            ratio = single["session_s"] / batched["session_s"]
+            ratio_total = single["total_s"] / batched["total_s"]
+            print(
+                f"N={args.n}: exchanges {batched['exchanges']} vs {single['exchanges']} "
+                f"(expected ceil(N/batch) = {batched['expected_exchanges']}); "
+                f"session {batched['session_s']:.2f} s vs {single['session_s']:.2f} s; "
+                f"ratio {ratio:.1f}x (end to end incl. enqueue {ratio_total:.1f}x)"
+            )
+        bt = bridge_time_per_exchange(min(args.n, 2000), args.batch, work)
+        print(f"bridge time per {args.batch}-request exchange on SQLite: {bt}")
+        if args.companies:
+            print(
+                f"{args.companies} companies at once: {many_companies(args.companies, args.per_company, work)}"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
