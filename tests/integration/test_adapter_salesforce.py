@@ -516,12 +516,37 @@ def test_orders_with_nested_lines_and_the_status_filter(sf, connect):
     # One line query per chunk of orders (up to ~360 ids fit one IN list), never one per order.
     assert len(expected) > 1 and len(line_calls) == 1
 
-    # read(filters=...) overrides the option; lists work too.
+    # read(filters=...) overrides the option; lists and rendered list literals work too.
+    rendered = pd.concat(adapter.read("Order", columns=["Id"], filters={"Status": str([chosen])}))
+    assert set(rendered["Id"]) == expected
     others = statuses[1:]
     rest = pd.concat(adapter.read("Order", columns=["Id", "Status"], filters={"Order": {"Status": others}}))
     assert set(rest["Status"]) == set(others) and len(rest) == len(orders) - len(expected)
     with pytest.raises(ConfigError, match="no such field"):
         next(adapter.read("Order", columns=["Id"], filters={"Stage": ["Won"]}))
+
+
+def test_an_order_without_lines_or_bill_to_contact_reads_as_empty_parts(sf, adapter):
+    """Incomplete source records are read, not refused: the mapping decides what to do with them."""
+    account = _live(sf, "Account")[0]
+    book = _org(sf).standard_pricebook_id()
+    (made,) = adapter.hook.insert(
+        "Order",
+        [
+            {
+                "AccountId": account["Id"],
+                "EffectiveDate": "2026-06-01",
+                "Status": "Draft",
+                "Pricebook2Id": book,
+            }
+        ],
+    )
+    assert made.success, made.errors
+    got = adapter.read_by_keys(
+        "Order", "Id", [made.id, _live(sf, "Order")[0]["Id"]], columns=["BillToContact.Email", "OrderItems"]
+    ).set_index("Id")
+    assert pd.isna(got.at[made.id, "BillToContact.Email"]) and list(got.at[made.id, "OrderItems"]) == []
+    assert len(got) == 2 and len(got.drop(index=made.id).iloc[0]["OrderItems"]) > 0
 
 
 def test_order_lines_columns_option_and_read_by_keys_carry_lines(sf, connect):

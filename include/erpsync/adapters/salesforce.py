@@ -172,17 +172,24 @@ def _walk(record: dict, path: str) -> Any:
 
 
 def _split_options(value: Any, where: str) -> list[Any]:
+    """Return a list from a list, a JSON or Python list literal, or a comma-separated string.
+
+    A DAG param rendered by a (non-native) Jinja template arrives as ``"['Activated', 'Paid']"``.
+    """
     if isinstance(value, str):
         text = value.strip()
-        if text.startswith("["):
-            import json
-
-            try:
-                value = json.loads(text)
-            except ValueError as exc:
-                raise ConfigError(f"cannot read {text!r} as a list: {exc}", where=where) from exc
-        else:
+        if not text.startswith("["):
             return [v.strip() for v in text.split(",") if v.strip()]
+        import ast
+        import json
+
+        try:
+            value = json.loads(text)
+        except ValueError:
+            try:
+                value = ast.literal_eval(text)
+            except (ValueError, SyntaxError) as exc:
+                raise ConfigError(f"cannot read {text!r} as a list: {exc}", where=where) from exc
     if isinstance(value, (list, tuple, set, frozenset)):
         return list(value)
     return [value]
