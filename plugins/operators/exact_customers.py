@@ -46,6 +46,10 @@ class EnsureExactCustomersOperator(BaseOperator):
     """Find or create each order's customer in Exact Online (company debtor + contact, or person).
 
     :param manifest: the extract (or source check) manifest of the Salesforce orders.
+    :param flow: the orders flow; when given, its mapping's source filter (e.g. Status in
+        [Activated]) picks the orders whose customers are ensured, and its source key names the orders.
+    :param mappings_dir: folder of the mapping files (default ERPSYNC_MAPPINGS_DIR, then include/mappings).
+    :param source_filter: column -> allowed values, applied to the orders (overrides the mapping's).
     :param columns: ensure_customers column -> staged column; merged over `DEFAULT_CUSTOMER_COLUMNS`
         (map a name to None to leave it out). `Email` is required.
     :param key_column: the staged column that identifies an order (`_source_key` of the results).
@@ -55,15 +59,25 @@ class EnsureExactCustomersOperator(BaseOperator):
     :param max_errors: errors listed in the returned manifest (the log lists them all).
     """
 
-    template_fields: Sequence[str] = ("manifest", "columns", "conn_id", "adapter_kwargs")
+    template_fields: Sequence[str] = (
+        "manifest",
+        "flow",
+        "mappings_dir",
+        "columns",
+        "conn_id",
+        "adapter_kwargs",
+    )
     ui_color = "#fdf1e3"
 
     def __init__(
         self,
         *,
         manifest: Any,
+        flow: str | None = None,
+        mappings_dir: str | None = None,
+        source_filter: dict[str, list] | None = None,
         columns: dict[str, str | None] | None = None,
-        key_column: str = "Id",
+        key_column: str | None = None,
         conn_id: str = "exact_online_default",
         adapter: str = "erpsync.adapters.exact_online:ExactOnlineAdapter",
         adapter_kwargs: dict | None = None,
@@ -82,7 +96,12 @@ class EnsureExactCustomersOperator(BaseOperator):
             raise ValueError(f"{self.task_id}: adapter_kwargs must be a dict")
         if max_errors < 0:
             raise ValueError(f"{self.task_id}: max_errors must not be negative, got {max_errors}")
+        if source_filter is not None and not all(isinstance(v, list) for v in source_filter.values()):
+            raise ValueError(f"{self.task_id}: source_filter must map columns to lists of allowed values")
         self.manifest = manifest
+        self.flow = flow
+        self.mappings_dir = mappings_dir
+        self.source_filter = source_filter
         self.columns = columns
         self.key_column = key_column
         self.conn_id = conn_id
@@ -112,6 +131,17 @@ class EnsureExactCustomersOperator(BaseOperator):
         results = adapter.ensure_customers(frame) if len(frame) else frame.iloc[0:0]
         return self.summarize(results, adapter.call_log.summary())
 
+    def _source(self) -> tuple[str, dict[str, list]]:
+        """The order key column and the status filter: arguments > the flow's mapping > defaults."""
+        key, filters = self.key_column, self.source_filter
+        if self.flow:
+            from erpsync.mapping import load_flow
+
+            source = load_flow(self.flow, self.mappings_dir).source
+            key = key or source.key
+            filters = source.filter if filters is None else filters
+        return key or "Id", dict(filters or {})
+
     def customer_rows(self):
         """Return one row per customer (folded e-mail) from the staged chunks, last order winning."""
         import pandas as pd
@@ -119,9 +149,10 @@ class EnsureExactCustomersOperator(BaseOperator):
         from erpsync.chunks import Manifest, read_chunks
 
         manifest = Manifest.from_xcom(self.manifest, where=f"{self.task_id} input")
+        key_column, filters = self._source()
         wanted = {k: v for k, v in {**DEFAULT_CUSTOMER_COLUMNS, **(self.columns or {})}.items() if v}
         available = set(manifest.columns)
-        missing = [v for v in [self.key_column, wanted["Email"]] if v not in available]
+        missing = [v for v in [key_column, wanted["Email"], *filters] if v not in available]
         if missing and manifest.rows:
             raise ConfigError(
                 f"the staged orders have no column(s) {', '.join(missing)}; "
@@ -132,10 +163,17 @@ class EnsureExactCustomersOperator(BaseOperator):
         absent = sorted(set(wanted) - set(present))
         if absent:
             self.log.info("Staged orders lack %s; those customer fields stay as they are in Exact", absent)
-        read = list(dict.fromkeys([self.key_column, *present.values()]))
+        read = list(dict.fromkeys([key_column, *present.values(), *filters]))
         frames = []
+        filtered = 0
         for chunk in read_chunks(manifest, columns=read):
-            out = pd.DataFrame({"_source_key": chunk[self.key_column].astype(str).to_numpy()})
+            if filters:
+                keep = pd.Series(True, index=chunk.index)
+                for column, allowed in filters.items():
+                    keep &= chunk[column].isin(allowed)
+                filtered += int((~keep).sum())
+                chunk = chunk[keep.to_numpy()]
+            out = pd.DataFrame({"_source_key": chunk[key_column].astype(str).to_numpy()})
             for name, column in present.items():
                 out[name] = chunk[column].to_numpy(dtype=object)
             frames.append(out)
@@ -151,12 +189,14 @@ class EnsureExactCustomersOperator(BaseOperator):
         kept = with_email[~folded.duplicated(keep="last").to_numpy()]
         without = len(rows) - len(with_email)
         self.log.info(
-            "%d staged orders: %d distinct customer e-mails, %d orders without e-mail (default debtor)",
+            "%d staged orders (%d more left out by the source filter): %d distinct customer e-mails, "
+            "%d orders without e-mail (default debtor)",
             len(rows),
+            filtered,
             len(kept),
             without,
         )
-        self._orders, self._without_email = len(rows), without
+        self._orders, self._without_email, self._filtered = len(rows), without, filtered
         return kept.reset_index(drop=True)
 
     def summarize(self, results, calls: dict[str, Any]) -> dict[str, Any]:
@@ -178,6 +218,7 @@ class EnsureExactCustomersOperator(BaseOperator):
             "customers": len(results),
             "orders": getattr(self, "_orders", 0),
             "orders_without_email": getattr(self, "_without_email", 0),
+            "orders_filtered": getattr(self, "_filtered", 0),
             "matched_by_contact": by_contact,
             "errors": errors[: self.max_errors],
             "calls": calls,

@@ -1,0 +1,242 @@
+"""The shipped mappings through the engine's steps with Exact Online (the simulator) on one side.
+
+sf_orders_to_exact: a file-backed Salesforce stands in for the source; Exact is the real adapter over
+sockets. The customer step (EnsureExactCustomersOperator) runs between the source check and the map
+step, so a new company's order lands on its new debtor, an unknown product quarantines its order, a
+rerun writes nothing, and a lost state store still creates no second order.
+exact_items_to_sf_products: Exact is the source; a data interval extracts exactly the items changed in it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from erpsync.adapters import FieldMeta, ReadWindow, get_adapter
+from erpsync.adapters.memory import MemoryAdapter
+from erpsync.mapping import default_mappings_dir, load_flow
+from erpsync.operators import _steps as steps
+from erpsync.operators.exact_customers import EnsureExactCustomersOperator
+from erpsync.sandbox.exact.testing import running_exact
+from erpsync.state import StateStore
+
+ADAPTER = "erpsync.adapters.exact_online:ExactOnlineAdapter"
+DIV = 1001234
+ORDERS = "sf_orders_to_exact"
+DAY = datetime(2026, 6, 1, tzinfo=UTC)
+# The customer step needs these order columns; the orders mapping lists them as extra source fields.
+CUSTOMER_FIELDS = [
+    "Account.Name",
+    "BillToContact.FirstName",
+    "BillToContact.LastName",
+    "BillToContact.Phone",
+    "BillingStreet",
+    "BillingCity",
+    "BillingPostalCode",
+    "BillingCountryCode",
+]
+
+
+@pytest.fixture(scope="module")
+def exact(tmp_path_factory):
+    with running_exact(
+        tmp_path_factory.mktemp("exact-flows"), minutely_limit=100_000, daily_limit=1_000_000, error_budget=0
+    ) as running:
+        yield running
+
+
+@pytest.fixture
+def conn(exact, monkeypatch, tmp_path):
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_EXACT_ONLINE_DEFAULT",
+        exact.connection_json(
+            refresh_token=exact.new_consent(), token_store_url=f"sqlite:///{tmp_path / 'tokens.db'}"
+        ),
+    )
+    return "exact_online_default"
+
+
+def _mappings(tmp_path):
+    """The shipped mappings, with the customer columns added to the orders flow's extra source fields."""
+    folder = tmp_path / "mappings"
+    shutil.copytree(default_mappings_dir(), folder)
+    path = folder / f"{ORDERS}.yaml"
+    text = path.read_text()
+    text = text.replace(
+        "  key: Id\n  filter:", f"  key: Id\n  fields: {json.dumps(CUSTOMER_FIELDS)}\n  filter:", 1
+    )
+    path.write_text(text)
+    return folder
+
+
+def _order(
+    n: int, *, tag: str, email: str, company: str | None, code: str, status: str = "Activated"
+) -> dict:
+    return {
+        "Id": f"801{tag}{n:03d}",
+        "OrderNumber": f"{tag}{n:03d}",
+        "BillToContact.Email": email,
+        "BillToContact.FirstName": "Lotte",
+        "BillToContact.LastName": f"Visser {n}",
+        "BillToContact.Phone": "+31 20 555 0101",
+        "Account.Name": company,
+        "BillingStreet": "Keizersgracht 1",
+        "BillingCity": "Amsterdam",
+        "BillingPostalCode": "1015 AA",
+        "BillingCountryCode": "NL",
+        "EffectiveDate": "2026-06-01",
+        "PoNumber": f"PO-{n}",
+        "Description": "rush",
+        "Payment_Terms__c": "Net 14",
+        "CurrencyIsoCode": "eur",
+        "Status": status,
+        "OrderItems": [
+            {
+                "Id": f"802{tag}{n:03d}",
+                "Product2.ProductCode": code,
+                "Product2.Name": "Widget",
+                "Quantity": 2,
+                "UnitPrice": 9.5,
+                "Tax_Rate__c": 21,
+            }
+        ],
+    }
+
+
+def _run(tmp_path, folder, sf, conn, store, run_id):
+    mapping = load_flow(ORDERS, folder)
+    ctx = steps.StepContext(
+        flow=ORDERS,
+        dag_id=ORDERS,
+        run_id=run_id,
+        staging=tmp_path / "staging" / run_id,
+        store=store,
+        interval_start=DAY,
+        interval_end=DAY + timedelta(days=1),
+    )
+    exact = get_adapter(ADAPTER, conn_id=conn)
+    out = {"extract": steps.extract_step(ctx, mapping, sf)}
+    out["check_source"] = steps.check_step(ctx, mapping, out["extract"], side="source")
+    op = EnsureExactCustomersOperator(
+        task_id=f"ensure_customers_{run_id}",
+        manifest=out["check_source"].to_xcom(),
+        flow=ORDERS,
+        mappings_dir=str(folder),
+    )
+    out["customers"] = op.run_step()
+    lookups = steps.load_lookups(mapping, {"exact_online": exact})
+    out["map"] = steps.map_step(ctx, mapping, out["check_source"], lookups=lookups)
+    out["check_target"] = steps.check_step(ctx, mapping, out["map"], side="target")
+    out["plan"] = steps.plan_step(ctx, mapping, out["check_target"], exact)
+    out["upsert"] = steps.upsert_step(ctx, mapping, out["plan"], exact)
+    out["verify"] = steps.verify_step(ctx, mapping, out["upsert"], exact)
+    return out
+
+
+def test_orders_flow_creates_customers_then_orders_once(tmp_path, exact, conn):
+    folder = _mappings(tmp_path)
+    mapping = load_flow(ORDERS, folder)
+    div = exact.simulator.store.divisions[DIV]
+    codes = sorted(i["Code"] for i in div.tables["logistics/Items"].values() if i.get("IsSalesItem"))
+    tag = uuid.uuid4().hex[:5].upper()
+    new_mail = f"Buyer.{tag}@NewCo.example"
+    sf = MemoryAdapter(tmp_path / "sf.db", name="salesforce")
+    sf.define(
+        "Order", [FieldMeta(f) for f in mapping.source.fields if f != "Id"], modified_field="SystemModstamp"
+    )
+    sf.seed(
+        "Order",
+        [
+            _order(1, tag=tag, email=new_mail, company=f"NewCo {tag} B.V.", code=codes[0]),
+            _order(2, tag=tag, email=" JAN.devries@mail.example", company=None, code=codes[1]),
+            _order(3, tag=tag, email=new_mail.lower(), company=f"NewCo {tag} B.V.", code="NO-SUCH-SKU"),
+            _order(4, tag=tag, email=f"draft.{tag}@x.example", company=None, code=codes[0], status="Draft"),
+        ],
+        modified=DAY + timedelta(hours=3),
+    )
+    store = StateStore(f"sqlite:///{tmp_path / 'state.db'}")
+    out = _run(tmp_path, folder, sf, conn, store, "day1")
+
+    # The customer step: one new company debtor (two of its orders share the e-mail); Jan is found
+    # and his address follows the order's; the draft order is left out by the mapping's status filter.
+    customers = out["customers"]
+    assert (customers["created"], customers["updated"], customers["failed"]) == (1, 1, 0), customers
+    assert customers["orders"] == 3 and customers["orders_filtered"] == 1 and customers["customers"] == 2
+    accounts = div.tables["crm/Accounts"]
+    (newco,) = [a for a in accounts.values() if a["Name"] == f"NewCo {tag} B.V."]
+    assert newco["Email"] == new_mail.lower() and newco["City"] == "Amsterdam"  # the last order wins
+    jan = next(a for a in accounts.values() if a["Code"].strip() == "1004")
+    assert jan["AddressLine1"] == "Keizersgracht 1" and jan["Name"] == "Jan de Vries"
+    assert not any(a.get("Email") == f"draft.{tag}@x.example" for a in accounts.values())
+
+    orders = {
+        o["YourRef"]: o
+        for o in div.tables["salesorder/SalesOrders"].values()
+        if str(o.get("YourRef", "")).startswith(tag)
+    }
+    assert sorted(orders) == [f"{tag}001", f"{tag}002"]
+    assert orders[f"{tag}001"]["OrderedBy"] == newco["ID"] and orders[f"{tag}002"]["OrderedBy"] == jan["ID"]
+    assert orders[f"{tag}001"]["PaymentCondition"] == "14"
+    (line,) = [
+        ln
+        for ln in div.tables["salesorder/SalesOrderLines"].values()
+        if ln["OrderID"] == orders[f"{tag}001"]["OrderID"]
+    ]
+    assert (line["ItemCode"], line["Quantity"], line["NetPrice"], line["VATCode"]) == (
+        codes[0],
+        2.0,
+        9.5,
+        "2",
+    )
+    assert out["verify"]["checked"] == 2 and out["verify"]["differences"] == 0
+    stuck = store.quarantine_entries(ORDERS)
+    assert [(e["source_key"], e["stage"]) for e in stuck] == [(f"801{tag}003", "map")]
+
+    # Rerun: nothing created, nothing written.
+    again = _run(tmp_path, folder, sf, conn, store, "day1-rerun")
+    assert (
+        again["customers"]["created"],
+        again["customers"]["updated"],
+        again["customers"]["unchanged"],
+    ) == (0, 0, 2)
+    assert again["plan"].extra["counts"]["skip"] == 2
+    assert again["upsert"].extra["counts"]["created"] == 0
+
+    # The state store is lost: Exact's YourRef still says the orders exist; no second order.
+    fresh = StateStore(f"sqlite:///{tmp_path / 'state-new.db'}")
+    lost = _run(tmp_path, folder, sf, conn, fresh, "day1-lost-state")
+    assert lost["plan"].extra["counts"]["create"] == 0
+    refs = [o["YourRef"] for o in div.tables["salesorder/SalesOrders"].values()]
+    assert refs.count(f"{tag}001") == 1 and refs.count(f"{tag}002") == 1
+
+
+def test_items_flow_extracts_the_interval_from_exact(tmp_path, exact, conn):
+    mapping = load_flow("exact_items_to_sf_products", default_mappings_dir())
+    adapter = get_adapter(ADAPTER, conn_id=conn)
+    first = next(adapter.read("logistics/Items", columns=["ID", "Code"], chunk_rows=5))
+    start = datetime.now(UTC)
+    for item_id in first["ID"][:3]:
+        adapter.hook.update("logistics/Items", item_id, {"Notes": "changed"})
+    end = datetime.now(UTC) + timedelta(seconds=1)
+    ctx = steps.StepContext(
+        flow="exact_items_to_sf_products",
+        dag_id="exact_items_to_sf_products",
+        run_id="items-1",
+        staging=tmp_path / "staging",
+        store=StateStore(f"sqlite:///{tmp_path / 'state.db'}"),
+        interval_start=start,
+        interval_end=end,
+    )
+    manifest = steps.extract_step(ctx, mapping, adapter)
+    assert manifest.rows == 3 and manifest.extra["in_window"] == 3
+    assert {"StandardSalesPrice", "ItemGroupCode", "Timestamp", "Code"} <= set(manifest.columns)
+    reads = [c for c in adapter.call_log.calls if c["method"] == "read"]
+    assert len(reads) == 2  # the probe above and the extract's single bulk page
+    full = list(
+        adapter.read("logistics/Items", window=ReadWindow(None, None), columns=["ID"], chunk_rows=100)
+    )
+    assert sum(len(c) for c in full) == len(exact.simulator.store.divisions[DIV].tables["logistics/Items"])
