@@ -67,6 +67,35 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_webconnector(args: argparse.Namespace) -> int:
+    """Play the Windows Web Connector's Auto-Run: one update every `--every` seconds until stopped."""
+    import os
+
+    from erpsync.sandbox.quickbooks import CompanyFile
+    from erpsync.sandbox.webconnector import WebConnectorSimulator
+
+    password = os.environ.get(args.password_env, "")
+    if not password:
+        print(f"sandbox webconnector: environment variable {args.password_env} is empty", file=sys.stderr)
+        return 2
+    company = CompanyFile(Path(args.company_file))
+    client = WebConnectorSimulator(
+        args.url, args.user, password, company, company_file=args.company_file, noop_wait=1.0
+    )
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+
+    def show(report) -> None:
+        if report.exchanges or report.status not in {"ok", "none"}:  # quiet when there was nothing to do
+            detail = f": {report.last_error}" if report.last_error else ""
+            print(f"sandbox webconnector: {report.status}, {report.exchanges} exchanges{detail}", flush=True)
+
+    print(f"sandbox webconnector: polling {args.url} as {args.user} every {args.every}s", flush=True)
+    client.run_every(args.every / 60, stop, on_report=show)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sandbox", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -79,8 +108,16 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--only", action="append", choices=list(SIMULATORS), help="start only these (repeatable)")
     up.add_argument("--random-ports", action="store_true", help="let the OS pick free ports")
     up.add_argument("--no-seed", action="store_true", help="start with empty systems")
+    wc = sub.add_parser("webconnector", help="run the simulated Web Connector against a bridge")
+    wc.add_argument(
+        "--url", required=True, help="the bridge's SOAP endpoint (AppURL), e.g. http://localhost:8503/qbwc"
+    )
+    wc.add_argument("--user", required=True, help="the company's Web Connector user")
+    wc.add_argument("--password-env", required=True, help="environment variable holding the password")
+    wc.add_argument("--company-file", required=True, help="the QuickBooks simulator's company file (SQLite)")
+    wc.add_argument("--every", type=float, default=5.0, help="seconds between updates (QBWC's Auto-Run)")
     args = parser.parse_args(argv)
-    return {"up": cmd_up}[args.command](args)
+    return {"up": cmd_up, "webconnector": cmd_webconnector}[args.command](args)
 
 
 if __name__ == "__main__":

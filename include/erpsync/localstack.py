@@ -147,6 +147,16 @@ class AirflowApi:
     def unpause(self, dag_id: str) -> None:
         self._request("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
 
+    def ensure_pool(self, name: str, slots: int, description: str = "") -> None:
+        """Create the pool, or set its slots if it exists (idempotent)."""
+        body = {"name": name, "slots": slots, "description": description, "include_deferred": False}
+        try:
+            self._request("POST", "/api/v2/pools", body)
+        except RuntimeError as exc:
+            if "HTTP 409" not in str(exc):
+                raise
+            self._request("PATCH", f"/api/v2/pools/{name}", body)
+
     def trigger(self, dag_id: str, conf: dict | None = None, logical_date: str | None = None) -> str:
         body = {"logical_date": logical_date, "conf": conf or {}}
         return self._request("POST", f"/api/v2/dags/{dag_id}/dagRuns", body)["dag_run_id"]
