@@ -175,6 +175,13 @@ def test_rule_gx_cannot_compute_is_an_error_not_a_pass():
     assert "suite s2, rule between:X" in str(caught.value) and "could not run the rule" in str(caught.value)
 
 
+def test_blank_text_in_object_columns_counts_as_null():
+    """Object columns (mixed values) get the same blank-is-null rule as text columns."""
+    df = pd.DataFrame({"Id": ["1", "2", "3"], "Name": pd.Series(["Acme", "  ", 7], dtype=object)})
+    result = run_checks(df, [{"rule": "not_null", "column": "Name"}], key_column="Id", suite_name="o")
+    assert result.failed_by_rule == {"not_null:Name": 1} and result.bad["_source_key"].tolist() == ["2"]
+
+
 def test_unique_across_chunks():
     """With one SeenValues per run, a key repeated in a later chunk fails there (the first wins)."""
     rules = [{"rule": "unique", "column": "Email"}, {"rule": "unique", "columns": ["A", "B"]}]

@@ -192,9 +192,8 @@ class _FieldProgram:
         if spec.kind == "from":
             return self.source(df, spec.source)  # type: ignore[arg-type]
         if spec.kind == "const":
-            return pd.Series(
-                [spec.const] * len(df), index=df.index, dtype=object if spec.const is None else None
-            )
+            # A scalar broadcast: building a Python list of len(df) items cost more than the rest.
+            return pd.Series(spec.const, index=df.index, dtype=object if spec.const is None else None)
         if spec.kind == "template":
             import string
 

@@ -167,10 +167,14 @@ def _prepared(df: pd.DataFrame, rules: list[dict[str, Any]]) -> pd.DataFrame:
     work = df[wanted].reset_index(drop=True)
     for column in wanted:
         series = work[column]
-        if types.is_string_dtype(series.dtype) and series.dtype != object:
+        if series.dtype == object:  # mixed values: only real strings can be blank
+            blank = series.map(lambda v: isinstance(v, str) and not v.strip()).astype(bool)
+        elif types.is_string_dtype(series.dtype):
             blank = series.str.strip().eq("").fillna(False)
-            if blank.any():
-                work[column] = series.where(~blank, None)
+        else:
+            continue
+        if blank.any():
+            work[column] = series.where(~blank.to_numpy(dtype=bool), None)
     return work
 
 
