@@ -1,0 +1,302 @@
+"""`QuickBooksUpsertOperator`: the upsert step for QuickBooks customers, waiting in the triggerer.
+
+The generic `UpsertOperator` with the QuickBooks adapter blocks a worker slot for as long as the Web
+Connector is away (minutes in production, hours when the bookkeeper's PC is off). This operator does
+the same work in bridge jobs and defers on `QbwcJobTrigger` while each one waits:
+
+1. `execute()` reads the plan manifest, counts the skips, leaves out rows whose planned hash the state
+   store already holds (written by an earlier try), and runs the `UpsertProgram` of
+   `erpsync.adapters.quickbooks` over the rest: (read EditSequences) -> Adds + Mods -> (re-read and
+   resend stale Mods) -> DataExtAdd of the Salesforce Id on the new ListIDs. Each phase is ONE bridge job
+   whose idempotency key is `dag_id/run_id/task_id[/map_index]/b<batch>/<phase>/<hash>`; when the job
+   is not finished, the task defers.
+2. `execute_complete()` (and any retry's `execute()`) replays the program from the start: every job it
+   enqueues again has the same key, so the bridge hands back the job it already holds (never a second
+   post), and the next phase is built from those stored answers. A crash between enqueue and
+   completion therefore re-attaches to the same job.
+3. When the program ends, identities, hashes and quarantine are recorded exactly as `upsert_step` does,
+   and the manifest has the same shape (stage `upsert`, the plan columns plus `_result`, `_target_id`,
+   `_error`, `_error_code`; `extra.counts`, `extra.calls`), so `VerifyOperator` and `ReportOperator`
+   work unchanged.
+
+ListID write-back: `extra.writeback` is the manifest of a staged dataset `writeback-*.parquet` in the
+run's staging folder with columns `_source_key` (the Salesforce Id), `target_id` (the QuickBooks
+ListID) and `action` (created, updated, skipped, already_written) for every row that has a ListID.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from erpsync.errors import ConfigError
+from erpsync.operators.sync import _as_bool, _as_number, _InputMixin, _SyncStepOperator
+
+__all__ = ["QuickBooksUpsertOperator"]
+
+_TERMINAL = frozenset({"completed", "failed", "cancelled", "expired"})
+_COUNTS = ("created", "updated", "failed", "skipped", "already_written", "linked")
+
+
+class QuickBooksUpsertOperator(_SyncStepOperator, _InputMixin):
+    """Write the plan's Customer creates and updates to QuickBooks through the bridge, deferred.
+
+    :param manifest: the plan manifest (`plan.output`).
+    :param qbwc_bridge_conn_id: the bridge connection (host, token, `company` extra).
+    :param company: company name on the bridge; default the connection's `company` extra.
+    :param dry_run: write nothing (default: DAG param `dry_run`).
+    :param rows_per_job: rows per bridge job (the bridge packs a job's requests into exchanges);
+        a bigger plan runs as several batches, one after the other.
+    :param wait_timeout: how long one deferral may wait for the Web Connector before the task fails.
+    :param poll_interval: trigger pause after a transient bridge error, seconds.
+    :param long_poll: seconds each trigger request waits at the bridge.
+    """
+
+    template_fields: Sequence[str] = (
+        *_SyncStepOperator.template_fields,
+        "manifest",
+        "dry_run",
+        "qbwc_bridge_conn_id",
+        "company",
+    )
+    ui_color = "#e8f4e8"
+
+    def __init__(
+        self,
+        *,
+        manifest: Any,
+        qbwc_bridge_conn_id: str = "qbwc_bridge_default",
+        company: str | None = None,
+        dry_run: bool | str | None = None,
+        rows_per_job: int = 2000,
+        wait_timeout: timedelta = timedelta(hours=12),
+        poll_interval: float = 5.0,
+        long_poll: float = 30.0,
+        **kwargs: Any,
+    ):
+        super().__init__(**kwargs)
+        self._check_manifest(self.task_id, manifest)
+        if not isinstance(rows_per_job, int) or not 1 <= rows_per_job <= 4000:
+            # Each row costs up to two requests per job; the bridge takes 10,000 requests per job.
+            raise ValueError(f"{self.task_id}: rows_per_job must be between 1 and 4000, got {rows_per_job!r}")
+        if poll_interval <= 0 or long_poll < 0:
+            raise ValueError(f"{self.task_id}: poll_interval must be > 0 and long_poll >= 0")
+        self.manifest = manifest
+        self.qbwc_bridge_conn_id = qbwc_bridge_conn_id
+        self.company = company
+        self.dry_run = dry_run
+        self.rows_per_job = rows_per_job
+        self.wait_timeout = wait_timeout
+        self.poll_interval = float(poll_interval)
+        self.long_poll = float(long_poll)
+
+    # ---- Airflow entry points ---------------------------------------------------------------------
+
+    def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Resume after a job finished: replay the program (stored jobs) and go on to the next phase."""
+        if not event or event.get("status") == "error":
+            from airflow.sdk.exceptions import AirflowException
+
+            # A transient failure of the wait itself: the task's retries re-attach to the same job.
+            raise AirflowException(f"waiting for the bridge job failed: {(event or {}).get('message')}")
+        self.log.info("bridge job %s is %s; continuing", event.get("job_id"), event.get("status"))
+        return self.execute(context)
+
+    def run_step(self, context: Any) -> dict[str, Any]:
+        from erpsync.adapters.quickbooks import QuickBooksAdapter
+        from erpsync.chunks import read_chunks
+        from erpsync.operators._steps import upsert_step
+        from erpsync.plan import PlanSpec
+
+        ctx = self._step_context(context)
+        mapping = self._mapping()
+        spec = PlanSpec.from_mapping(mapping)
+        if spec.target_object != "Customer":
+            raise ConfigError(
+                f"QuickBooksUpsertOperator writes Customer, but flow {self.flow} targets {spec.target_object}"
+            )
+        adapter = QuickBooksAdapter(self.qbwc_bridge_conn_id, company=self.company, long_poll=self.long_poll)
+        dry_run = _as_bool(self._param(context, "dry_run", self.dry_run, False), "dry_run")
+        if dry_run:
+            return upsert_step(ctx, mapping, self.manifest, adapter, dry_run=True).to_xcom()
+        plans = list(read_chunks(self.manifest))
+        pending, already = _pending(ctx, spec, plans)
+        results = self._run_programs(context, adapter, spec, pending)
+        return _finish(ctx, spec, plans, pending, results, already, adapter).to_xcom()
+
+    # ---- the programs ----------------------------------------------------------------------------
+
+    def _run_programs(self, context, adapter, spec, pending) -> list[dict[str, Any]]:
+        """Drive one UpsertProgram per batch; defer whenever a job is not finished yet."""
+        from erpsync.adapters.quickbooks import UpsertProgram, job_results
+        from erpsync.operators.qbwc import QbwcJobOperator
+
+        rows_per_job = _as_number(self.rows_per_job, "rows_per_job")
+        base = QbwcJobOperator.idempotency_key(context)
+        out: list[dict[str, Any]] = []
+        for b, start in enumerate(range(0, len(pending), rows_per_job)):
+            batch = pending[start : start + rows_per_job]
+            program = UpsertProgram(_payloads(spec, batch), identity=spec.identity, prefix=f"{base}/b{b}")
+            gen = program.run()
+            try:
+                job = next(gen)
+                while True:
+                    with adapter.call_log.timed(
+                        f"job:{job.phase}", spec.target_object, rows=len(job.requests)
+                    ):
+                        queued = adapter.hook.enqueue([r.xml for r in job.requests], idempotency_key=job.key)
+                        adapter.job_ids.append(queued["id"])
+                        if queued["state"] not in _TERMINAL:
+                            self._wait(queued, job.phase, b)
+                        done = adapter.hook.get_job(queued["id"])
+                    job = gen.send(job_results(done, len(job.requests)))
+            except StopIteration:
+                pass
+            out.extend(r for r in program.results if r is not None)
+        return out
+
+    def _wait(self, queued: dict[str, Any], phase: str, batch: int) -> None:
+        from erpsync.triggers.qbwc_job import QbwcJobTrigger
+
+        self.log.info(
+            "bridge job %s (batch %d, phase %s, %d requests) is %s; waiting in the triggerer",
+            queued["id"],
+            batch,
+            phase,
+            queued.get("request_count", 0),
+            queued["state"],
+        )
+        self.defer(
+            trigger=QbwcJobTrigger(
+                queued["id"],
+                self.qbwc_bridge_conn_id,
+                poll_interval=self.poll_interval,
+                long_poll=self.long_poll,
+            ),
+            method_name="execute_complete",
+            timeout=self.wait_timeout,
+        )
+
+
+# ---- shared with upsert_step (kept here; see the module docstring) ---------------------------------------
+
+
+def _pending(ctx, spec, plans) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The create/update rows still to write, in plan order; and those an earlier try already wrote."""
+    import pandas as pd
+
+    frames = [p[p["_action"].isin(["create", "update"])] for p in plans]
+    todo = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["_source_key"])
+    if todo.empty:
+        return [], {}
+    known = ctx.store.get_identities(ctx.flow, todo["_source_key"].astype(str).tolist())
+    done = [
+        str(k) in known and known[str(k)].content_hash == h
+        for k, h in zip(todo["_source_key"], todo["_hash"], strict=True)
+    ]
+    already = {str(k): known[str(k)] for k, d in zip(todo["_source_key"], done, strict=True) if d}
+    return todo[[not d for d in done]].to_dict("records"), already
+
+
+def _payloads(spec, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What the program writes per row: create -> every field; update -> ListID, identity, update fields."""
+    out = []
+    for r in rows:
+        payload: dict[str, Any] = {"_source_key": r["_source_key"]}
+        if r["_action"] == "update":
+            payload["_target_id"] = r["_target_id"]
+        payload.update({c: r.get(c) for c in spec.payload_columns(r["_action"])})
+        out.append(payload)
+    return out
+
+
+def _finish(ctx, spec, plans, pending, results, already, adapter):
+    """Record identities, hashes and quarantine as upsert_step does; write the upsert + write-back files."""
+    import pandas as pd
+
+    from erpsync.chunks import ChunkWriter
+    from erpsync.operators._steps import _payload
+    from erpsync.state import Identity, QuarantineRecord
+
+    counts = dict.fromkeys(_COUNTS, 0)
+    counts["already_written"] = len(already)
+    writeback: list[dict[str, Any]] = [
+        {"_source_key": k, "target_id": ident.target_id, "action": "already_written"}
+        for k, ident in already.items()
+    ]
+    for plan in plans:
+        skip = plan[plan["_action"] == "skip"]
+        counts["skipped"] += len(skip)
+        adopt = skip[skip["_record"].astype(bool)]
+        if len(adopt):
+            ctx.store.record_identities(
+                ctx.flow,
+                [Identity(r["_source_key"], r["_target_id"], r["_hash"]) for r in adopt.to_dict("records")],
+                run_id=ctx.run_id,
+            )
+            counts["linked"] += len(adopt)
+        ctx.store.resolve_quarantine(
+            ctx.flow, stage="upsert", keys=skip["_source_key"].tolist(), run_id=ctx.run_id
+        )
+        writeback.extend(
+            {"_source_key": r["_source_key"], "target_id": r["_target_id"], "action": "skipped"}
+            for r in skip.to_dict("records")
+            if r.get("_target_id")
+        )
+
+    writer = ChunkWriter(ctx.staging, "upsert")
+    if pending:
+        if len(results) != len(pending):
+            raise ConfigError(f"QuickBooks upsert answered {len(results)} results for {len(pending)} rows")
+        merged = pd.DataFrame(pending)
+        res = pd.DataFrame(results)
+        merged["_result"] = res["action"].to_numpy()
+        merged["_target_id"] = (
+            res["target_id"].where(res["target_id"].notna(), merged["_target_id"]).to_numpy()
+        )
+        merged["_error"] = res["error"].to_numpy()
+        merged["_error_code"] = res["error_code"].to_numpy()
+        ok = merged[merged["_result"].isin(["created", "updated"])]
+        ctx.store.record_identities(
+            ctx.flow,
+            [Identity(r["_source_key"], r["_target_id"], r["_hash"]) for r in ok.to_dict("records")],
+            run_id=ctx.run_id,
+        )
+        ctx.store.resolve_quarantine(
+            ctx.flow, stage="upsert", keys=ok["_source_key"].tolist(), run_id=ctx.run_id
+        )
+        bad = merged[merged["_result"] == "failed"]
+        ctx.store.quarantine(
+            ctx.flow,
+            (
+                QuarantineRecord(
+                    source_key=r["_source_key"],
+                    stage="upsert",
+                    rule=str(r["_error_code"] or "refused"),
+                    column="",
+                    value=None,
+                    message=str(r["_error"]),
+                    payload=_payload({k: r.get(k) for k in spec.payload_columns(r["_action"])}),
+                )
+                for r in bad.to_dict("records")
+            ),
+            run_id=ctx.run_id,
+        )
+        for result, n in merged["_result"].value_counts().items():
+            counts[result] += int(n)
+        writer.write(merged)
+        writeback.extend(
+            {"_source_key": r["_source_key"], "target_id": r["_target_id"], "action": r["_result"]}
+            for r in ok.to_dict("records")
+        )
+    wb_writer = ChunkWriter(ctx.staging, "writeback")
+    wb_writer.write(pd.DataFrame(writeback, columns=["_source_key", "target_id", "action"]))
+    wb = wb_writer.close(columns=["_source_key", "target_id", "action"])
+    out = writer.close(
+        counts=counts,
+        calls=adapter.call_log.summary(),
+        jobs=list(dict.fromkeys(adapter.job_ids)),
+        writeback=wb.to_xcom(),
+    )
+    return out
