@@ -338,3 +338,42 @@ def test_busy_quickbooks_and_locked_records_are_retried(bridge, qb):
     result = job(bridge, jid)
     assert result["state"] == "completed", result["results"]
     assert count_customers(qb, "Busy Co") == 1 and count_customers(qb, "Locked Co") == 1
+
+
+class _SlowReceive:
+    """ASGI wrapper: receiveResponseXML is handled, but its answer comes after the client gave up."""
+
+    def __init__(self, app, delay: float):
+        self.app, self.delay, self.slowed = app, delay, 0
+
+    async def __call__(self, scope, receive, send):
+        import asyncio
+
+        if scope["type"] != "http" or scope["path"] != "/qbwc":
+            return await self.app(scope, receive, send)
+        message = await receive()
+        body = message.get("body", b"")
+        while message.get("more_body"):
+            message = await receive()
+            body += message.get("body", b"")
+        replay = [{"type": "http.request", "body": body, "more_body": False}]
+
+        async def again():
+            return replay.pop() if replay else {"type": "http.disconnect"}
+
+        if b"receiveResponseXML" in body and not self.slowed:
+            self.slowed += 1
+            await asyncio.sleep(self.delay)
+        await self.app(scope, again, send)
+
+
+def test_client_timeout_and_slow_quickbooks(bridge_factory, qb):
+    """QBWC gives up on a slow receiveResponseXML (the bridge stored it anyway); QuickBooks is slow too."""
+    b = bridge_factory(wrap=lambda app: _SlowReceive(app, 1.5))
+    names = [f"Timeout Co {i}" for i in range(4)]
+    jid = enqueue(b, [customer_add(n) for n in names]).json()["id"]
+    first = wc(b, qb, timeout=0.5, faults=Faults(slow_quickbooks=0.2)).run_once()
+    assert first.status == "error" and "ReadTimeout" in first.last_error
+    assert wc(b, qb, faults=Faults(slow_quickbooks=0.2)).run_once().status in {"ok", "none"}
+    assert job(b, jid)["state"] == "completed"
+    assert all(count_customers(qb, n) == 1 for n in names)
