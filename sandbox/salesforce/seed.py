@@ -7,8 +7,9 @@ What is in it, and which rows are dirty on purpose (the sync must quarantine the
   QuickBooks' 41 characters, 6 without BillingCity, 3 pairs of duplicate names.
 - About 450 Contacts with emails. Dirty: 5 with an invalid email (loaded before validation existed,
   as legacy rows are), 4 without email.
-- 50 Product2 rows (``SKU__c`` ``ITEM-0001`` .. ``ITEM-0048`` match the Exact sandbox's item codes;
-  ``SF-ONLY-001``/``SF-ONLY-002`` exist only in Salesforce) with active standard PricebookEntries, plus
+- 50 Product2 rows: 28 carry the codes and descriptions of the Exact sandbox's first clean items in
+  ``ProductCode``/``SKU__c`` (``BOLT-00001``...) and are what the orders use; 20 are an older catalogue
+  (``ITEM-0001``..``ITEM-0020``) no order uses; ``SF-ONLY-001``/``SF-ONLY-002`` exist only in Salesforce, with active standard PricebookEntries, plus
   a custom "Partner Price Book" with entries for the first 10 products.
 - 200 Orders (Status Draft, Awaiting Payment, Activated, Paid; StatusCode Draft or Activated) on the standard price book with 1-4 OrderItems each. Dirty:
   4 orders containing an ``SF-ONLY-*`` product, 3 orders whose bill-to contact has no email.
@@ -163,6 +164,27 @@ def _stamp_days_ago(rng: random.Random, now: datetime, max_days: int = 30) -> st
     return format_datetime(now - timedelta(seconds=rng.randint(3600, max_days * 86400)))
 
 
+_LEGACY_PRODUCTS = 20
+_EXACT_PRODUCTS = 48 - _LEGACY_PRODUCTS
+
+
+def _exact_catalogue(count: int) -> list[tuple[str, str]]:
+    """Return (item code, description) of the Exact sandbox's first clean items, in its seed order.
+
+    The orders flow checks that every ordered product exists in Exact by its code, so the seeded
+    Salesforce products must carry codes the Exact sandbox really has (its seed is deterministic too).
+    Dirty Exact items (codes with spaces, empty or overlong descriptions) are skipped.
+    """
+    from erpsync.sandbox.exact._seed import _items
+
+    out = []
+    for item in _items(count * 2, random.Random(0)):
+        code, description = item["Code"], item["Description"]
+        if code == code.strip() and " " not in code and 0 < len(description) <= 80:
+            out.append((code, description))
+    return out[:count]
+
+
 def seed_org(org: Org, seed: int = 20240501) -> dict:
     """Fill an empty org with the demo data; return facts worth putting in the state file."""
     rng = random.Random(seed)
@@ -270,19 +292,25 @@ def seed_org(org: Org, seed: int = 20240501) -> dict:
     partner, errs = org.create(book, {"Name": "Partner Price Book", "IsActive": True})
     assert not errs, errs
     products, std_entries = [], {}
+    catalogue = _exact_catalogue(_EXACT_PRODUCTS)
     for i in range(50):
         base, family = _PRODUCTS[i % len(_PRODUCTS)]
-        sku = f"ITEM-{i + 1:04d}" if i < 48 else f"SF-ONLY-{i - 47:03d}"
+        if i < _LEGACY_PRODUCTS:  # an older catalogue, kept in Salesforce; no order uses it
+            sku, name = f"ITEM-{i + 1:04d}", f"{base} {chr(65 + i // len(_PRODUCTS))}{i % len(_PRODUCTS) + 1}"
+        elif i < 48:
+            sku, name = catalogue[i - _LEGACY_PRODUCTS]
+        else:
+            sku, name = f"SF-ONLY-{i - 47:03d}", f"{base} (Salesforce only)"
         rid, errs = org.create(
             product,
             {
-                "Name": f"{base} {chr(65 + i // len(_PRODUCTS))}{i % len(_PRODUCTS) + 1}",
+                "Name": name,
                 "ProductCode": sku,
                 "SKU__c": sku,
                 "Family": family,
                 "IsActive": True,
                 "QuantityUnitOfMeasure": "Each",
-                "Description": f"{base}, sandbox product {i + 1}",
+                "Description": f"{name}, sandbox product {i + 1}",
             },
         )
         assert not errs, errs
@@ -332,7 +360,7 @@ def seed_org(org: Org, seed: int = 20240501) -> dict:
             },
         )
         assert not errs, errs
-        chosen = rng.sample(products[:48], rng.randint(1, 4))
+        chosen = rng.sample(products[_LEGACY_PRODUCTS:48], rng.randint(1, 4))
         if i in sf_only_orders:
             chosen[0] = products[48 + i % 2]
         for pid in chosen:

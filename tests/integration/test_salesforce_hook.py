@@ -376,7 +376,7 @@ def test_exact_items_to_products_shape_with_standard_price_entries(sf, monkeypat
         }
         for n in range(45)
     ]
-    items.append({"SKU__c": "ITEM-0001", "Name": "Seeded item renamed", "IsActive": True})  # exists already
+    items.append({"SKU__c": "ITEM-0001", "Name": "Seeded item renamed", "IsActive": True})  # seeded already
     products = hook.upsert("Product2", "SKU__c", items)
     assert all(p.success for p in products) and sum(p.created for p in products) == 45
     std = sf.info["standard_pricebook_id"]

@@ -803,3 +803,18 @@ def test_options_from_the_environment_reach_the_simulator(tmp_path, monkeypatch)
             headers={"Authorization": f"Bearer {env_sf.token()}"},
         ).json()
         assert limits["DailyApiRequests"]["Max"] == 500 and time.monotonic() - started >= 0.24  # token + call
+
+
+def test_ordered_products_carry_codes_the_exact_sandbox_has(api, tmp_path):
+    """The orders flow looks products up in Exact by code: seeded orders must mostly find theirs."""
+    from erpsync.sandbox.exact._seed import _items
+
+    exact_codes = {i["Code"] for i in _items(250, __import__("random").Random(0))}
+    ordered = {
+        r["Product2"]["ProductCode"]
+        for r in q(api, "SELECT Product2.ProductCode FROM OrderItem WHERE Order.PoNumber LIKE 'PO-%'")[
+            "records"
+        ]
+    }
+    missing = ordered - exact_codes
+    assert missing == {"SF-ONLY-001", "SF-ONLY-002"} and len(ordered) > 20
