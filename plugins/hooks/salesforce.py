@@ -5,9 +5,12 @@ one record per call or through a Bulk operator that drops per-record failures, a
 the org's daily API quota. This hook keeps the provider's connection type, form and extras (and uses the
 provider's own hook to log in when no token URL is configured) and adds:
 
-- streamed SOQL (`query_batches`): one page of records at a time, ``nextRecordsUrl`` followed and checked;
-- writes (`upsert`, `insert`, `update`) through sObject Collections in chunks of 200 or Bulk API 2.0 above
-  a size threshold, both returning one `RecordResult` per input record, failures included;
+- streamed SOQL (`query_batches`, `query_window` for SystemModstamp windows, `bulk_query_batches` for big
+  extracts): one page of records at a time, ``nextRecordsUrl``/``Sforce-Locator`` followed and checked;
+- writes (`upsert`, `insert`, `update`) through sObject Collections in chunks of 200; upserts and updates
+  switch to Bulk API 2.0 from ``bulk_threshold`` records (inserts never do: Bulk results carry no key to
+  match them back to input rows). Both paths return one `RecordResult` per input record, failures
+  included, in input order;
 - describe-based checks before writing (`check_fields`): unknown or read-only fields fail the whole call
   with a `ConfigError`; over-long values, bad restricted picklist values and missing required fields fail
   only their record, before anything is sent;
