@@ -216,6 +216,8 @@ class Probe:
     query_xml: str
     key: str  # what is matched (for the audit message)
     customer: str | None = None  # for transactions: the CustomerRef FullName/ListID that must match
+    #: For a Mod: the EditSequence it was sent with; a record that no longer has it was modified.
+    edit_sequence: str | None = None
 
 
 _LIST_ADDS = {
@@ -230,8 +232,18 @@ _TXN_ADDS = {
     "SalesOrderAddRq": ("SalesOrderQueryRq", "SalesOrderAdd"),
     "SalesReceiptAddRq": ("SalesReceiptQueryRq", "SalesReceiptAdd"),
 }
-#: Requests that change nothing, or whose replay QuickBooks itself refuses safely (EditSequence).
+_MODS = {
+    "CustomerModRq": ("CustomerQueryRq", "CustomerMod", "ListID"),
+    "ItemServiceModRq": ("ItemQueryRq", "ItemServiceMod", "ListID"),
+    "ItemNonInventoryModRq": ("ItemQueryRq", "ItemNonInventoryMod", "ListID"),
+    "ItemInventoryModRq": ("ItemQueryRq", "ItemInventoryMod", "ListID"),
+    "InvoiceModRq": ("InvoiceQueryRq", "InvoiceMod", "TxnID"),
+    "SalesOrderModRq": ("SalesOrderQueryRq", "SalesOrderMod", "TxnID"),
+    "SalesReceiptModRq": ("SalesReceiptQueryRq", "SalesReceiptMod", "TxnID"),
+}
+#: Requests that change nothing: resent after a loss without asking.
 SAFE_TO_RESEND_SUFFIXES = ("QueryRq",)
+#: Writes whose replay QuickBooks refuses by itself (a stale EditSequence answers 3200).
 EDIT_GUARDED_SUFFIXES = ("ModRq",)
 
 
@@ -246,6 +258,19 @@ def probe_for(kind: str, request_xml: str, probe_id: str) -> Probe | None:
     since QuickBooks allows duplicate RefNumbers and only the pair is a useful identity.
     """
     root = parse_fragment(request_xml)
+    if kind in _MODS:
+        query, agg, id_name = _MODS[kind]
+        mod = _child(root, agg)
+        ident = _child(mod, id_name) if mod is not None else None
+        seq = _child(mod, "EditSequence") if mod is not None else None
+        if ident is None or seq is None:
+            return None
+        value = (ident.text or "").strip()
+        return Probe(
+            f"<{query} requestID={quoteattr(probe_id)}><{id_name}>{escape(value)}</{id_name}></{query}>",
+            key=f"{id_name} {value!r} no longer at EditSequence {(seq.text or '').strip()!r}",
+            edit_sequence=(seq.text or "").strip(),
+        )
     if kind in _LIST_ADDS:
         query, agg = _LIST_ADDS[kind]
         add = _child(root, agg)
@@ -288,6 +313,8 @@ def probe_match(probe: Probe, rs: RsInfo) -> Any | None:
     if rs.status_code != 0:
         return None
     for ret in rs.rets:
+        if probe.edit_sequence is not None:
+            return ret if (ret.findtext("EditSequence") or "").strip() != probe.edit_sequence else None
         if probe.customer is None:
             return ret
         cref = _child(ret, "CustomerRef")

@@ -267,12 +267,12 @@ class Conversation:
         parts: list[str] = []
         now = _now()
         for jr in requests:
-            if jr.kind.endswith(_qbxml.SAFE_TO_RESEND_SUFFIXES) or jr.kind.endswith(
-                _qbxml.EDIT_GUARDED_SUFFIXES
-            ):
+            if jr.kind.endswith(_qbxml.SAFE_TO_RESEND_SUFFIXES):
                 continue  # settled from the stored answer if QuickBooks has one, else resent
             probe = _qbxml.probe_for(jr.kind, jr.request_xml, f"probe.{jr.id}")
             if probe is None:
+                if jr.kind.endswith(_qbxml.EDIT_GUARDED_SUFFIXES):
+                    continue  # a replay of an applied Mod is refused with 3200, never applied twice
                 unprobed.append(jr.id)
             else:
                 probes[f"probe.{jr.id}"] = jr.id

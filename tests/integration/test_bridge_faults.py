@@ -377,3 +377,41 @@ def test_client_timeout_and_slow_quickbooks(bridge_factory, qb):
     assert wc(b, qb, faults=Faults(slow_quickbooks=0.2)).run_once().status in {"ok", "none"}
     assert job(b, jid)["state"] == "completed"
     assert all(count_customers(qb, n) == 1 for n in names)
+
+
+def _customer_mod(list_id: str, seq: str, company: str) -> str:
+    return (
+        f"<CustomerModRq><CustomerMod><ListID>{list_id}</ListID><EditSequence>{seq}</EditSequence>"
+        f"<CompanyName>{company}</CompanyName></CustomerMod></CustomerModRq>"
+    )
+
+
+def test_unacknowledged_mod_is_recognised_by_its_edit_sequence(bridge, qb):
+    """A lost Mod is settled by probing the record's EditSequence; one that never ran is sent again."""
+    added = enqueue(bridge, [customer_add("Mod Co"), customer_add("Mod Co 2")]).json()["id"]
+    wc(bridge, qb).run_once()
+    (first, second) = job(bridge, added)["results"]
+    applied = enqueue(
+        bridge, [_customer_mod(first["list_id"], first["edit_sequence"], "Applied Ltd")]
+    ).json()["id"]
+    assert wc(bridge, qb, faults=Faults(drop_ack_on={1})).run_once().status == "aborted"
+    assert WebConnectorSimulator(bridge.soap_url, "acme", "pw", _forgetful(qb)).run_once().status == "ok"
+    result = job(bridge, applied)["results"][0]
+    assert result["state"] == "done" and "EditSequence" in result["status_message"]
+    assert result["edit_sequence"] != first["edit_sequence"]
+    never = enqueue(bridge, [_customer_mod(second["list_id"], second["edit_sequence"], "Second Ltd")]).json()[
+        "id"
+    ]
+    assert wc(bridge, qb, faults=Faults(crash_before_quickbooks_on={1})).run_once().status == "aborted"
+    assert WebConnectorSimulator(bridge.soap_url, "acme", "pw", _forgetful(qb)).run_once().status == "ok"
+    result = job(bridge, never)["results"][0]
+    assert (
+        result["state"] == "done"
+        and result["status_code"] == 0
+        and "reconciled" not in result["status_message"]
+    )
+    rows = {r["Name"]: r for r in qb.records("Customer")}
+    assert (
+        rows["Mod Co"].get("CompanyName") == "Applied Ltd"
+        and rows["Mod Co 2"].get("CompanyName") == "Second Ltd"
+    )
