@@ -62,6 +62,15 @@ def _live(sf, obj: str) -> list[dict]:
     return [r for r in _org(sf).tables[obj].values() if not r.get("IsDeleted")]
 
 
+def _seeded_products(sf) -> list[dict]:
+    """Products the seed made (created days ago) that carry a code, not the ones these tests wrote."""
+    cutoff = datetime.now(UTC) - timedelta(days=1)
+    return sorted(
+        (r for r in _live(sf, "Product2") if r.get("ProductCode") and _stamp(r["CreatedDate"]) < cutoff),
+        key=lambda r: r["ProductCode"],
+    )
+
+
 # ---- connection, registry, describe ------------------------------------------------------------------
 
 
@@ -131,12 +140,15 @@ def test_windowed_read_returns_exactly_the_window_flattened_and_chunked(sf, adap
 
 def test_open_window_sides_and_no_window(sf, adapter):
     accounts = _live(sf, "Account")
-    middle = _stamp(sorted(r["SystemModstamp"] for r in accounts)[150])
+    middle = _stamp(sorted(r["SystemModstamp"] for r in accounts)[150]).replace(
+        microsecond=0
+    )  # whole seconds
     after = pd.concat(adapter.read("Account", window=ReadWindow(middle, None), columns=["Id"]))
     before = pd.concat(adapter.read("Account", window=ReadWindow(None, middle), columns=["Id"]))
     everything = pd.concat(adapter.read("Account", columns=["Id", "Name"]))
     assert len(after) + len(before) == len(everything) == len(accounts)
     assert set(after["Id"]).isdisjoint(before["Id"])
+    assert set(after["Id"]) == {r["Id"] for r in accounts if _stamp(r["SystemModstamp"]) >= middle}
 
 
 def test_a_column_salesforce_lacks_is_a_config_error_naming_it(connect):
@@ -158,7 +170,7 @@ def test_a_column_salesforce_lacks_is_a_config_error_naming_it(connect):
 
 
 def test_read_by_keys_exact_and_casefold(sf, adapter):
-    products = {r["ProductCode"]: r for r in _live(sf, "Product2") if r.get("ProductCode")}
+    products = {r["ProductCode"]: r for r in _seeded_products(sf)}
     a, b, c = sorted(products)[:3]
     keys = [a.lower(), f"  {b}  ", "NO-SUCH-CODE", None, math.nan]
 
@@ -295,7 +307,7 @@ def test_product_upsert_creates_then_updates_and_keeps_the_standard_price(sf, ad
 
 def test_existing_product_code_without_target_id_is_updated_not_duplicated(sf, adapter):
     """ProductCode is no External ID in Salesforce: the adapter looks it up, then updates by Id."""
-    existing = next(r for r in _live(sf, "Product2") if r.get("ProductCode", "").startswith("ITEM-00"))
+    existing = _seeded_products(sf)[0]
     before = len(_live(sf, "Product2"))
     old_price = _standard_entry(sf, existing["Id"])["UnitPrice"]
     rows = _products(
@@ -385,10 +397,7 @@ def test_a_lock_left_after_the_hooks_retries_is_a_retriable_row(sf, adapter):
 
 def test_bulk_path_above_the_threshold_returns_per_row_results(sf, connect):
     adapter = connect(bulk_threshold=3)
-    products = sorted(
-        (r for r in _live(sf, "Product2") if r.get("ProductCode", "").startswith("ITEM-00")),
-        key=lambda r: r["ProductCode"],
-    )[10:14]
+    products = _seeded_products(sf)[10:14]
     rows = _products(
         [
             {

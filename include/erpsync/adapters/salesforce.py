@@ -135,7 +135,9 @@ def _soql_datetime(moment: datetime) -> str:
     extra = moment.microsecond % 1000
     if extra:
         moment += timedelta(microseconds=1000 - extra)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    # Whole seconds (what data intervals are) go out in the documented form, milliseconds only when set.
+    millis = f".{moment.microsecond // 1000:03d}" if moment.microsecond else ""
+    return moment.strftime("%Y-%m-%dT%H:%M:%S") + millis + "Z"
 
 
 def _quote(value: str) -> str:
