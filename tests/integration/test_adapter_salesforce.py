@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from erpsync.adapters import RESULT_COLUMNS, ReadWindow, SystemAdapter, get_adapter
-from erpsync.errors import ConfigError
+from erpsync.errors import ConfigError, RetriableSourceError
 from erpsync.sandbox.salesforce.testing import running_salesforce
 
 ADAPTER = "erpsync.adapters.salesforce:SalesforceAdapter"
@@ -164,6 +164,26 @@ def test_a_column_salesforce_lacks_is_a_config_error_naming_it(connect):
     lenient = connect(optional_fields=["Email"])
     frame = next(lenient.read("Account", columns=["Id", "Email"], chunk_rows=5))
     assert len(frame) == 5 and frame["Email"].isna().all()
+
+
+def test_call_failures_raise_the_hooks_classes_and_are_logged(sf, adapter):
+    """A 503 that outlasts the retries raises RetriableSourceError; a write refused whole is not a row."""
+    adapter.describe("Account")
+    sf.admin("POST", "faults", {"rules": [{"kind": "status", "status": 503, "count": 10, "path": "/query"}]})
+    with pytest.raises(RetriableSourceError, match="SERVER_UNAVAILABLE"):
+        next(adapter.read("Account", columns=["Id"]))
+    failed = adapter.call_log.calls[-1]
+    assert (failed["method"], failed["object"], failed["api_calls"]) == (
+        "read",
+        "Account",
+        3,
+    )  # 1 + 2 retries
+    sf.admin("DELETE", "faults")
+    rows = pd.DataFrame(
+        [{"_source_key": "x", "_target_id": _live(sf, "Account")[0]["Id"], "IsDeleted": True}]
+    )
+    with pytest.raises(ConfigError, match="IsDeleted: not updateable"):
+        adapter.upsert("Account", rows, identity="Id")
 
 
 # ---- read_by_keys -----------------------------------------------------------------------------------

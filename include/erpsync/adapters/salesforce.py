@@ -419,18 +419,22 @@ class SalesforceAdapter:
         while True:
             before = sum(self.hook.calls.values())
             started = time.perf_counter()
-            page = next(pages, None)
-            calls = sum(self.hook.calls.values()) - before
-            if calls:
-                self.call_log.calls.append(
-                    {
-                        "method": method,
-                        "object": obj,
-                        "rows": 0 if page is None else len(page),
-                        "seconds": round(time.perf_counter() - started, 6),
-                        "api_calls": calls,
-                    }
-                )
+            page: list[dict] | None = None
+            try:
+                page = next(pages, None)
+            finally:
+                # Logged in `finally` so a call that raised still shows in the report (with its time).
+                calls = sum(self.hook.calls.values()) - before
+                if calls:
+                    self.call_log.calls.append(
+                        {
+                            "method": method,
+                            "object": obj,
+                            "rows": 0 if page is None else len(page),
+                            "seconds": round(time.perf_counter() - started, 6),
+                            "api_calls": calls,
+                        }
+                    )
             if page is None:
                 return
             yield page
