@@ -41,6 +41,9 @@ Options (keyword arguments of the constructor, e.g. an operator's ``adapter_kwar
     Skip the lookup of the standard price book.
 Any other option is passed to `SalesforceHook` (``api_version``, ``timeout``, ``max_retries``,
 ``retry_base_delay``, ``bulk_poll_interval``, ``bulk_timeout``, ``api_usage_slowdown``, ...).
+
+Build it inside a task: ``get_adapter("erpsync.adapters.salesforce:SalesforceAdapter", conn_id=...)``, or
+by the registry name ``salesforce`` once `erpsync.adapters.registry` lists it.
 """
 
 from __future__ import annotations
