@@ -38,7 +38,7 @@ DEFAULT_CUSTOMER_COLUMNS: dict[str, str] = {
     "City": "BillingCity",
     "PostalCode": "BillingPostalCode",
     "State": "BillingState",
-    "Country": "BillingCountryCode",
+    "Country": "BillingCountry",  # a name ("Netherlands") or an ISO code; Exact gets the code
 }
 
 

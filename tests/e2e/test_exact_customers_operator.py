@@ -34,7 +34,7 @@ def _order(n, email, *, company=None, city="Utrecht", status="Activated"):
         "BillingStreet": "Oudegracht 10",
         "BillingCity": city,
         "BillingPostalCode": "3511 AB",
-        "BillingCountryCode": "NL",
+        "BillingCountry": "NL",
     }
 
 

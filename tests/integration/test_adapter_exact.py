@@ -474,7 +474,7 @@ def test_company_debtor_with_contact_and_person_debtor(adapter, exact):
                         Phone="+31 20 555 0101", Street="Keizersgracht 1", City="Amsterdam", PostalCode="1015 AA",
                         Country="nl")  # fmt: skip
     person = _customer(
-        f"eva.{tag}@mail.example", FirstName="Eva", LastName="Smit", City="Delft", Country="NL"
+        f"eva.{tag}@mail.example", FirstName="Eva", LastName="Smit", City="Delft", Country="België"
     )
     out = adapter.ensure_customers(pd.DataFrame([company, person]))
     assert list(out.columns) == CUSTOMER_RESULT_COLUMNS
@@ -492,6 +492,7 @@ def test_company_debtor_with_contact_and_person_debtor(adapter, exact):
     assert acc["MainContact"] == contact["ID"] == out["contact_id"][0]
     per = _account(exact, out["account_id"][1])
     assert per["Name"] == "Eva Smit" and per["Email"] == person["Email"] and per["IsSales"] is True
+    assert per["Country"] == "BE"  # Exact stores ISO codes; a country name is translated
     assert [c["FullName"] for c in _contacts_of(exact, per["ID"])] == ["Eva Smit"]
 
     # Rerun, e-mails in other case and spacing: found, nothing created or written.
@@ -541,7 +542,7 @@ def test_malformed_customer_rows_get_clear_errors_while_others_carry_on(adapter,
             _customer(None, key="o1", CompanyName="No Mail BV"),
             _customer("not-an-email", key="o2", FirstName="A"),
             _customer(f"noname.{tag}@x.example", key="o3"),
-            _customer(f"land.{tag}@x.example", key="o4", FirstName="B", Country="Netherlands"),
+            _customer(f"land.{tag}@x.example", key="o4", FirstName="B", Country="Atlantis"),
             _customer(f"good.{tag}@x.example", key="o5", FirstName="C", LastName="D"),
         ]
     )
@@ -550,7 +551,7 @@ def test_malformed_customer_rows_get_clear_errors_while_others_carry_on(adapter,
     assert "default debtor" in out.loc["o1", "error"]
     assert out.loc["o2", "error_code"] == "INVALID_EMAIL" and "'not-an-email'" in out.loc["o2", "error"]
     assert out.loc["o3", "error_code"] == "NO_NAME" and "customer row o3" in out.loc["o3", "error"]
-    assert out.loc["o4", "error_code"] == "INVALID_COUNTRY" and "'Netherlands'" in out.loc["o4", "error"]
+    assert out.loc["o4", "error_code"] == "INVALID_COUNTRY" and "'Atlantis'" in out.loc["o4", "error"]
     assert list(out["action"]) == ["skipped", "failed", "failed", "failed", "created"]
     assert [c["object"] for c in _calls(adapter, "create")] == ["crm/Accounts", "crm/Contacts"]  # o5 only
 

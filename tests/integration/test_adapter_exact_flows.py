@@ -37,7 +37,7 @@ CUSTOMER_FIELDS = [
     "BillingStreet",
     "BillingCity",
     "BillingPostalCode",
-    "BillingCountryCode",
+    "BillingCountry",
 ]
 
 
@@ -87,7 +87,7 @@ def _order(
         "BillingStreet": "Keizersgracht 1",
         "BillingCity": "Amsterdam",
         "BillingPostalCode": "1015 AA",
-        "BillingCountryCode": "NL",
+        "BillingCountry": "Netherlands",
         "EffectiveDate": "2026-06-01",
         "PoNumber": f"PO-{n}",
         "Description": "rush",
@@ -240,3 +240,39 @@ def test_items_flow_extracts_the_interval_from_exact(tmp_path, exact, conn):
         adapter.read("logistics/Items", window=ReadWindow(None, None), columns=["ID"], chunk_rows=100)
     )
     assert sum(len(c) for c in full) == len(exact.simulator.store.divisions[DIV].tables["logistics/Items"])
+
+
+def test_orders_flow_validates_green_against_exact(tmp_path, exact, conn):
+    from erpsync.adapters.validate import validate_flow
+
+    mapping = load_flow(ORDERS, default_mappings_dir())
+    sf = MemoryAdapter(tmp_path / "sf.db", name="salesforce")
+    sf.define(
+        "Order", [FieldMeta(f) for f in mapping.source.fields if f != "Id"], modified_field="SystemModstamp"
+    )
+    systems = {"salesforce": sf, "exact_online": get_adapter(ADAPTER, conn_id=conn)}
+    result = validate_flow(mapping, systems.__getitem__, {})
+    assert result.status == "green", result.problems
+    assert any("connection exact_online: Connected to Exact Online" in p for p in result.passed)
+
+
+def test_customer_operator_refuses_bad_configuration_clearly(tmp_path):
+    import pandas as pd
+
+    from erpsync.chunks import ChunkWriter
+    from erpsync.errors import ConfigError
+
+    with pytest.raises(ValueError, match="manifest is required"):
+        EnsureExactCustomersOperator(task_id="c1", manifest=None)
+    with pytest.raises(ValueError, match="must name the staged column holding Email"):
+        EnsureExactCustomersOperator(task_id="c2", manifest={}, columns={"Email": None})
+    with pytest.raises(ValueError, match="source_filter must map columns to lists"):
+        EnsureExactCustomersOperator(task_id="c3", manifest={}, source_filter={"Status": "Activated"})
+    writer = ChunkWriter(tmp_path, "extract")
+    writer.write(pd.DataFrame([{"Id": "801", "Email": "a@b.example", "Status": "Activated"}]))
+    op = EnsureExactCustomersOperator(task_id="c4", manifest=writer.close().to_xcom(), flow=ORDERS)
+    with pytest.raises(ConfigError) as err:
+        op.run_step()  # fails before any connection is made
+    assert "no column(s) BillToContact.Email" in str(
+        err.value
+    ) and "staged columns: Id, Email, Status" in str(err.value)

@@ -61,7 +61,7 @@ if TYPE_CHECKING:
 
     from erpsync.hooks.exact_online import ExactOnlineHook
 
-__all__ = ["CUSTOMER_COLUMNS", "CUSTOMER_RESULT_COLUMNS", "ENTITIES", "ExactOnlineAdapter"]
+__all__ = ["COUNTRY_CODES", "CUSTOMER_COLUMNS", "CUSTOMER_RESULT_COLUMNS", "ENTITIES", "ExactOnlineAdapter"]
 
 # ---- field catalogue -------------------------------------------------------------------------------
 # Exact publishes no OData $metadata for the REST API; this catalogue follows the metadata Exact
@@ -219,6 +219,35 @@ CUSTOMER_RESULT_COLUMNS = [
     "error_code",
     "retriable",
 ]
+#: Country names (English and the local names Dutch, Belgian and German users type) -> ISO code;
+#: Exact stores ISO codes, Salesforce's standard `BillingCountry` holds free text.
+COUNTRY_CODES: dict[str, str] = {
+    name.casefold(): code
+    for code, names in {
+        "NL": ("Netherlands", "The Netherlands", "Nederland", "Holland", "Niederlande", "Pays-Bas"),
+        "BE": ("Belgium", "België", "Belgie", "Belgique", "Belgien"),
+        "LU": ("Luxembourg", "Luxemburg"),
+        "DE": ("Germany", "Deutschland", "Duitsland", "Allemagne"),
+        "FR": ("France", "Frankrijk", "Frankreich"),
+        "GB": ("United Kingdom", "UK", "Great Britain", "England", "Verenigd Koninkrijk", "Großbritannien"),
+        "IE": ("Ireland", "Ierland", "Irland"),
+        "AT": ("Austria", "Österreich", "Oostenrijk"),
+        "CH": ("Switzerland", "Schweiz", "Zwitserland", "Suisse"),
+        "DK": ("Denmark", "Denemarken", "Dänemark", "Danmark"),
+        "SE": ("Sweden", "Zweden", "Schweden", "Sverige"),
+        "NO": ("Norway", "Noorwegen", "Norwegen", "Norge"),
+        "FI": ("Finland", "Finnland", "Suomi"),
+        "ES": ("Spain", "Spanje", "Spanien", "España"),
+        "PT": ("Portugal",),
+        "IT": ("Italy", "Italië", "Italien", "Italia"),
+        "PL": ("Poland", "Polen", "Polska"),
+        "CZ": ("Czech Republic", "Czechia", "Tsjechië", "Tschechien"),
+        "US": ("United States", "United States of America", "USA", "Verenigde Staten"),
+        "CA": ("Canada",),
+        "AU": ("Australia", "Australië"),
+    }.items()
+    for name in names
+}
 #: Customer input column -> Exact account field that an address/phone update may change.
 _ADDRESS_FIELDS = {
     "Phone": "Phone",
@@ -337,6 +366,14 @@ def _literal(value: Any, kind: str, *, pad: bool = False) -> str | None:
     if pad:
         text = text.strip().rjust(18)
     return "'" + text.replace("'", "''") + "'"
+
+
+def _country_code(value: str) -> str | None:
+    """Return the ISO code for an ISO code or a known country name (case-insensitive), else None."""
+    text = " ".join(value.split())
+    if re.fullmatch(r"[A-Za-z]{2}", text):
+        return text.upper()
+    return COUNTRY_CODES.get(text.casefold())
 
 
 def _error_code(message: str) -> str:
@@ -866,7 +903,8 @@ class ExactOnlineAdapter:
         """Make sure every row's customer exists in Exact; return one result row per input row.
 
         Input columns (`CUSTOMER_COLUMNS`, plus `_source_key`): Email, CompanyName, FirstName, LastName,
-        Phone, Street, City, PostalCode, State, Country (ISO code). Rules (APIcenter seed):
+        Phone, Street, City, PostalCode, State, Country (ISO code or a name in `COUNTRY_CODES`, e.g.
+        "Netherlands", "België"). Rules (APIcenter seed):
 
         * found by e-mail, trimmed and case-insensitively: first on the account (`crm/Accounts.Email`,
           which the orders mapping's debtor lookup reads), else on a contact, whose account is used
@@ -935,8 +973,12 @@ class ExactOnlineAdapter:
         if _blank(row.get("CompanyName")) and _blank(row.get("FirstName")) and _blank(row.get("LastName")):
             return "NO_NAME", f"{where}: neither CompanyName nor FirstName/LastName is given for {email}"
         country = _text(row.get("Country"))
-        if country is not None and not re.fullmatch(r"[A-Za-z]{2}", country):
-            return "INVALID_COUNTRY", f"{where}: Country {country!r} is not a two-letter ISO code (e.g. NL)"
+        if country is not None and _country_code(country) is None:
+            return (
+                "INVALID_COUNTRY",
+                f"{where}: Country {country!r} is neither a two-letter ISO code (e.g. NL) nor a country name "
+                "this adapter knows; Exact stores ISO codes",
+            )
         return None
 
     def _ensure(self, valid: dict[str, dict], rows: list[dict], results: list[dict]) -> None:
@@ -999,7 +1041,7 @@ class ExactOnlineAdapter:
         for column, field in _ADDRESS_FIELDS.items():
             value = _text(row.get(column))
             if value is not None:
-                out[field] = value.upper() if field == "Country" else value
+                out[field] = _country_code(value) if field == "Country" else value
         return out
 
     def _contact_body(self, row: dict, account_id: str, email: str) -> dict | None:
