@@ -167,8 +167,6 @@ class _FieldProgram:
     def __init__(self, spec: FieldSpec, mapping: Mapping, *, required: bool, label: str):
         self.spec, self.mapping, self.required, self.label = spec, mapping, required, label
         self.lookup: LookupSpec | None = mapping.lookups.get(spec.lookup) if spec.lookup else None
-        if spec.map is not None:
-            self._map_keys = list(spec.map.values)
 
     def source(self, df: pd.DataFrame, path: str) -> pd.Series:
         column = resolve(df, path)
@@ -308,8 +306,7 @@ class _FieldProgram:
             vm = spec.map
             text = to_text(values)
             keys = text.str.casefold() if vm.casefold else text
-            hit = keys.isin(self._map_keys).to_numpy()
-            mapped = keys.map(vm.values)
+            hit, mapped = _lookup_values(keys, vm.values)
             unmapped = ~hit
             if vm.on_unmapped == "keep":
                 values = mapped.where(hit, values)
@@ -441,6 +438,30 @@ class _FieldProgram:
     def _parse_failed(self, bad, values, out: list[_Rejection], text: str) -> None:
         if bad.any():
             out.append(_Rejection(bad, "format", f"'{self.label}': value is {text}", to_text(values)))
+
+
+_ABSENT = object()
+
+
+def _lookup_values(keys: pd.Series, table: dict[str, Any]) -> tuple[Any, pd.Series]:
+    """Return (hit mask, mapped values) for a value map, looking up each distinct key once.
+
+    Factorizing first makes the Python work proportional to the distinct values (a handful of
+    picklist entries), not to the rows; the codes then spread the answers back with numpy.
+    """
+    import numpy as np
+    import pandas as pd
+
+    codes, uniques = pd.factorize(keys)
+    answers = [table.get(u, _ABSENT) for u in uniques]
+    found = np.array([a is not _ABSENT for a in answers] + [False], dtype=bool)
+    # code -1 (a null key) points at the extra last slot: not found, None. Taking from a small
+    # typed Series keeps text answers in pyarrow (no million Python strings to convert back).
+    small = pd.Series([None if a is _ABSENT else a for a in answers] + [None])
+    hit = found[codes]
+    values = small.take(codes)
+    values.index = keys.index
+    return hit, values
 
 
 def _format_stamps(stamps: pd.Series, fmt: str) -> pd.Series:
