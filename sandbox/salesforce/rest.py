@@ -328,7 +328,10 @@ class RestApi:
                 str(r.get(fdef.name, "")).lower() for r in records if isinstance(r, dict)
             )
             return self._run_batch(
-                records, all_or_none, lambda r: self._collection_upsert(obj, fdef.name, r, seen, session)
+                records,
+                all_or_none,
+                lambda r: self._collection_upsert(obj, fdef.name, r, seen, session),
+                upsert=True,
             )
         return method_not_allowed(method, "GET,POST,PATCH,DELETE")
 
@@ -401,7 +404,8 @@ class RestApi:
                 ],
             )
 
-    def _run_batch(self, items: list, all_or_none: bool, apply) -> Response:
+    def _run_batch(self, items: list, all_or_none: bool, apply, *, upsert: bool = False) -> Response:
+        """Apply each item, then answer HTTP 200 with one result per item (``created`` only on upserts)."""
         snap = self.org.snapshot() if all_or_none else None
         results = []
         failed = False
@@ -417,7 +421,8 @@ class RestApi:
                     }
                 )
             else:
-                results.append({"id": rid, "success": True, "errors": [], "created": created})
+                ok = {"id": rid, "success": True, "errors": []}
+                results.append({**ok, "created": created} if upsert else ok)
         if all_or_none and failed:
             self.org.restore(snap)
             rolled = SaveError(

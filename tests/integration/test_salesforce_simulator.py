@@ -420,6 +420,7 @@ def test_collections_create_update_delete_and_the_200_cap(api):
         f"{V}/composite/sobjects", json={"records": [_acc(Name=f"{k}-{n}") for n in range(3)]}
     ).json()
     ids = [c["id"] for c in created]
+    assert created[0] == {"id": ids[0], "success": True, "errors": []}  # "created" is only on upserts
     upd = api.patch(
         f"{V}/composite/sobjects", json={"records": [_acc(Id=ids[0], Phone="9"), _acc(Phone="no id")]}
     )
