@@ -20,6 +20,9 @@ _REGISTRY: dict[str, str | Callable[..., Any]] = {
     "salesforce": "erpsync.adapters.salesforce:SalesforceAdapter",
     "exact_online": "erpsync.adapters.exact_online:ExactOnlineAdapter",
     "quickbooks": "erpsync.adapters.quickbooks:QuickBooksAdapter",
+    "salesforce": "erpsync.adapters.salesforce:SalesforceAdapter",
+    "exact_online": "erpsync.adapters.exact_online:ExactOnlineAdapter",
+    "quickbooks": "erpsync.adapters.quickbooks:QuickBooksAdapter",
 }
 
 
