@@ -277,11 +277,23 @@ class SalesforceHook(BaseHook):
             from airflow.providers.salesforce.hooks.salesforce import SalesforceHook as ProviderHook
 
             try:
-                return ProviderHook(salesforce_conn_id=self.conn_id, session=session).get_conn()
+                logged_in = ProviderHook(salesforce_conn_id=self.conn_id, session=session).get_conn()
             except Exception as exc:  # simple-salesforce raises its own hierarchy; classify at this edge
                 raise AuthError(
                     f"Salesforce login failed: {exc}", where=f"connection {self.conn_id}"
                 ) from exc
+            if logged_in.sf_version == self.version:
+                return logged_in
+            # The provider falls back to simple-salesforce's default version; keep the one this hook pins
+            # (behaviour differs by version), reusing the session it just opened.
+            from simple_salesforce import Salesforce
+
+            return Salesforce(
+                instance=logged_in.sf_instance,
+                session_id=logged_in.session_id,
+                version=self.version,
+                session=session,
+            )
         token = self._oauth_token(session, login_url.rstrip("/"))
         from simple_salesforce import Salesforce
 

@@ -497,7 +497,8 @@ def test_hook_without_login_url_logs_in_through_the_provider(sf, monkeypatch):
     from erpsync.hooks.salesforce import SalesforceHook
 
     _provider_login_connection(sf, monkeypatch)
-    hook = SalesforceHook("salesforce_soap")
+    hook = SalesforceHook("salesforce_soap", api_version="61.0")
+    assert hook.get_conn().base_url.endswith("/services/data/v61.0/")  # pinned, not the provider's default
     [row] = next(
         hook.query_batches("SELECT Id, Username FROM User WHERE Username = 'integration@erpsync.sandbox'")
     )
