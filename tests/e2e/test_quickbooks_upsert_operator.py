@@ -146,3 +146,76 @@ def test_a_change_updates_one_customer_and_a_refused_row_is_quarantined_while_ot
     assert live.customer_mods() == mods + 1
     city = {c["Name"]: c["BillAddress"]["City"] for c in live.customers() if "BillAddress" in c}
     assert city["E2E Account 1"] == "Delft" and city["E2E Account 0"] == "Utrecht"
+
+
+class RefuseTheFirstWait:
+    """ASGI fault between Airflow and the bridge: once the upsert has enqueued its write job, the next
+    wait on a job is refused (401), so the trigger ends with an error event and the task try fails,
+    as if the worker had died after enqueueing. Counts the enqueue calls of that job's key."""
+
+    def __init__(self, app):
+        self.app = app
+        self.armed = self.fired = False
+        self.write_posts: list[str] = []
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            headers = dict(scope.get("headers") or [])
+            key = headers.get(b"idempotency-key", b"").decode()
+            if scope["method"] == "POST" and "/upsert/b0/write/" in key:
+                self.write_posts.append(key)
+                self.armed = True
+            elif (
+                self.armed
+                and not self.fired
+                and scope["method"] == "GET"
+                and scope["path"].startswith("/api/v1/jobs/")
+                and b"results=false" in scope.get("query_string", b"")
+            ):
+                self.fired = True
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 401,
+                        "headers": [(b"content-type", b"application/json")],
+                    }
+                )
+                await send(
+                    {"type": "http.response.body", "body": b'{"detail": "token refused (injected fault)"}'}
+                )
+                return
+        await self.app(scope, receive, send)
+
+
+def test_a_retry_after_a_failed_wait_reattaches_to_the_same_job(test_dag, tmp_path, monkeypatch):
+    import httpx
+
+    from tests.qb_live import TOKEN
+
+    faults: list[RefuseTheFirstWait] = []
+
+    def wrap(app):
+        faults.append(RefuseTheFirstWait(app))
+        return faults[0]
+
+    dag = test_dag("qb_upsert_probe", "qb_upsert_probe.py")
+    state_url = f"sqlite:///{tmp_path / 'state.db'}"
+    with live_quickbooks(tmp_path / "qb", wrap=wrap) as live:
+        monkeypatch.setenv(f"AIRFLOW_CONN_{CONN.upper()}", live.connection_json())
+        accounts = [account(i) for i in range(4)]
+        dr, states = run(
+            dag, {"state_url": state_url, "mapped": mapped_manifest(tmp_path, state_url, accounts, "m")}
+        )
+        assert dr.state == "success", states
+        assert faults[0].fired, "the first wait was refused"
+        assert dr.get_task_instance("upsert").try_number == 2, "the failed try was retried"
+        # Both tries (and each resume after a deferral, which replays the program) enqueued the write
+        # job with the same key; the bridge holds it once.
+        assert len(faults[0].write_posts) >= 3 and len(set(faults[0].write_posts)) == 1
+        jobs = httpx.get(
+            f"{live.bridge.url}/api/v1/jobs", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30
+        ).json()["jobs"]
+        assert sum("/upsert/b0/write/" in (j["idempotency_key"] or "") for j in jobs) == 1
+        assert live.customer_adds() == 4 and len(live.customers()) == 4
+        assert xcom(dr, "upsert")["extra"]["counts"]["created"] == 4
+        assert xcom(dr, "verify")["differences"] == 0

@@ -6,7 +6,7 @@ the test decides where the data lives; everything else is the real flow's mappin
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from airflow.sdk import DAG
 
@@ -34,6 +34,8 @@ with DAG(
         qbwc_bridge_conn_id=CONN,
         poll_interval=0.2,
         long_poll=5,
+        retries=1,  # a failed wait (see the re-attach test) is retried at once
+        retry_delay=timedelta(0),
         **common,
     )
     VerifyOperator(task_id="verify", manifest=upsert.output, **common, **target)
