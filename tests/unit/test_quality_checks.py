@@ -37,14 +37,14 @@ RULES = [
 def chunk() -> pd.DataFrame:
     df = pd.DataFrame(
         {
-            "Id": ["a", "b", "c", "c", "e", "f", "g"],
-            "Name": ["Acme", None, "TEST Co", "Beta", "Far too long a name", "Gamma", "  "],
-            "Email": ["x@acme.nl", "bad", None, "b@beta.com", "e@e.org", "f@f.de", "g@g.io"],
-            "Type": ["Customer", "Partner", "Customer", "Alien", None, "Customer", "Customer"],
-            "Country": ["NL", "NL", "XX", "NL", "NL", "NL", "NL"],
-            "Revenue": [10.0, 20.0, 30.0, 40.0, 50.0, 5000.0, 1.0],
-            "Company": ["A", "B", "C", "D", "E", "F", "A"],
-            "City": ["Ams", "Rot", "Utr", "Ein", "Gro", "Haa", "Ams"],
+            "Id": ["a", "b", "c", "c", "e", "f", "g", "h"],
+            "Name": ["Acme", None, "TEST Co", "Beta", "Far too long a name", "Gamma", "  ", "Delta"],
+            "Email": ["x@acme.nl", "bad", None, "b@beta.com", "e@e.org", "f@f.de", "g@g.io", "h@h.nl"],
+            "Type": ["Customer", "Partner", "Customer", "Alien", None, "Customer", "Customer", "Partner"],
+            "Country": ["NL", "NL", "XX", "NL", "NL", "NL", "NL", "BE"],
+            "Revenue": [10.0, 20.0, 30.0, 40.0, 50.0, 5000.0, 1.0, 5.0],
+            "Company": ["A", "B", "C", "D", "E", "F", "A", "H"],
+            "City": ["Ams", "Rot", "Utr", "Ein", "Gro", "Haa", "Ams", "Hil"],
         }
     )
     df.index = [f"row{i}" for i in range(len(df))]  # non-default labels must survive
@@ -79,8 +79,8 @@ def test_every_rule_kind_reports_its_rows(result):
 
 def test_counts_and_split(result, chunk):
     """Good rows keep the caller's index and columns; counts are plain ints (XCom-safe)."""
-    assert result.total == 7 and result.bad_count == 7 - len(result.good)
-    assert list(result.good.index) == [] or set(result.good.index).isdisjoint(result.bad_rows.index)
+    assert result.total == 8 and result.bad_count == 7
+    assert list(result.good.index) == ["row7"] and list(result.good.columns) == list(chunk.columns)
     assert set(result.good.index) | set(result.bad_rows.index) == set(chunk.index)
     assert result.failed_by_rule == {
         "not_null:Name": 2,
@@ -111,7 +111,7 @@ def test_threshold_passes_at_or_below_and_fails_above(result):
         enforce_threshold(result, share - 0.01)
     message = str(caught.value)
     assert isinstance(caught.value, SyncError)
-    assert f"{result.bad_count} of 7 rows" in message and "accounts_source" in message
+    assert f"{result.bad_count} of 8 rows" in message and "accounts_source" in message
     assert "not_null:Name failed 2 times" in message and "regex:Email failed 1 time" in message
     assert caught.value.details["failed_by_rule"]["unique:Id"] == 2
 
