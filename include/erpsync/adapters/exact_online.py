@@ -30,7 +30,7 @@ Reading (`read`):
 
 Writing (`upsert`): Exact has no batch write, so each record is one call. Sales orders are posted one
 by one as a deep insert (header plus `SalesOrderLines`), identity `YourRef`. Before creating, the
-batch's `YourRef`s are looked up (one call per ~40 orders), so an order that exists, also one
+batch's `YourRef`s are looked up (one call per 20-40 orders), so an order that exists, also one
 created by an interrupted earlier try, is never posted twice; a POST that fails in transit is looked
 up again before it is reported retriable. An existing order gets a partial PUT of the changed header
 fields Exact lets change (never its lines; `existing_orders="skip"` leaves existing orders alone
@@ -47,6 +47,7 @@ from __future__ import annotations
 import math
 import re
 import time
+import urllib.parse
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -174,8 +175,9 @@ _ORDERS = "salesorder/salesorders"
 _DATE_RE = re.compile(r"^/Date\((-?\d+)\)/$")
 _GUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-#: A `$filter` of key clauses stays below this many characters (URLs stay well under 2,000).
-_FILTER_CHARS = 1500
+#: URL-encoded query characters (`$select` + `$filter`) per key lookup: IIS, which serves Exact,
+#: refuses query strings over 2,048 characters by default; keep a margin for the rest of the URL.
+_QUERY_CHARS = 1800
 #: Header fields of a sales order that a PUT may change (open orders only).
 _CLOSED_ORDER = {21: "complete", 45: "cancelled"}
 #: Exact's refusal texts -> our error codes, first match wins (Exact sends `code` empty).
@@ -608,7 +610,8 @@ class ExactOnlineAdapter:
     ) -> pd.DataFrame:
         """Return the records whose `field` is one of `keys`, with the id field always included.
 
-        Keys go into `$filter` as `field eq ...` clauses joined by `or`, about 40 per call. With
+        Keys go into `$filter` as `field eq ...` clauses joined by `or`, as many per call as keep the
+        URL-encoded query under 1,800 characters (IIS's default limit is 2,048): 20 to 40. With
         `casefold` the filter is `tolower(trim(field)) eq '...'` and the rows are compared again here
         (whitespace collapsed, case folded), so the result holds exactly the matching records.
         """
@@ -644,6 +647,7 @@ class ExactOnlineAdapter:
         subject = f"tolower(trim({field}))" if casefold else field
         found: list[dict] = []
         batch: list[str] = []
+        budget = max(_QUERY_CHARS - len(urllib.parse.quote(",".join(select))), 400)
         length = 0
 
         def flush() -> None:
@@ -654,8 +658,8 @@ class ExactOnlineAdapter:
                 batch.clear()
 
         for lit in dict.fromkeys(wanted.values()):
-            clause = len(subject) + len(lit) + 8
-            if batch and length + clause > _FILTER_CHARS:
+            clause = len(urllib.parse.quote(f" or {subject} eq {lit}"))
+            if batch and length + clause > budget:
                 flush()
                 length = 0
             batch.append(lit)
@@ -751,8 +755,10 @@ class ExactOnlineAdapter:
                 results[i] = _result(key, target, "failed", str(exc), _error_code(message))
         return [r for r in results if r is not None]
 
-    def _ident(self, value: Any) -> str:
-        return str(_clean(value)).strip()
+    @staticmethod
+    def _ident(value: Any) -> str:
+        # Exact compares strings case-insensitively (SQL Server collation): match identities alike.
+        return str(_clean(value)).strip().casefold()
 
     def _body(self, entity: _Entity, row: dict, columns: list[str], *, creating: bool) -> dict:
         """The JSON body for a row: None left out on create (Exact applies its defaults), dates as /Date/."""
