@@ -360,3 +360,19 @@ def test_schema_found_through_the_mappings_dir_when_installed_elsewhere(tmp_path
     monkeypatch.setenv("ERPSYNC_MAPPINGS_DIR", str(folder))
     assert _schema.schema_path() == folder / "mapping.schema.json"
     assert load_mapping(write(tmp_path, BASE)).flow == "demo"
+
+
+def test_target_rules_must_fit_the_field_type(tmp_path):
+    """`between` on a text field, or a length rule on a number, is refused at load time."""
+    text = BASE.replace(
+        "Email: {from: Email}", "Email: {from: Email}\n  Qty: {from: Qty, type: integer}"
+    ).replace(
+        "    - {rule: unique, column: Email}",
+        "    - {rule: between, column: Email, min: 0}\n    - {rule: length_between, column: Qty, max: 3}",
+    )
+    error = load_error(tmp_path, text)
+    found = {(p.line, p.problem) for p in error.problems}
+    assert found == {
+        (16, "rule between needs a number field; 'Email' is string"),
+        (17, "rule length_between needs a text field; 'Qty' is integer"),
+    }

@@ -434,7 +434,13 @@ class _Builder:
         }
 
     # -- quality ---------------------------------------------------------------------------------
-    def rules(self, where: PathT, rules: list[dict[str, Any]], columns: set[str] | None) -> None:
+    def rules(
+        self,
+        where: PathT,
+        rules: list[dict[str, Any]],
+        columns: set[str] | None,
+        types: dict[str, str] | None = None,
+    ) -> None:
         names: dict[str, int] = {}
         for index, rule in enumerate(rules):
             here = (*where, index)
@@ -467,6 +473,14 @@ class _Builder:
                 for column in [rule.get("column"), *rule.get("columns", [])]:
                     if column and column not in columns:
                         self.add(here, f"rule checks column '{column}', which this mapping does not produce")
+            # Great Expectations cannot compare text with numbers nor measure numbers' length: say so
+            # at load time instead of failing the check step of a run.
+            column_type = (types or {}).get(rule.get("column") or "")
+            if kind == "between" and column_type and column_type not in {"decimal", "integer"}:
+                self.add(here, f"rule between needs a number field; '{rule['column']}' is {column_type}")
+            texts = {"string", "date", "datetime"}  # dates leave the mapping as formatted text
+            if kind in {"length_between", "regex", "not_regex"} and column_type and column_type not in texts:
+                self.add(here, f"rule {kind} needs a text field; '{rule['column']}' is {column_type}")
             name = rule_name(rule)
             if name in names:
                 self.add(here, f"two rules are both named '{name}' (first at item {names[name]}); add a name")
@@ -537,7 +551,12 @@ def build_mapping(doc: YamlDoc) -> tuple[Mapping | None, list[Problem]]:
     quality_raw = data.get("quality", {})
     builder.rules(("quality", "source"), quality_raw.get("source", []), None)
     produced = {*fields, "_source_key"} | ({lines.target} if lines else set())
-    builder.rules(("quality", "target"), quality_raw.get("target", []), produced)
+    builder.rules(
+        ("quality", "target"),
+        quality_raw.get("target", []),
+        produced,
+        {name: spec.type for name, spec in fields.items()},
+    )
 
     key = src.get("key", "Id")
     needed = [key, *(p for spec in fields.values() for p in spec.source_paths), *src.get("filter", {})]
