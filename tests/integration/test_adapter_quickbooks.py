@@ -108,6 +108,9 @@ def test_refused_rows_come_back_as_errors_while_the_others_land(live):
             },
             {"_source_key": "001R4", "Name": "Long City BV", "BillAddress.City": "C" * 40, IDENTITY: "001R4"},
             {"_source_key": "001R5", "Name": "Fine Two BV", IDENTITY: "001R5"},
+            {"_source_key": "001R6", "Name": None, "Email": "no-name@x.test", IDENTITY: "001R6"},
+            {"_source_key": "001R7", "Name": "Maybe BV", "IsActive": "maybe", IDENTITY: "001R7"},
+            {"_source_key": "001R8", "Name": "Bell BV", "Phone": "555\x07", IDENTITY: "001R8"},
         ),
         identity=IDENTITY,
     )
@@ -118,12 +121,19 @@ def test_refused_rows_come_back_as_errors_while_the_others_land(live):
         "001R3": "failed",
         "001R4": "failed",
         "001R5": "created",
+        "001R6": "failed",
+        "001R7": "failed",
+        "001R8": "failed",
     }
     assert out.loc["001R1", "error_code"] == "3100" and "already in use" in out.loc["001R1", "error"]
     assert "Taken Name BV" in out.loc["001R1", "error"] and "source 001R1" in out.loc["001R1", "error"]
     assert out.loc["001R3", "error_code"] == "3140" and "Net 99" in out.loc["001R3", "error"]
     assert out.loc["001R4", "error_code"] == "3070"
     assert "BillAddress/City" in out.loc["001R4", "error"] and "maxLength is 31" in out.loc["001R4", "error"]
+    assert out.loc["001R6", "error"].endswith("CustomerAddRq/CustomerAdd/Name: is required in CustomerAdd")
+    assert "IsActive: must be true or false" in out.loc["001R7", "error"]
+    assert "Phone: contains the control character U+0007" in out.loc["001R8", "error"]
+    assert set(out.loc[["001R6", "001R7", "001R8"], "error_code"]) == {"invalid_field"}
     assert not out["retriable"].any()
     # The existing customer that owns the name did not get the refused row's Salesforce Id.
     assert live.data_ext("SalesforceId", taken["ListID"]) is None
