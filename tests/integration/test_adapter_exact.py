@@ -503,6 +503,7 @@ def test_company_debtor_with_contact_and_person_debtor(adapter, exact):
     assert list(again["action"]) == ["unchanged", "unchanged"]
     assert list(again["account_id"]) == list(out["account_id"]) and set(again["matched_by"]) == {"account"}
     assert _calls(adapter, "create") == [] and _calls(adapter, "update") == []
+    assert len(_calls(adapter, "read_by_keys")) == 1  # settled customers: one account lookup, no contacts
 
 
 def test_found_by_email_case_insensitively_and_a_changed_address_updates(adapter, exact):

@@ -993,10 +993,15 @@ class ExactOnlineAdapter:
         accounts: dict[str, list[dict]] = {}
         for rec in self._find(accounts_entity, "Email", list(valid), account_cols, casefold=True):
             accounts.setdefault(_fold(rec.get("Email")), []).append(rec)
+        # Contacts only where they matter: e-mails no account has, and accounts without a main contact
+        # (so a steady rerun costs one lookup per ~30 customers and nothing else).
+        unsettled = [
+            e
+            for e in valid
+            if not (len(accounts.get(e, [])) == 1 and not _blank(accounts[e][0].get("MainContact")))
+        ]
         contacts: dict[str, list[dict]] = {}
-        for rec in self._find(
-            contacts_entity, "Email", list(valid), ["ID", "Account", "Email"], casefold=True
-        ):
+        for rec in self._find(contacts_entity, "Email", unsettled, ["ID", "Account", "Email"], casefold=True):
             contacts.setdefault(_fold(rec.get("Email")), []).append(rec)
         missing_accounts = {
             str(c["Account"]).lower()
