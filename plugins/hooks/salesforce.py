@@ -1107,11 +1107,17 @@ def _soql_datetime(moment: datetime) -> str:
 
 
 def _strip_attributes(record: dict) -> dict:
-    return {
-        k: (_strip_attributes(v) if isinstance(v, dict) else v)
-        for k, v in record.items()
-        if k != "attributes"
-    }
+    """Drop ``attributes`` from a record, its parents and the records of its child subqueries."""
+    out = {}
+    for key, value in record.items():
+        if key == "attributes":
+            continue
+        if isinstance(value, dict) and isinstance(value.get("records"), list):
+            value = {**value, "records": [_strip_attributes(r) for r in value["records"]]}
+        elif isinstance(value, dict):
+            value = _strip_attributes(value)
+        out[key] = value
+    return out
 
 
 def _csv_cell(value: Any) -> str:

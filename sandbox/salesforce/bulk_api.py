@@ -148,6 +148,10 @@ class BulkApi:
             if not isinstance(body, dict) or body.get("operation") not in ("query", "queryAll"):
                 raise BulkError(400, "INVALIDJOB", "operation must be query or queryAll")
             q = parse_soql_for_bulk(str(body.get("query", "")))
+            if q.subqueries:
+                raise BulkError(
+                    400, "INVALIDJOB", "Bulk API 2.0 queries do not support parent-to-child subqueries"
+                )
             if q.count_only:
                 raise BulkError(400, "INVALIDJOB", "COUNT() is not supported in Bulk API 2.0 queries")
             self.job_counter += 1

@@ -194,8 +194,29 @@ class Org:
     def _lookup(self, rid: str | None) -> dict | None:
         return self.get(rid, include_deleted=True) if rid else None
 
-    def shape(self, rec: dict, paths: list[tuple[str, ...]], version: str) -> dict:
-        """Render a record for a query result: requested fields, nested parents, `attributes`."""
+    def children(self, parent_id: str, sub: SoqlQuery, fk: str) -> list[dict]:
+        """Return the live child records of `parent_id` a subquery selects (filtered, sorted, limited)."""
+        table = self.tables[sub.obj.name]
+        if sub.obj.name == "OrderItem" and fk == "OrderId":
+            pool = [table[i] for i in self.items_by_order.get(parent_id, ())]
+        else:
+            pool = [r for r in table.values() if r.get(fk) == parent_id]
+        rows = [r for r in pool if not r.get("IsDeleted") and sub.matches(r, self._lookup)]
+        rows = sub.sort(rows, self._lookup) if sub.order else sorted(rows, key=lambda r: r["Id"])
+        rows = rows[sub.offset :]
+        return rows if sub.limit is None else rows[: sub.limit]
+
+    def shape(
+        self,
+        rec: dict,
+        paths: list[tuple[str, ...]],
+        version: str,
+        subqueries: list[tuple[str, SoqlQuery, str]] = (),  # type: ignore[assignment]
+    ) -> dict:
+        """Render a record for a query result: requested fields, nested parents, child subqueries.
+
+        A subquery with no rows renders as null, as Salesforce does; otherwise as a nested query result.
+        """
         obj = BY_PREFIX[rec["Id"][:3]]
         out: dict[str, Any] = {
             "attributes": {
@@ -205,6 +226,17 @@ class Org:
         }
         for path in paths:
             self._shape_path(out, obj, rec, path, version)
+        for rel_name, sub, fk in subqueries:
+            kids = self.children(rec["Id"], sub, fk)
+            out[rel_name] = (
+                {
+                    "totalSize": len(kids),
+                    "done": True,
+                    "records": [self.shape(k, sub.fields, version) for k in kids],
+                }
+                if kids
+                else None
+            )
         return out
 
     def _shape_path(self, out: dict, obj: ObjectDef, rec: dict | None, path: tuple[str, ...], version: str):

@@ -68,7 +68,7 @@ class RestApi:
             return JSONResponse({"totalSize": len(rows), "done": True, "records": []})
         self.cursor_counter += 1
         locator = make_id("01g", self.cursor_counter)[:15]
-        cursor = Cursor([r["Id"] for r in rows], q.fields, version, time.monotonic(), endpoint)
+        cursor = Cursor([r["Id"] for r in rows], q.fields, version, time.monotonic(), endpoint, q.subqueries)
         if len(cursor.ids) > batch:
             self.cursors[locator] = cursor
             while len(self.cursors) > 10:  # a user keeps at most 10 open cursors; the oldest dies
@@ -81,7 +81,7 @@ class RestApi:
         for rid in ids:
             rec = self.org.get(rid, include_deleted=True)
             if rec is not None:
-                records.append(self.org.shape(rec, cursor.paths, cursor.version))
+                records.append(self.org.shape(rec, cursor.paths, cursor.version, cursor.subqueries))
         body: dict[str, Any] = {
             "totalSize": len(cursor.ids),
             "done": offset + batch >= len(cursor.ids),

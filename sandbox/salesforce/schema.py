@@ -160,6 +160,16 @@ class ObjectDef:
             "searchable": True,
             "undeletable": self.deletable,
             "fields": [f.describe() for f in self.fields],
+            "childRelationships": [
+                {
+                    "childSObject": child,
+                    "field": fk,
+                    "relationshipName": rel,
+                    "cascadeDelete": rel == "OrderItems",
+                }
+                for (parent, _), (rel, child, fk) in CHILD_RELATIONSHIPS.items()
+                if parent == self.name.lower()
+            ],
             "urls": {"sobject": base, "describe": f"{base}/describe", "rowTemplate": f"{base}/{{ID}}"},
         }
 
@@ -413,6 +423,22 @@ OBJECTS: dict[str, ObjectDef] = {
 }
 
 BY_PREFIX: dict[str, ObjectDef] = {o.key_prefix: o for o in OBJECTS.values()}
+
+#: Parent-to-child relationships a subquery may name: (parent, relationship) -> (child object, lookup field).
+CHILD_RELATIONSHIPS: dict[tuple[str, str], tuple[str, str, str]] = {
+    (parent.lower(), rel.lower()): (rel, child, fk)
+    for parent, rel, child, fk in (
+        ("Account", "Contacts", "Contact", "AccountId"),
+        ("Account", "Orders", "Order", "AccountId"),
+        ("Account", "ChildAccounts", "Account", "ParentId"),
+        ("Order", "OrderItems", "OrderItem", "OrderId"),
+        ("Product2", "PricebookEntries", "PricebookEntry", "Product2Id"),
+        ("Product2", "OrderItems", "OrderItem", "Product2Id"),
+        ("Pricebook2", "PricebookEntries", "PricebookEntry", "Pricebook2Id"),
+        ("Contact", "Orders", "Order", "BillToContactId"),
+        ("User", "Accounts", "Account", "OwnerId"),
+    )
+}
 
 
 def get_object(name: str) -> ObjectDef | None:

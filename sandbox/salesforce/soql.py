@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from .schema import BY_PREFIX, FieldDef, ObjectDef, get_object
+from .schema import BY_PREFIX, CHILD_RELATIONSHIPS, FieldDef, ObjectDef, get_object
 
 __all__ = ["SoqlError", "SoqlQuery", "parse", "parse_sf_datetime"]
 
@@ -108,6 +108,8 @@ class SoqlQuery:
     order: list[tuple[tuple[str, ...], FieldDef, bool, bool]] = field(default_factory=list)
     limit: int | None = None
     offset: int = 0
+    #: Parent-to-child subqueries: (relationship name, the child query, the child's lookup field).
+    subqueries: list[tuple[str, SoqlQuery, str]] = field(default_factory=list)
 
     def matches(self, record: dict, lookup: Callable[[str | None], dict | None]) -> bool:
         return self.where is None or _eval(self.where, record, lookup)
@@ -207,21 +209,28 @@ class _Parser:
             raise _error(self.text, self.tok.pos, "MALFORMED_QUERY", f"unexpected token: '{found}'")
         return self.take()
 
-    def parse(self) -> SoqlQuery:
+    def parse(self, parent: ObjectDef | None = None) -> SoqlQuery:
+        """Parse one SELECT; with `parent`, a subquery whose FROM names a child relationship of it."""
         self.expect_kw("select")
         items: list[Token] = []
+        subquery_starts: list[int] = []
         count_only = False
         while True:
             t = self.tok
+            if t.text == "(" and parent is None:
+                subquery_starts.append(self.i)
+                self.skip_parens()
+                if self.tok.text != ",":
+                    break
+                self.take()
+                continue
             if t.kind != "ident" or t.text.lower() in _KEYWORDS:
-                if t.text == "(":
-                    raise _error(
-                        self.text,
-                        t.pos,
-                        "MALFORMED_QUERY",
-                        "parent-to-child subqueries are not supported by this simulator",
-                    )
-                raise _error(self.text, t.pos, "MALFORMED_QUERY", f"unexpected token: '{t.text or 'EOF'}'")
+                reason = (
+                    "nested subqueries are not supported"
+                    if t.text == "("
+                    else f"unexpected token: '{t.text or 'EOF'}'"
+                )
+                raise _error(self.text, t.pos, "MALFORMED_QUERY", reason)
             self.take()
             if t.text.lower() == "count" and self.tok.text == "(":
                 self.take()
@@ -234,7 +243,23 @@ class _Parser:
             self.take()
         self.expect_kw("from")
         obj_tok = self.take()
-        obj = get_object(obj_tok.text) if obj_tok.kind == "ident" else None
+        fk = None
+        if parent is not None:
+            child = CHILD_RELATIONSHIPS.get((parent.name.lower(), obj_tok.text.lower()))
+            if child is None:
+                raise _error(
+                    self.text,
+                    obj_tok.pos,
+                    "INVALID_TYPE",
+                    f"Didn't understand relationship '{obj_tok.text}' in FROM part of query call. If you "
+                    "are attempting to use a custom relationship, be sure to append the '__r' after the "
+                    "custom relationship name. Please reference your WSDL or the describe call for the "
+                    "appropriate names.",
+                )
+            rel_name, child_name, fk = child
+            obj = get_object(child_name)
+        else:
+            obj = get_object(obj_tok.text) if obj_tok.kind == "ident" else None
         if obj is None:
             raise _error(
                 self.text,
@@ -292,9 +317,31 @@ class _Parser:
                     "NUMBER_OUTSIDE_VALID_RANGE",
                     "Maximum SOQL offset allowed is 2000",
                 )
+        if parent is not None:
+            q.subqueries = [(rel_name, q, fk)]  # the caller unpacks this marker
+            return q
         if self.tok.kind != "eof":
             raise _error(self.text, self.tok.pos, "MALFORMED_QUERY", f"unexpected token: '{self.tok.text}'")
+        end = self.i
+        for start in subquery_starts:
+            self.i = start + 1
+            sub = self.parse(parent=obj)
+            self.expect(")")
+            rel_name, _, fk = sub.subqueries.pop()
+            q.subqueries.append((rel_name, sub, fk))
+        self.i = end
         return q
+
+    def skip_parens(self) -> None:
+        """Step over a balanced ( ... ) group; its content is parsed once FROM names the parent."""
+        depth = 0
+        while True:
+            t = self.take()
+            if t.kind == "eof":
+                raise _error(self.text, t.pos, "MALFORMED_QUERY", "unexpected token: 'EOF'")
+            depth += {"(": 1, ")": -1}.get(t.text, 0)
+            if depth == 0:
+                return
 
     def int_value(self) -> int:
         t = self.take()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from starlette.responses import JSONResponse, Response
 
@@ -29,11 +29,14 @@ class Session:
 
 @dataclass
 class Cursor:
+    """An open query locator: the matched ids, what to render of each, and when it was last read."""
+
     ids: list[str]
     paths: list[tuple[str, ...]]
     version: str
     last_used: float
     endpoint: str
+    subqueries: list = field(default_factory=list)
 
 
 class _Drop(Exception):

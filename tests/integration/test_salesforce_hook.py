@@ -525,3 +525,14 @@ def test_all_or_none_chunk_with_a_row_lock_is_resent_whole(hook, sf):
     assert (
         sum(map(len, hook.query_batches("SELECT Id FROM Account WHERE External_Id__c LIKE 'HK-aonl-%'"))) == 3
     )
+
+
+def test_query_batches_strip_attributes_inside_child_subqueries(hook):
+    [order] = next(
+        hook.query_batches(
+            "SELECT Id, (SELECT Id, Product2.ProductCode FROM OrderItems) FROM Order "
+            "WHERE PoNumber = 'PO-2024000'"
+        )
+    )
+    lines = order["OrderItems"]["records"]
+    assert lines and all("attributes" not in line and "attributes" not in line["Product2"] for line in lines)

@@ -819,3 +819,33 @@ def test_ordered_products_carry_codes_the_exact_sandbox_has(api, tmp_path):
     }
     missing = ordered - exact_codes
     assert missing == {"SF-ONLY-001", "SF-ONLY-002"} and len(ordered) > 20
+
+
+def test_parent_to_child_subqueries_nest_results_or_null(api):
+    rows = q(
+        api,
+        "SELECT Id, OrderNumber, (SELECT Id, Quantity, Product2.ProductCode FROM OrderItems ORDER BY Id) "
+        "FROM Order WHERE PoNumber LIKE 'PO-%' ORDER BY Id LIMIT 3",
+    )["records"]
+    items = rows[0]["OrderItems"]
+    assert items["done"] is True and items["totalSize"] == len(items["records"]) >= 1
+    first = items["records"][0]
+    assert first["attributes"]["type"] == "OrderItem" and set(first) == {
+        "attributes",
+        "Id",
+        "Quantity",
+        "Product2",
+    }
+    assert [r["Id"] for r in items["records"]] == sorted(r["Id"] for r in items["records"])
+    acc = api.post(f"{V}/sobjects/Account", json={"Name": "No contacts BV"}).json()["id"]
+    lonely = q(api, f"SELECT Id, (SELECT Id FROM Contacts) FROM Account WHERE Id = '{acc}'")["records"][0]
+    assert lonely["Contacts"] is None
+    bulk = api.post(
+        f"{V}/jobs/query",
+        json={"operation": "query", "query": "SELECT Id, (SELECT Id FROM Contacts) FROM Account"},
+    )
+    assert bulk.status_code == 400 and "subqueries" in bulk.json()[0]["message"]
+    rels = {
+        r["relationshipName"] for r in api.get(f"{V}/sobjects/Order/describe").json()["childRelationships"]
+    }
+    assert rels == {"OrderItems"}

@@ -35,7 +35,10 @@ def test_eighteen_character_ids_encode_the_case_of_the_fifteen():
         ("SELECT Id FROM Account WHERE Name > null", "MALFORMED_QUERY", 37),
         ("SELECT Id FROM Account ORDER BY", "MALFORMED_QUERY", 32),
         ("SELECT Id FROM Account OFFSET 2001", "NUMBER_OUTSIDE_VALID_RANGE", 31),
-        ("SELECT Id, (SELECT Id FROM Contacts) FROM Account", "MALFORMED_QUERY", 12),
+        ("SELECT Id, (SELECT Id, (SELECT Id FROM Orders) FROM Contacts) FROM Account", "MALFORMED_QUERY", 24),
+        ("SELECT Id, (SELECT Id FROM Contactz) FROM Account", "INVALID_TYPE", 28),
+        ("SELECT Id, (SELECT Nope FROM Contacts) FROM Account", "INVALID_FIELD", 20),
+        ("SELECT Id, (SELECT Id FROM Contacts FROM Account", "MALFORMED_QUERY", 49),
         ("SELECT Id FROM Account WHERE Name = 'unterminated", "MALFORMED_QUERY", 37),
     ],
 )
