@@ -426,8 +426,8 @@ def test_write_config_errors_name_the_fields(adapter):
 def test_minutely_limit_is_waited_out_and_the_daily_one_raises(tmp_path, monkeypatch):
     with running_exact(
         tmp_path / "sim",
-        minutely_limit=4,
-        minute_seconds=0.5,
+        minutely_limit=3,
+        minute_seconds=1.0,
         daily_limit=100_000,
         error_budget=0,
         item_count=20,
@@ -436,10 +436,10 @@ def test_minutely_limit_is_waited_out_and_the_daily_one_raises(tmp_path, monkeyp
         codes = sorted(
             r["Code"] for r in small.simulator.store.divisions[DIV].tables["logistics/Items"].values()
         )
-        for _ in range(3):  # 1 division call + 9 reads: more than 4 per half-second window
-            for code in codes[:3]:
-                assert len(adapter.read_by_keys("logistics/Items", "Code", [code])) == 1
-        assert adapter.hook.limits[DIV].waited_seconds > 0
+        for code in codes[:5]:  # 1 division call + 5 reads: more than 3 in a (one-second) "minute"
+            assert len(adapter.read_by_keys("logistics/Items", "Code", [code])) == 1
+        assert adapter.hook.limits[DIV].waited_seconds > 0  # waited, never failed
+        assert small.simulator.limits.refused["minutely"] == 0  # it waited before Exact had to refuse
     with running_exact(
         tmp_path / "sim2", minutely_limit=1000, daily_limit=4, error_budget=0, item_count=5
     ) as tiny:
