@@ -161,27 +161,123 @@ def bridge_time_per_exchange(n: int, batch: int, workdir: Path) -> dict:
     }
 
 
-def many_companies(companies: int, n: int, workdir: Path) -> dict:
-    ctx = SandboxContext(data_dir=workdir / "many", ca=SandboxCA(workdir / "ca"))
-    ctx.data_dir.mkdir(parents=True)
+def _serve_subprocess(db_url: str, port: int):
+    """The bridge in its own process, so the 50 simulated clients do not share its interpreter lock."""
+    import os
+    import subprocess
+
+    env = {
+        **os.environ,
+        "QBWC_BRIDGE_DATABASE_URL": db_url,
+        "QBWC_BRIDGE_API_TOKEN": TOKEN,
+        "QBWC_BRIDGE_ENVIRONMENT": "development",
+        "QBWC_BRIDGE_MAX_BATCH_REQUESTS": "20",
+    }
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "erpsync.qbwc_bridge.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--migrate",
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    proc.kill()
+    raise SystemExit("bridge did not start")
+
+
+def _buckets(metrics_text: str) -> dict[float, float]:
+    buckets: dict[float, float] = {}
+    for line in metrics_text.splitlines():
+        if line.startswith("qbwc_bridge_soap_call_seconds_bucket"):
+            le = line.split('le="')[1].split('"')[0]
+            bound = float("inf") if le == "+Inf" else float(le)
+            buckets[bound] = buckets.get(bound, 0.0) + float(line.rsplit(" ", 1)[1])
+    return buckets
+
+
+def _server_quantile(after: str, q: float, before: str = "") -> float:
+    """Upper bucket bound holding quantile q of the SOAP calls between two /metrics scrapes."""
+    old = _buckets(before)
+    buckets = {bound: count - old.get(bound, 0.0) for bound, count in _buckets(after).items()}
+    total = buckets.get(float("inf"), 0.0)
+    for bound in sorted(buckets):
+        if total and buckets[bound] >= q * total:
+            return bound
+    return float("nan")
+
+
+def many_companies(companies: int, n: int, workdir: Path, db_url: str | None = None) -> dict:
+    import socket
+
+    from erpsync.qbwc_bridge.crud import add_company
+    from erpsync.qbwc_bridge.db import Store, migrate
+
+    db_url = db_url or f"sqlite:///{workdir / 'many.db'}"
+    migrate(db_url)
     names = {f"co{i:02d}": f"pw{i}" for i in range(companies)}
-    bridge = start_bridge(ctx, companies=names, api_token=TOKEN, max_batch_requests=20)
-    files = {name: CompanyFile(ctx.data_dir / f"{name}.sqlite") for name in names}
+    store = Store(db_url)
+    with store.session() as s:
+        for name, password in names.items():
+            add_company(session=s, name=name, password=password)
+    store.dispose()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = _serve_subprocess(db_url, port)
+    url = f"http://127.0.0.1:{port}"
+    files = {name: CompanyFile(workdir / f"{name}.sqlite") for name in names}
     reports = {}
     try:
         for name in names:
             _enqueue(
-                bridge.url,
+                url,
                 name,
                 [
                     f"<CustomerAddRq><CustomerAdd><Name>{name} cust {i:04d}</Name></CustomerAdd></CustomerAddRq>"
                     for i in range(n)
                 ],
             )
+
+        # Cold round first (each user's first authenticate pays scrypt), measured on its own.
+        def poll(name: str):
+            warm = WebConnectorSimulator(f"{url}/qbwc", name, names[name], files[name])
+            cold_reports[name] = warm.run_once()
+            warm.close()
+
+        cold_reports: dict = {}
+        pollers = [threading.Thread(target=poll, args=(name,)) for name in names]
+        for t in pollers:
+            t.start()
+        for t in pollers:
+            t.join()
+        cold_calls = [s for r in cold_reports.values() for m, s in r.timings]
+        for name in names:
+            _enqueue(
+                url,
+                name,
+                [
+                    f"<CustomerAddRq><CustomerAdd><Name>{name} cust {i:04d}</Name></CustomerAdd></CustomerAddRq>"
+                    for i in range(n)
+                ],
+            )
+        before = httpx.get(f"{url}/metrics").text
         barrier = threading.Barrier(companies)
 
         def run(name: str):
-            sim = WebConnectorSimulator(bridge.soap_url, name, names[name], files[name])
+            sim = WebConnectorSimulator(f"{url}/qbwc", name, names[name], files[name])
             barrier.wait()
             reports[name] = sim.run_once()
             sim.close()
@@ -194,27 +290,29 @@ def many_companies(companies: int, n: int, workdir: Path) -> dict:
             t.join()
         wall = time.perf_counter() - t0
         calls = [s for r in reports.values() for _, s in r.timings]
+        text = httpx.get(f"{url}/metrics").text
         cross_talk = 0
         for name, qb in files.items():
-            rows = qb.records("Customer")
             cross_talk += sum(
-                1
-                for row in rows
-                if str(row.get("Name", "")).startswith("co") and not str(row.get("Name", "")).startswith(name)
+                1 for row in qb.records("Customer") if not str(row.get("Name", "")).startswith(name)
             )
-        ok = sum(1 for r in reports.values() if r.status == "ok")
         return {
             "companies": companies,
-            "sessions_ok": ok,
-            "wall_s": wall,
+            "database": db_url.split(":", 1)[0],
+            "sessions_ok": sum(1 for r in reports.values() if r.status == "ok"),
+            "wall_s": round(wall, 2),
             "soap_calls": len(calls),
-            "soap_p50_ms": _pct(calls, 0.5) * 1000,
-            "soap_p99_ms": _pct(calls, 0.99) * 1000,
+            "client_p50_ms": round(_pct(calls, 0.5) * 1000, 1),
+            "client_p99_ms": round(_pct(calls, 0.99) * 1000, 1),
+            "bridge_p50_le_ms": _server_quantile(text, 0.5, before) * 1000,
+            "bridge_p99_le_ms": _server_quantile(text, 0.99, before) * 1000,
+            "cold_round_client_p99_ms": round(_pct(cold_calls, 0.99) * 1000, 1),
             "cross_talk_records": cross_talk,
             "customers_per_file": sorted({len(qb.records("Customer")) for qb in files.values()}),
         }
     finally:
-        bridge.stop()
+        proc.terminate()
+        proc.wait(20)
         for qb in files.values():
             qb.close()
 
@@ -226,9 +324,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--companies", type=int, default=0, help="also run N company files polling at once")
     parser.add_argument("--per-company", type=int, default=40)
     parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument("--only-companies", action="store_true", help="run only the many-companies part")
+    parser.add_argument("--database-url", help="PostgreSQL URL for the many-companies part (default SQLite)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-bridge-") as tmp:
         work = Path(tmp)
+        if args.only_companies:
+            print(
+                f"{args.companies} companies at once: {many_companies(args.companies, args.per_company, work, args.database_url)}"
+            )
+            return 0
         batched = run_one(args.n, args.batch, work, "batched")
         print(f"batched  (batch {args.batch}): {batched}", flush=True)
         if not args.skip_baseline:

@@ -71,7 +71,7 @@ def require_token(request: Request, authorization: Annotated[str | None, Header(
     configured = bridge.settings.api_token
     if configured and hmac.compare_digest(token.encode(), configured.encode()):
         return
-    with bridge.store.session() as s:
+    with bridge.store.reading() as s:
         if token_is_valid(session=s, token=token):
             return
     raise HTTPException(401, "invalid bearer token", headers={"WWW-Authenticate": "Bearer"})
@@ -122,7 +122,7 @@ def list_jobs(
 ) -> JSONResponse:
     bridge = _bridge(request)
     try:
-        with bridge.store.session() as s:
+        with bridge.store.reading() as s:
             found = jobs.list_jobs(session=s, company=company, state=state, limit=limit)
             return JSONResponse(
                 {"jobs": [jobs.job_view(session=s, job=j, with_results=False) for j in found]}
@@ -132,10 +132,14 @@ def list_jobs(
 
 
 def _read(bridge, job_id: str, results: bool) -> dict[str, Any]:
-    with bridge.store.session() as s:
+    with bridge.store.reading() as s:
         job = jobs.get_job(session=s, job_id=job_id)
-        if job.state in {"queued", "in_progress"} and job.expires_at < time.time():
-            jobs.expire_jobs(session=s, company_id=job.company_id)
+        overdue = job.state in {"queued", "in_progress"} and job.expires_at < time.time()
+        if not overdue:
+            return jobs.job_view(session=s, job=job, with_results=results)
+    with bridge.store.session() as s:  # rare: settle the expiry, then answer
+        job = jobs.get_job(session=s, job_id=job_id)
+        jobs.expire_jobs(session=s, company_id=job.company_id)
         return jobs.job_view(session=s, job=job, with_results=results)
 
 

@@ -78,7 +78,7 @@ def create_app(settings: BridgeSettings | None = None, *, store: Store | None = 
         return Response(soap.wsdl(f"{bridge.settings.public_url}/qbwc"), media_type="text/xml; charset=utf-8")
 
     def _qwc(name: str) -> Response:
-        with store.session() as s:
+        with store.reading() as s:
             company = company_by_name(session=s, name=name)
             if company is None:
                 return JSONResponse({"detail": f"no company named {name!r}"}, status_code=404)
@@ -105,12 +105,12 @@ def create_app(settings: BridgeSettings | None = None, *, store: Store | None = 
 
     @app.get("/status", response_class=HTMLResponse, tags=["operations"])
     def status_page() -> HTMLResponse:
-        with store.session() as s:
+        with store.reading() as s:
             return HTMLResponse(status.render_status(s))
 
     def _health() -> JSONResponse:
         try:
-            with store.session() as s:
+            with store.reading() as s:
                 s.execute(text("SELECT 1"))
         except Exception as exc:
             log.error("health check failed: %s", type(exc).__name__)
@@ -127,7 +127,7 @@ def create_app(settings: BridgeSettings | None = None, *, store: Store | None = 
 
     @app.get("/metrics", response_class=PlainTextResponse, tags=["operations"])
     def metrics_endpoint() -> PlainTextResponse:
-        with store.session() as s:
+        with store.reading() as s:
             body = metrics.render(status.gauges(s))
         return PlainTextResponse(body, media_type="text/plain; version=0.0.4")
 

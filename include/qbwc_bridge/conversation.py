@@ -19,6 +19,8 @@ Never posting twice rests on three rules:
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 import re
@@ -94,6 +96,8 @@ class Conversation:
     def __init__(self, store: Store, settings: BridgeSettings):
         self.store = store
         self.settings = settings
+        self._cache_key = secrets.token_bytes(32)
+        self._verified: dict[int, bytes] = {}
 
     # -- helpers ------------------------------------------------------------------------------------
 
@@ -158,12 +162,16 @@ class Conversation:
     def authenticate(self, username: str, password: str) -> list[str]:
         """[ticket, ""|company file|"none"|"nvu", postpone seconds, minimum run interval seconds]."""
         min_run = str(self.settings.min_run_every_seconds) if self.settings.min_run_every_seconds else ""
-        with self.store.session() as s:
+        with self.store.reading() as s:
             company = company_by_username(session=s, username=username or "")
-            ok = verify_password(password or "", company.password_hash if company else _DUMMY_HASH)
-            if company is None or not ok:
-                log.warning("authenticate refused for user %r", (username or "")[:100])
-                return ["", "nvu", "", ""]
+            stored = company.password_hash if company else _DUMMY_HASH
+            company_id = company.id if company else None
+        # scrypt is slow on purpose: check it outside any transaction, so no lock waits on it.
+        if company_id is None or not self._password_ok(company_id, password or "", stored):
+            log.warning("authenticate refused for user %r", (username or "")[:100])
+            return ["", "nvu", "", ""]
+        with self.store.session() as s:
+            company = s.get(Company, company_id)
             now = _now()
             # A new session while an older one is open means the older one died: whatever it sent and
             # never had acknowledged is now unknown and must be reconciled.
@@ -194,6 +202,23 @@ class Conversation:
             if not outstanding:
                 return [ticket, "none", "", min_run]
             return [ticket, company.company_file or "", "", min_run]
+
+    def _password_ok(self, company_id: int, password: str, stored: str) -> bool:
+        """Verify with scrypt, remembering a success as a keyed HMAC for this process.
+
+        The Web Connector sends the same password on every scheduled run; 50 company files polling
+        at once would otherwise queue 50 scrypt computations (~0.1 s CPU each). Only successes are
+        remembered (a wrong password always pays the full scrypt), the entry is tied to the stored
+        hash (a new password invalidates it), and the HMAC key never leaves process memory.
+        """
+        tag = hmac.new(self._cache_key, f"{stored}\0{password}".encode(), hashlib.sha256).digest()
+        remembered = self._verified.get(company_id)
+        if remembered is not None and hmac.compare_digest(remembered, tag):
+            return True
+        if not verify_password(password, stored):
+            return False
+        self._verified[company_id] = tag
+        return True
 
     def _outstanding(self, s: Session, company_id: int) -> int:
         return s.scalar(
@@ -644,7 +669,7 @@ class Conversation:
         return out
 
     def get_last_error(self, ticket: str) -> str:
-        with self.store.session() as s:
+        with self.store.reading() as s:
             t = s.get(Ticket, ticket) if ticket else None
             if t is None:
                 return "Invalid or expired ticket: authenticate again."

@@ -18,8 +18,11 @@ __all__ = ["Store", "make_engine", "migrate"]
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
-def make_engine(url: str) -> Engine:
-    """Create an engine with the pragmas / pool settings the bridge relies on."""
+def make_engine(url: str, *, readonly: bool = False) -> Engine:
+    """Create an engine with the pragmas / pool settings the bridge relies on.
+
+    :param readonly: SQLite only: plain (deferred) BEGIN, so readers never queue behind the writer lock.
+    """
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
@@ -34,9 +37,10 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
         @event.listens_for(engine, "begin")
-        def _begin_immediate(conn):
-            # Writers take the lock at BEGIN, so two writers never deadlock on a read->write upgrade.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        def _begin(conn):
+            # Writers take the lock at BEGIN, so two writers never deadlock on a read->write upgrade;
+            # readers (WAL) see a snapshot and never wait for the writer.
+            conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
@@ -65,6 +69,9 @@ class Store:
         self.url = url
         self.engine = make_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # SQLite: a second engine for reads, without the write lock; PostgreSQL needs no such split.
+        self._read_engine = make_engine(url, readonly=True) if url.startswith("sqlite") else self.engine
+        self._reads = sessionmaker(self._read_engine, expire_on_commit=False)
 
     @property
     def is_postgres(self) -> bool:
@@ -76,5 +83,13 @@ class Store:
         with self._sessions() as session, session.begin():
             yield session
 
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A session for reads only (status, job reads, password checks): never holds the write lock."""
+        with self._reads() as session, session.begin():
+            yield session
+
     def dispose(self) -> None:
         self.engine.dispose()
+        if self._read_engine is not self.engine:
+            self._read_engine.dispose()
