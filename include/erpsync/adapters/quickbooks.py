@@ -590,7 +590,6 @@ class QuickBooksAdapter:
         long_poll: float = 30.0,
         idempotency_prefix: str | None = None,
         data_ext_names: Iterable[str] = ("SalesforceId",),
-        hook: Any = None,
     ):
         if page_size < 1:
             raise ConfigError(f"page_size must be at least 1, got {page_size}", where="quickbooks")
@@ -602,7 +601,7 @@ class QuickBooksAdapter:
         self._prefix = idempotency_prefix
         self.data_ext_names = tuple(data_ext_names)
         self.call_log = CallLog()
-        self._hook = hook
+        self._hook = None
         self._scan: list[dict[str, Any]] | None = None
         self.job_ids: list[str] = []
 
@@ -689,8 +688,8 @@ class QuickBooksAdapter:
         if not wanted:
             return _frame(meta, [], cols)
         with self.call_log.timed("read_by_keys", obj) as entry:
-            if field == "ListID":
-                found = self._by_list_ids(sorted(wanted))
+            if field == "ListID":  # ids are case-sensitive: ask with the keys as given
+                found = self._by_list_ids(sorted({str(k) for k in keys if _clean(k) not in (None, "")}))
             elif field in ("Name", "FullName"):
                 res = self._query(
                     "by-name",
