@@ -188,3 +188,13 @@ def test_jobs_api_requires_the_token(bridge):
     assert httpx.get(f"{bridge.url}/api/v1/jobs").status_code == 401
     assert httpx.get(f"{bridge.url}/api/v1/jobs", headers={"Authorization": "Bearer nope"}).status_code == 401
     assert httpx.get(f"{bridge.url}/api/v1/jobs", headers=AUTH).status_code == 200
+
+
+def test_changed_password_invalidates_the_remembered_one(bridge, qb):
+    from erpsync.qbwc_bridge.crud import set_password
+
+    assert wc(bridge, qb).run_once().status == "none"  # verified once (and remembered)
+    with bridge.store.session() as s:
+        set_password(session=s, name="acme", password="new-pw")
+    assert wc(bridge, qb).run_once().status == "nvu"
+    assert wc(bridge, qb, password="new-pw").run_once().status == "none"
