@@ -592,3 +592,12 @@ def test_modules_are_cheap_to_import(module, heavy):
     code = f"import json, sys, {module}; print(json.dumps(sorted(m for m in {heavy!r} if m in sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_bad_options_are_config_errors_at_construction():
+    with pytest.raises(ConfigError, match="existing_orders must be 'update' or 'skip'"):
+        ExactOnlineAdapter(existing_orders="merge")
+    with pytest.raises(ConfigError, match=r"sales order lines have no field\(s\) Colour"):
+        ExactOnlineAdapter(line_fields=["Item", "Colour"])
+    with pytest.raises(ConfigError, match="chunk_rows must be at least 1"):
+        list(ExactOnlineAdapter().read("logistics/Items", chunk_rows=0))
