@@ -123,7 +123,9 @@ def serve_in_thread(spec: ServiceSpec, ctx: SandboxContext, *, port: int | None 
     import uvicorn
 
     host = ctx.host
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP explicitly: asyncio only sets TCP_NODELAY on connections accepted from a socket
+    # whose proto says TCP; without it every response waits ~40 ms for the client's delayed ACK.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, spec.port if port is None else port))
     bound_port = sock.getsockname()[1]
@@ -131,7 +133,15 @@ def serve_in_thread(spec: ServiceSpec, ctx: SandboxContext, *, port: int | None 
     if spec.tls:
         chain, key = ctx.ca.server_files()
         kwargs.update(ssl_certfile=str(chain), ssl_keyfile=str(key))
-    config = uvicorn.Config(spec.app, log_level="warning", lifespan="auto", access_log=False, **kwargs)
+    config = uvicorn.Config(
+        spec.app,
+        log_level="warning",
+        lifespan="auto",
+        access_log=False,
+        # Don't wait on clients that keep idle keep-alive connections open when stopping.
+        timeout_graceful_shutdown=2,
+        **kwargs,
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(
         target=lambda: asyncio.run(server.serve(sockets=[sock])), name=f"sandbox-{spec.name}", daemon=True
