@@ -138,14 +138,18 @@ def test_a_change_updates_one_customer_and_a_refused_row_is_quarantined_while_ot
     assert "Already There" in entry["message"] and "already in use" in entry["message"]
 
     mods = live.customer_mods()
-    accounts[1] = account(1, BillingCity="Delft")
+    accounts[1] = account(1, BillingCity="Delft", Phone=None)  # a moved account whose phone was removed
     dr, states = run(dag, {**conf, "mapped": mapped_manifest(tmp_path, state_url, accounts, "m2")})
     assert dr.state == "success", states
     counts = xcom(dr, "upsert")["extra"]["counts"]
     assert (counts["updated"], counts["skipped"], counts["failed"]) == (1, 1, 1)
     assert live.customer_mods() == mods + 1
-    city = {c["Name"]: c["BillAddress"]["City"] for c in live.customers() if "BillAddress" in c}
-    assert city["E2E Account 1"] == "Delft" and city["E2E Account 0"] == "Utrecht"
+    customers = {c["Name"]: c for c in live.customers()}
+    assert customers["E2E Account 1"]["BillAddress"]["City"] == "Delft"
+    assert not customers["E2E Account 1"].get("Phone"), "the Mod cleared the phone number"
+    assert customers["E2E Account 0"]["BillAddress"]["City"] == "Utrecht"
+    assert customers["E2E Account 0"]["Phone"] == "+31 30 123 4567"
+    assert xcom(dr, "verify")["differences"] == 0
 
 
 class RefuseTheFirstWait:

@@ -162,7 +162,10 @@ def sales_rep_meta() -> ObjectMeta:
 
 
 def flatten_record(record: dict[str, Any]) -> dict[str, Any]:
-    """Turn a parsed ``CustomerRet`` into flat columns: ``BillAddress.City``, ``dataext.SalesforceId``."""
+    """Turn a parsed ``CustomerRet`` into flat columns: ``BillAddress.City``, ``dataext.SalesforceId``.
+
+    Empty text becomes None, as the mapped rows have it (a cleared field and a missing one are alike).
+    """
     out: dict[str, Any] = {}
     for name, value in record.items():
         if name == "DataExtRet":
@@ -172,11 +175,11 @@ def flatten_record(record: dict[str, Any]) -> dict[str, Any]:
         elif isinstance(value, dict):
             for leaf, inner in value.items():
                 if not isinstance(inner, (dict, list)):
-                    out[f"{name}.{leaf}"] = inner
+                    out[f"{name}.{leaf}"] = inner or None
         elif isinstance(value, list):
             out[name] = json.dumps(value, default=str)  # repeated aggregates stay whole, as JSON text
         else:
-            out[name] = value
+            out[name] = value or None  # QuickBooks has no empty text: an empty element is a cleared field
     return out
 
 
@@ -204,8 +207,21 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def _nest(row: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Split a flat row into (nested qbXML fields, DataExt values); None values are left out."""
+def _clearable(column: str) -> bool:
+    """True for a top-level text field of CustomerMod, which an empty element clears in QuickBooks."""
+    from erpsync.qbwc_bridge.qbxml._check import children
+
+    slot = children("CustomerMod").get(column)
+    return slot is not None and slot.key is None and slot.facts.get("base", "STRTYPE") == "STRTYPE"
+
+
+def _nest(row: dict[str, Any], *, clear: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split a flat row into (nested qbXML fields, DataExt values).
+
+    Empty values are left out, except with `clear` (a Mod): a top-level text field that is empty in the
+    row is sent as an empty element, which clears it in QuickBooks. Address aggregates are sent whole
+    by the Mod, so their empty lines are cleared by being left out.
+    """
     fields: dict[str, Any] = {}
     exts: dict[str, Any] = {}
     for column, raw in row.items():
@@ -216,7 +232,9 @@ def _nest(row: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
             if value not in (None, ""):
                 exts[column[len(DATAEXT_PREFIX) :]] = str(value)
             continue
-        if value is None:
+        if value in (None, ""):
+            if clear and "." not in column and column != "Name" and _clearable(column):
+                fields[column] = ""
             continue
         if isinstance(value, datetime):
             value = value.isoformat(timespec="seconds")
@@ -358,7 +376,7 @@ class UpsertProgram:
         self._fields: list[dict[str, Any]] = []
         self._exts: list[dict[str, Any]] = []
         for row in rows:
-            fields, exts = _nest(row)
+            fields, exts = _nest(row, clear=_clean(row.get("_target_id")) not in (None, ""))
             self._fields.append(fields)
             self._exts.append(exts)
 
