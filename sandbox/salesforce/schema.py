@@ -242,7 +242,7 @@ INDUSTRIES = (
     "Transportation",
     "Other",
 )
-PRODUCT_FAMILIES = ("Hardware", "Software", "Services", "Consumables", "Other")
+PRODUCT_FAMILIES = ("Hardware", "Software", "Services", "Licenses", "Consumables", "Other")
 #: Order Status values and the category (StatusCode) each belongs to; orgs add their own values to the two
 #: categories, and the rules (create in Draft, activate only with products) follow the category.
 ORDER_STATUS_CATEGORY = {
@@ -292,6 +292,8 @@ OBJECTS: dict[str, ObjectDef] = {
                 FieldDef("External_Id__c", "string", 255, external_id=True, unique=True),
                 FieldDef("QB_ListID__c", "string", 40, "QuickBooks ListID", external_id=True, unique=True),
                 FieldDef("Legacy_Id__c", "string", 40, "Legacy Id", external_id=True),
+                # Accounting contact e-mail (Salesforce accounts have no e-mail field of their own).
+                FieldDef("Email__c", "email", 80, "Invoice E-mail"),
             ),
         ),
         ObjectDef(
@@ -328,6 +330,7 @@ OBJECTS: dict[str, ObjectDef] = {
                 ),
                 FieldDef("SKU__c", "string", 80, "SKU", external_id=True, unique=True),
                 FieldDef("Exact_Item_Id__c", "string", 36, "Exact Item Id", external_id=True, unique=True),
+                FieldDef("EAN__c", "string", 14, "EAN / GTIN"),
             ),
         ),
         ObjectDef(
@@ -393,6 +396,14 @@ OBJECTS: dict[str, ObjectDef] = {
                 FieldDef("TotalAmount", "currency", calculated=True, precision=18, scale=2, **_RO),
                 FieldDef("ActivatedDate", "datetime", **_RO),
                 FieldDef("Exact_Order_Id__c", "string", 36, "Exact Order Id", external_id=True, unique=True),
+                FieldDef("CurrencyIsoCode", "picklist", 3, "Order Currency", picklist=("EUR", "USD", "GBP")),
+                FieldDef(
+                    "Payment_Terms__c",
+                    "picklist",
+                    40,
+                    "Payment Terms",
+                    picklist=("Due on receipt", "Net 14", "Net 30", "Net 60", "Prepaid"),
+                ),
             ),
         ),
         ObjectDef(
@@ -417,6 +428,7 @@ OBJECTS: dict[str, ObjectDef] = {
                 FieldDef("OrderItemNumber", "string", 10, auto_number=True, nillable=False, **_RO),
                 FieldDef("Description", "string", 255),
                 FieldDef("Exact_Line_Id__c", "string", 36, "Exact Line Id", external_id=True, unique=True),
+                FieldDef("Tax_Rate__c", "double", precision=5, scale=2, label="VAT Rate (percent)"),
             ),
         ),
     )

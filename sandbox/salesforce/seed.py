@@ -160,6 +160,18 @@ _PRODUCTS = [
 ]
 
 
+_PAYMENT_TERMS = ("Net 30", "Net 14", "Due on receipt", "Net 30", "Prepaid", "Net 60", None)
+
+
+def _account_email(i: int, name: str) -> str | None:
+    """The account's invoice e-mail: mostly valid, a few malformed (quarantine) and a few missing."""
+    if i in (13, 77, 151, 242):
+        return ("invoices(at)example.nl", "finance@", "boekhouding@@example.nl", "n/a")[(i // 77) % 4]
+    if i % 23 == 5:
+        return None
+    return f"invoices@{name.split()[0].lower()}-{i}.example"
+
+
 def _stamp_days_ago(rng: random.Random, now: datetime, max_days: int = 30) -> str:
     return format_datetime(now - timedelta(seconds=rng.randint(3600, max_days * 86400)))
 
@@ -242,6 +254,8 @@ def seed_org(org: Org, seed: int = 20240501) -> dict:
             else postal,
             "BillingCountry": country,
             "Phone": f"+31 {rng.randint(10, 99)} {rng.randint(100, 999)} {rng.randint(1000, 9999)}",
+            # Derived, not drawn, so the random sequence (and every other seeded value) stays the same.
+            "Email__c": _account_email(i, name),
             "Website": f"https://www.{name.split()[0].lower()}-{i}.example",
             "OwnerId": rng.choice(owners),
             "NumberOfEmployees": rng.randint(2, 900),
@@ -311,6 +325,7 @@ def seed_org(org: Org, seed: int = 20240501) -> dict:
                 "IsActive": True,
                 "QuantityUnitOfMeasure": "Each",
                 "Description": f"{name}, sandbox product {i + 1}",
+                "EAN__c": f"{8712345000000 + i * 7:013d}" if i % 9 else None,
             },
         )
         assert not errs, errs
@@ -357,6 +372,8 @@ def seed_org(org: Org, seed: int = 20240501) -> dict:
                 "BillingCity": org.get(acc)["BillingCity"],
                 "BillingPostalCode": org.get(acc)["BillingPostalCode"],
                 "BillingCountry": org.get(acc)["BillingCountry"],
+                "CurrencyIsoCode": "EUR",
+                "Payment_Terms__c": _PAYMENT_TERMS[i % len(_PAYMENT_TERMS)],
             },
         )
         assert not errs, errs
@@ -372,6 +389,8 @@ def seed_org(org: Org, seed: int = 20240501) -> dict:
                     "PricebookEntryId": eid,
                     "Quantity": float(rng.randint(1, 20)),
                     "UnitPrice": price,
+                    # Dutch VAT: services and licences at 21 %, consumables at the reduced 9 %.
+                    "Tax_Rate__c": 9.0 if org.get(pid).get("Family") == "Consumables" else 21.0,
                 },
             )
             assert not errs, errs

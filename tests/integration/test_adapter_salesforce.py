@@ -584,8 +584,8 @@ def test_order_lines_columns_option_and_read_by_keys_carry_lines(sf, connect):
     got = adapter.read_by_keys("Order", "Id", [order["Id"]], columns=["OrderNumber", "OrderItems"])
     lines = got.at[0, "OrderItems"]
     assert lines and all(set(line) == {"Id", "Quantity", "Product2.ProductCode"} for line in lines)
-    wrong = connect(line_columns={"OrderItems": ["Id", "Tax_Rate__c"]})
-    with pytest.raises(ConfigError, match=r"OrderItem has no field.*Tax_Rate__c"):
+    wrong = connect(line_columns={"OrderItems": ["Id", "Discount__c"]})
+    with pytest.raises(ConfigError, match=r"OrderItem has no field.*Discount__c"):
         wrong.read_by_keys("Order", "Id", [order["Id"]], columns=["OrderItems"])
 
 
