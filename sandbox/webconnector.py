@@ -83,6 +83,8 @@ class WebConnectorSimulator:
     :param quickbooks: the company file: an object with `.process(xml) -> xml`, or a callable.
     :param style: "document" (default) or "rpc" (RPC-encoded bodies with xsi:type, `ns1:` prefixes).
     :param noop_wait: seconds to wait after getLastError answered "NoOp" (QBWC waits 5).
+    :param owner_id: / :param file_id: the .qwc's OwnerID and FileID (see `from_qwc`): QBWC stores the
+        FileID in the company file on first contact and reads it back in the HCP company query.
     :param send_hcp: run the Host/Company/Preferences queries first and send their answers on the
         first sendRequestXML, as QBWC does (off: tests whose QuickBooks faults count documents).
     """
@@ -105,9 +107,12 @@ class WebConnectorSimulator:
         noop_wait: float = 5.0,
         max_exchanges: int = 100_000,
         send_hcp: bool = True,
+        owner_id: str | None = None,
+        file_id: str | None = None,
     ):
         self.url, self.username, self.password = url, username, password
         self.quickbooks, self.send_hcp = quickbooks, send_hcp
+        self.owner_id, self.file_id = owner_id, file_id
         self._process: Callable[[str], str] = (
             quickbooks.process if hasattr(quickbooks, "process") else quickbooks
         )
@@ -296,10 +301,42 @@ class WebConnectorSimulator:
         if hasattr(self.quickbooks, "end_session"):
             self.quickbooks.end_session(ticket)
 
+    @classmethod
+    def from_qwc(cls, qwc: str, password: str, quickbooks: Any, **kwargs: Any) -> WebConnectorSimulator:
+        """Add an application from its .qwc file, as a user does, and type its password."""
+        from lxml import etree
+
+        root = etree.fromstring(qwc.encode(), etree.XMLParser(resolve_entities=False, no_network=True))
+        fields = {el.tag: (el.text or "") for el in root}
+        kwargs.setdefault("url", fields["AppURL"])
+        url = kwargs.pop("url")
+        return cls(
+            url,
+            fields["UserName"],
+            password,
+            quickbooks,
+            owner_id=fields["OwnerID"],
+            file_id=fields["FileID"],
+            **kwargs,
+        )
+
     def _hcp(self) -> str:
         """The Host/Company/Preferences answers QBWC collects itself and sends on the first call."""
+        request = HCP_REQUEST
+        if self.owner_id and self.file_id:
+            has = getattr(self.quickbooks, "data_ext", None)
+            if (
+                hasattr(self.quickbooks, "register_application")
+                and has
+                and not has(self.owner_id, "FileID", "company")
+            ):
+                self.quickbooks.register_application(self.owner_id, self.file_id)  # first contact
+            request = request.replace(
+                '<CompanyQueryRq requestID="hcp2"/>',
+                f'<CompanyQueryRq requestID="hcp2"><OwnerID>{escape(self.owner_id)}</OwnerID></CompanyQueryRq>',
+            )
         try:
-            return self._process(HCP_REQUEST)
+            return self._process(request)
         except Exception:
             log.info("the QuickBooks processor does not answer the HCP queries; sending none")
             return ""

@@ -17,12 +17,14 @@ from erpsync.errors import FatalSourceError, RecordError
 
 __all__ = [
     "BadRequestXml",
+    "HcpInfo",
     "Probe",
     "RsInfo",
     "envelope",
     "inspect_request",
     "parse_response_doc",
     "probe_for",
+    "read_hcp",
     "retag",
     "validate_with_library",
 ]
@@ -204,6 +206,33 @@ def parse_response_doc(xml: str, *, max_bytes: int = 64_000_000) -> tuple[int | 
             info.edit_sequence = _first_text(first, "EditSequence")
         out.append(info)
     return (int(set_status) if set_status not in (None, "") else None), out
+
+
+@dataclass
+class HcpInfo:
+    """What the Host/Company/Preferences answers QBWC sends on the first sendRequestXML tell us."""
+
+    max_version: tuple[int, int] | None
+    #: {OwnerID (upper case): FileID value} of the private FileID DataExts stored on the company.
+    file_ids: dict[str, str]
+
+
+def read_hcp(xml: str) -> HcpInfo:
+    """Read the HCP response leniently: real ones carry damaged tags (see the QuickBooks Pro 2014 capture)."""
+    root = parse_fragment(xml, max_bytes=8_000_000, recover=True)
+    versions = []
+    for el in root.iter("SupportedQBXMLVersion"):
+        try:
+            major, _, minor = (el.text or "").strip().partition(".")
+            versions.append((int(major), int(minor or 0)))
+        except ValueError:
+            continue
+    file_ids = {}
+    for ext in root.iter("DataExtRet"):
+        if (ext.findtext("DataExtName") or "").strip() == "FileID":
+            owner = (ext.findtext("OwnerID") or "").strip().upper()
+            file_ids[owner] = (ext.findtext("DataExtValue") or "").strip()
+    return HcpInfo(max(versions) if versions else None, file_ids)
 
 
 # --- reconciliation probes -------------------------------------------------------------------------

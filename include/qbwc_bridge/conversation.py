@@ -235,10 +235,14 @@ class Conversation:
             t = self._ticket(s, ticket)
             if t is None:
                 return ""
-            if hcp_response:
-                t.hcp_response = hcp_response[:1_000_000]
             t.country = (country or t.country or "US")[:4]
             t.qbxml_version = self._version(major, minor, t.qbxml_version)
+            if hcp_response:
+                t.hcp_response = hcp_response[:1_000_000]
+                refusal = self._check_hcp(s, t, hcp_response)
+                if refusal:
+                    t.last_error = refusal
+                    return ""
             if t.pending_exchange_id is not None:
                 # sendRequestXML twice in a row: the answer to the previous document was lost.
                 self._mark_lost(s, t.pending_exchange_id)
@@ -248,6 +252,27 @@ class Conversation:
                 t.last_error = "Nothing left to send: every queued request has been answered."
                 return ""
             return doc
+
+    def _check_hcp(self, s: Session, t: Ticket, hcp_response: str) -> str | None:
+        """Cap the qbXML version at what QuickBooks supports; refuse a company file that is not ours."""
+        try:
+            hcp = _qbxml.read_hcp(hcp_response)
+        except _qbxml.BadRequestXml as exc:
+            log.warning("unreadable HCP response for ticket %s...: %s", t.ticket[:8], exc.message)
+            return None  # the version from qbXMLMajorVers still applies
+        if hcp.max_version:
+            ours = tuple(int(x) for x in (t.qbxml_version or self.settings.qbxml_version).split("."))
+            low = min(ours, hcp.max_version)
+            t.qbxml_version = f"{low[0]}.{low[1]}"
+        company = s.get(Company, t.company_id)
+        found = hcp.file_ids.get((company.owner_id or "").upper())
+        if found and found.upper() != company.file_id.upper():
+            return (
+                f"The company file open in QuickBooks belongs to another application entry (FileID {found}, "
+                f"expected {company.file_id} for {company.name}); nothing was sent. Open the right company "
+                "file or re-add the .qwc for this one."
+            )
+        return None
 
     def _version(self, major: str, minor: str, current: str | None) -> str:
         ours = tuple(int(x) for x in self.settings.qbxml_version.split("."))

@@ -16,6 +16,7 @@ from erpsync.qbwc_bridge.models import ApiToken, Company
 from erpsync.qbwc_bridge.passwords import hash_password, hash_token, new_token
 
 __all__ = [
+    "APP_OWNER_ID",
     "add_company",
     "company_by_name",
     "company_by_username",
@@ -28,6 +29,12 @@ __all__ = [
 
 def _guid() -> str:
     return "{" + str(uuid.uuid4()).upper() + "}"
+
+
+#: One OwnerID for the application (the Web Connector guide: one per application, not per file), so
+#: the private FileID DataExt QBWC stores in each company file can be read back from any HCP response
+#: and a Web Connector user pointed at another company's file is caught before anything is sent.
+APP_OWNER_ID = "{" + str(uuid.uuid5(uuid.NAMESPACE_URL, "https://erpsync.invalid/qbwc-bridge")).upper() + "}"
 
 
 def add_company(
@@ -51,7 +58,7 @@ def add_company(
         name=name,
         username=username,
         password_hash=hash_password(password),
-        owner_id=_guid(),
+        owner_id=APP_OWNER_ID,
         file_id=_guid(),
         company_file=company_file,
         description=description,

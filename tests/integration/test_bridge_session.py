@@ -198,3 +198,24 @@ def test_changed_password_invalidates_the_remembered_one(bridge, qb):
         set_password(session=s, name="acme", password="new-pw")
     assert wc(bridge, qb).run_once().status == "nvu"
     assert wc(bridge, qb, password="new-pw").run_once().status == "none"
+
+
+def test_web_connector_pointed_at_another_companys_file_sends_nothing(bridge, tmp_path):
+    """QBWC stores each .qwc's FileID in the company file; the HCP answer reveals a wrong file."""
+    from test_bridge_support import make_company_file
+
+    from erpsync.sandbox.webconnector import WebConnectorSimulator
+
+    acme_file = make_company_file(tmp_path / "acme.qbw")
+    acme_qwc = httpx.get(f"{bridge.url}/companies/acme/qwc").text
+    globex_qwc = httpx.get(f"{bridge.url}/companies/globex/qwc").text
+    enqueue(bridge, [customer_add("Acme Own")], company="acme")
+    sim = WebConnectorSimulator.from_qwc(acme_qwc, "pw", acme_file, url=bridge.soap_url, noop_wait=0.05)
+    assert sim.run_once().status == "ok"  # first contact: QBWC registers acme's FileID in the file
+    jid = enqueue(bridge, [customer_add("Globex Only")], company="globex").json()["id"]
+    wrong = WebConnectorSimulator.from_qwc(globex_qwc, "pw2", acme_file, url=bridge.soap_url, noop_wait=0.05)
+    # globex's entry opens acme's file: the file holds the application's FileID for acme, not globex
+    report = wrong.run_once()
+    assert "FileID" in (report.last_error or "") and report.calls[-1] == "closeConnection"
+    assert count_customers(acme_file, "Globex Only") == 0
+    assert job(bridge, jid)["state"] == "queued"  # kept for the right file

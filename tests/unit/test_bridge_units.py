@@ -293,3 +293,9 @@ def test_operator_validates_and_builds_its_idempotency_key():
     assert QbwcJobOperator.idempotency_key({"ti": ti}) == "d/r/t"
     ti.map_index = 4
     assert QbwcJobOperator.idempotency_key({"ti": ti}) == "d/r/t/4"
+
+
+def test_read_hcp_survives_the_damaged_real_capture(shared_dir):
+    hcp = _qbxml.read_hcp(_fixture(shared_dir, "qbwc-qbwc_hcp_response_qbpro2014.xml"))
+    assert hcp.max_version == (13, 0)
+    assert hcp.file_ids == {"{512349B1-1111-2222-3333-000DE1813D20}": "{00000ee-1111-ffff-cccc-5ff123456047}"}
