@@ -126,7 +126,7 @@ def generate_chunk(start: int, size: int, seed: int):
             "ShippingCountry": pick(["NL", "DE"]),
             "Phone": phone,
             "Fax": pick(["", "", "+31 20 7654321"]),
-            "Email": email_user + "@" + email_domain,
+            "Email__c": email_user + "@" + email_domain,
             "Owner.FirstName": pd.Series(first_pool[owner % 12], dtype="str"),
             "Owner.LastName": pd.Series(last_pool[owner % 10], dtype="str"),
             "Type": pick(

@@ -28,7 +28,7 @@ def test_accounts_mapping_shape():
     assert ["Email"] in m.target.match
     assert "dataext.SalesforceId" in m.create_only_fields and "Name" in m.update_fields
     assert m.fields["Name"].max_length == 41 and m.fields["Name"].overflow == "truncate"
-    assert {"Id", "Name", "Owner.FirstName", "Owner.LastName", "Type"} <= set(m.source.fields)
+    assert {"Id", "Name", "Email__c", "Owner.FirstName", "Owner.LastName", "Type"} <= set(m.source.fields)
     assert m.lookups["sales_reps"].key == ["FirstName", "LastName"]
 
 
@@ -52,7 +52,7 @@ def test_accounts_mapping_maps_a_chunk():
             "ShippingCountry": [None, None],
             "Phone": ["+31 20 123 4567", None],
             "Fax": [None, None],
-            "Email": [" Info@Acme.NL ", None],
+            "Email__c": [" Info@Acme.NL ", None],
             "Owner.FirstName": ["Angela", "Nobody"],
             "Owner.LastName": ["Richer", "Known"],
             "Type": ["Customer - Direct", "Martian"],

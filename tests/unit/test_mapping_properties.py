@@ -35,7 +35,7 @@ ACCOUNT_COLUMNS = [
     "ShippingCountry",
     "Phone",
     "Fax",
-    "Email",
+    "Email__c",
     "Description",
 ]
 TYPES = ["Customer - Direct", "Customer - Channel", "Prospect", "Other", "Unknown type", "", None]

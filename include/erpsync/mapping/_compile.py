@@ -236,10 +236,8 @@ class _FieldProgram:
         pos = index.get_indexer(probe) if len(index) else np.full(len(df), -1)
         pos[~present] = -1
         found = pos >= 0
-        if len(table["values"]):
-            result = pd.Series(table["values"].take(pos.clip(min=0)), index=df.index).where(found, None)
-        else:  # an empty table (no sales reps yet) matches nothing
-            result = pd.Series(None, index=df.index, dtype=object)
+        result = table["values"].take(pos)  # -1 takes the null slot: no match, or an empty table
+        result.index = df.index
 
         def shown():  # the key as the user reads it, built only when a row is rejected
             texts = [to_text(k) for k in keys]
@@ -522,7 +520,9 @@ def _prepare_table(lookup: LookupSpec, table: pd.DataFrame, mapping: Mapping) ->
 
     return {
         "index": make_index(unique),
-        "values": unique["v"].to_numpy(dtype=object),
+        # Typed values plus one null slot at the end, which position -1 (no match) takes: text ids
+        # stay pyarrow strings instead of a column of Python objects to convert back row by row.
+        "values": unique["v"].reset_index(drop=True).reindex(range(len(unique) + 1)),
         "ambiguous": make_index(ambiguous.drop_duplicates(subset=list(range(len(keys))))),
     }
 
