@@ -17,17 +17,42 @@ from __future__ import annotations
 
 from airflow.sdk import AssetOrTimeSchedule
 
-from erpsync.flow_dag import EXACT_ONLINE, SALESFORCE, build_flow_dag
+from erpsync.flow_dag import EXACT_ONLINE, SALESFORCE, FlowParts, SystemRef, build_flow_dag
 from erpsync.flows import ASSETS, interval_schedule, sync_params
+from erpsync.operators.exact_customers import EnsureExactCustomersOperator
+
+# Only orders in the chosen statuses are read from Salesforce (the trigger form's `statuses`).
+ORDERS = SystemRef(
+    "salesforce",
+    SALESFORCE.conn_id,
+    SALESFORCE.pool,
+    options={"filters": {"Status": "{{ params.statuses }}"}},
+)
+
+
+def ensure_customers(check_source):
+    """Find each order's customer in Exact by e-mail, else create it, before orders are mapped."""
+    ensure = EnsureExactCustomersOperator(
+        task_id="ensure_customers",
+        manifest=check_source.output,
+        flow="sf_orders_to_exact",
+        source_filter={},  # the extract already holds only the chosen statuses
+        conn_id=EXACT_ONLINE.conn_id,
+        pool=EXACT_ONLINE.pool,
+    )
+    check_source >> ensure
+    return ensure
+
 
 dag = build_flow_dag(
     dag_id="sf_orders_to_exact",
     doc_md=__doc__,
     schedule=AssetOrTimeSchedule(timetable=interval_schedule("30 * * * *"), assets=[ASSETS["sf_products"]]),
-    source=SALESFORCE,
+    source=ORDERS,
     target=EXACT_ONLINE,
     lookups=[EXACT_ONLINE],
     params=sync_params(batch_size=50, statuses=["Activated"]),
     outlets=[ASSETS["exact_sales_orders"]],
+    parts=FlowParts(before_map=ensure_customers),
     tags=["orders"],
 )
