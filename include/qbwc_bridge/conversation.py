@@ -726,7 +726,3 @@ class Conversation:
             if t.reconciled:
                 text += f", {t.reconciled} reconciled"
             return text
-
-    def session_company(self, s: Session, ticket: str) -> Company | None:
-        t = s.get(Ticket, ticket)
-        return s.get(Company, t.company_id) if t and t.company_id else None
