@@ -41,6 +41,7 @@ def account(i: int, **changes) -> dict:
         "Description": f"account {i}",
     }
     row.update(changes)
+    row["Email__c"] = row["Email"]  # the mapping reads the custom field in newer versions of the flow
     return row
 
 
@@ -64,7 +65,8 @@ def live(tmp_path, monkeypatch):
 
 
 def run(dag, conf: dict):
-    dr = dag.test(run_conf=conf)
+    # dag.test() keeps a conf-given param on the DAG object for later runs: always say dry_run.
+    dr = dag.test(run_conf={"dry_run": False, **conf})
     states = {ti.task_id: ti.state for ti in dr.get_task_instances()}
     return dr, states
 
@@ -84,8 +86,8 @@ def test_deferred_upsert_lands_customers_then_a_rerun_writes_nothing(test_dag, l
     upsert = xcom(dr, "upsert")
     assert upsert["stage"] == "upsert"
     assert upsert["extra"]["counts"]["created"] == 3 and upsert["extra"]["counts"]["failed"] == 0
-    # write + dataext: two bridge jobs, each waited for in the trigger
-    assert len(upsert["extra"]["jobs"]) == 2
+    # rows_per_job=2: two batches, each a write job and a DataExt job, each waited for in the trigger
+    assert len(upsert["extra"]["jobs"]) == 4
     assert xcom(dr, "verify")["checked"] == 3 and xcom(dr, "verify")["differences"] == 0
 
     customers = {c["Name"]: c for c in live.customers()}
@@ -106,6 +108,13 @@ def test_deferred_upsert_lands_customers_then_a_rerun_writes_nothing(test_dag, l
     }
 
     adds, mods = live.customer_adds(), live.customer_mods()
+    dry, states = run(
+        dag, {**conf, "dry_run": True, "mapped": mapped_manifest(tmp_path, state_url, [account(7)], "d")}
+    )
+    assert dry.state == "success", states
+    assert xcom(dry, "upsert")["extra"]["dry_run"] is True and xcom(dry, "verify")["dry_run"] is True
+    assert (live.customer_adds(), len(live.customers())) == (adds, 3)
+
     dr, states = run(dag, {**conf, "mapped": mapped_manifest(tmp_path, state_url, accounts, "map2")})
     assert dr.state == "success", states
     again = xcom(dr, "upsert")["extra"]

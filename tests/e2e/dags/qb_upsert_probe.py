@@ -23,6 +23,7 @@ with DAG(
     catchup=False,
     max_active_runs=1,
     tags=["test"],
+    params={"dry_run": False},
     default_args={"retries": 0},
 ):
     common = {"flow": "sf_accounts_to_qb_customers", "state_url": "{{ dag_run.conf['state_url'] }}"}
@@ -34,6 +35,7 @@ with DAG(
         qbwc_bridge_conn_id=CONN,
         poll_interval=0.2,
         long_poll=5,
+        rows_per_job=2,  # small batches, so the tests cross a batch boundary
         retries=1,  # a failed wait (see the re-attach test) is retried at once
         retry_delay=timedelta(0),
         **common,
