@@ -190,6 +190,7 @@ class Planner:
             if f not in out.columns:
                 out[f] = None
         keys = [str(k) for k in out["_source_key"].tolist()]
+        self._cols = {c: out[c].tolist() for c in out.columns}  # plain lists: .at[] per cell is slow
         hashes = content_hashes(out, spec.hash_fields)
         known: dict[str, Identity] = self.known(keys)
         n = len(out)
@@ -208,7 +209,7 @@ class Planner:
             if ident is not None and ident.content_hash == hashes[i]:
                 action[i], target[i], reason[i] = "skip", ident.target_id, "unchanged since last written"
                 continue
-            empty = [f for f in [spec.identity, *spec.requires] if normalize(out.at[i, f]) in (None, "")]
+            empty = [f for f in [spec.identity, *spec.requires] if normalize(self._cols[f][i]) in (None, "")]
             if empty:
                 action[i] = "unplaceable"
                 reason[i] = f"no value for {', '.join(empty)}: cannot place the row in {spec.target_object}"
@@ -273,52 +274,56 @@ class Planner:
     def _compare_columns(self, extra: Iterable[str] = ()) -> list[str]:
         return list(dict.fromkeys([self.spec.identity, *self.spec.update_fields, *extra]))
 
-    def _same_content(self, row: pd.Series, record: dict) -> bool:
+    def _same_content(self, i: int, record: dict) -> bool:
         return all(
-            normalize(row[f]) == normalize(record.get(f)) for f in self._compare_columns() if f in row.index
+            normalize(self._cols[f][i]) == normalize(record.get(f))
+            for f in self._compare_columns()
+            if f in self._cols
         )
 
     def _by_identity(self, out, rows, action, target, reason, record) -> None:
         spec = self.spec
         if not rows:
             return
-        found = self._read(spec.identity, out.loc[rows, spec.identity].tolist(), self._compare_columns())
+        found = self._read(
+            spec.identity, [self._cols[spec.identity][i] for i in rows], self._compare_columns()
+        )
         index: dict[str, list[dict]] = {}
         for rec in found.to_dict("records"):
             index.setdefault(str(normalize(rec.get(spec.identity))), []).append(rec)
         for i in rows:
-            hits = index.get(str(normalize(out.at[i, spec.identity])), [])
+            hits = index.get(str(normalize(self._cols[spec.identity][i])), [])
             if len(hits) > 1:
                 ids = ", ".join(sorted(str(h[self.id_field]) for h in hits))
                 action[i], reason[i] = "conflict", f"{len(hits)} target records share {spec.identity}: {ids}"
             elif hits:
                 target[i] = str(hits[0][self.id_field])
-                if self._same_content(out.loc[i], hits[0]):
+                if self._same_content(i, hits[0]):
                     action[i], reason[i], record[i] = "skip", "target already holds these values", True
                 else:
                     action[i], reason[i] = "update", f"found by {spec.identity}"
 
     def _by_rule(self, out, rule, rows, action, target, reason, record) -> None:
         spec = self.spec
-        rows = [i for i in rows if all(_match_value(out.at[i, f]) is not None for f in rule)]
+        rows = [i for i in rows if all(_match_value(self._cols[f][i]) is not None for f in rule)]
         if not rows:
             return
         found = self._read(
-            rule[0], out.loc[rows, rule[0]].tolist(), self._compare_columns(rule), casefold=True
+            rule[0], [self._cols[rule[0]][i] for i in rows], self._compare_columns(rule), casefold=True
         )
         index: dict[tuple, list[dict]] = {}
         for rec in found.to_dict("records"):
             index.setdefault(tuple(_match_value(rec.get(f)) for f in rule), []).append(rec)
         label = " + ".join(rule)
         for i in rows:
-            hits = index.get(tuple(_match_value(out.at[i, f]) for f in rule), [])
+            hits = index.get(tuple(_match_value(self._cols[f][i]) for f in rule), [])
             if len(hits) > 1:
                 ids = ", ".join(sorted(str(h[self.id_field]) for h in hits))
                 action[i], reason[i] = "conflict", f"{len(hits)} target records match on {label}: {ids}"
             elif hits:
                 hit = hits[0]
                 linked = normalize(hit.get(spec.identity))
-                if linked not in (None, "") and str(linked) != str(normalize(out.at[i, spec.identity])):
+                if linked not in (None, "") and str(linked) != str(normalize(self._cols[spec.identity][i])):
                     action[i] = "conflict"
                     reason[i] = (
                         f"{spec.target_object} {hit[self.id_field]} matches on {label} but is linked to "
@@ -326,7 +331,7 @@ class Planner:
                     )
                     continue
                 target[i] = str(hit[self.id_field])
-                if self._same_content(out.loc[i], hit):
+                if self._same_content(i, hit):
                     action[i], reason[i], record[i] = (
                         "skip",
                         f"matched on {label}; already holds these values",

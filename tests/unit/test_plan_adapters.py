@@ -59,7 +59,17 @@ def test_upsert_assigns_ids_enforces_constraints_per_row(system):
         ]
     )
     res = system.upsert("Customer", rows, identity="SalesforceId")
-    unknown = pd.DataFrame([{"_source_key": "s4", "Name": "Ok", "SalesforceId": "001D", "Nope": 1}])
+    unknown = pd.DataFrame(
+        [
+            {"_source_key": "s4", "Name": "Ok", "SalesforceId": "001D", "Nope": 1},
+        ]
+    )
+    infinite = system.upsert(
+        "Customer",
+        pd.DataFrame([{"_source_key": "s5", "Name": "Inf", "Email": float("inf")}]),
+        identity="SalesforceId",
+    )
+    assert infinite.loc[0, "error_code"] == "NUMBER_OUTSIDE_VALID_RANGE"
     res = pd.concat([res, system.upsert("Customer", unknown, identity="SalesforceId")], ignore_index=True)
     assert res["_source_key"].tolist() == ["s1", "s2", "s3", "s4"]
     assert res["action"].tolist() == ["created", "failed", "failed", "failed"]

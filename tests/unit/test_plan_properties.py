@@ -18,7 +18,12 @@ FIELDS = ["Name", "Email", "Notes", "ExtId"]
 _flows = itertools.count()
 _store = StateStore("sqlite:///:memory:")
 
-values = st.one_of(st.none(), st.text(max_size=8), st.integers(-5, 5), st.floats(allow_nan=True, width=32))
+values = st.one_of(
+    st.none(),
+    st.text(max_size=8),
+    st.integers(-5, 5),
+    st.floats(allow_nan=True, allow_infinity=False, width=32),
+)
 rows = st.lists(
     st.fixed_dictionaries({"Name": values, "Email": values, "Notes": values}), min_size=1, max_size=12
 )
