@@ -549,6 +549,7 @@ class _FieldSet:
         parts: list[pd.DataFrame] = []
         rejected = np.zeros(len(df), dtype=bool)
         cache: dict = {}
+        key_values = None  # the keys as objects, built once and only when some row is rejected
         for name, program in self.programs.items():
             values, rejections = program.evaluate(df, tables, cache)
             columns[name] = values
@@ -557,16 +558,18 @@ class _FieldSet:
                 if not mask.any():
                     continue
                 rejected |= mask
+                if key_values is None:
+                    key_values = keys.to_numpy(dtype=object)
                 value = (
                     None
                     if r.value is None
-                    else _none_for_null(to_text(pd.Series(r.value)).to_numpy(dtype=object)[mask])
-                )
-                message = r.message if isinstance(r.message, str) else r.message.to_numpy(dtype=object)[mask]
+                    else _none_for_null(to_text(pd.Series(r.value)[mask]).to_numpy(dtype=object))
+                )  # only the rejected rows are converted to Python objects
+                message = r.message if isinstance(r.message, str) else r.message[mask].to_numpy(dtype=object)
                 parts.append(
                     pd.DataFrame(
                         {
-                            "_source_key": keys.to_numpy(dtype=object)[mask],
+                            "_source_key": key_values[mask],
                             "field": program.label,
                             "rule": r.rule,
                             "value": value,
