@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass
 
 from sqlalchemy import bindparam, func, select, update
-from sqlalchemy.orm import Session, defer
+from sqlalchemy.orm import Session
 
 from erpsync.qbwc_bridge import _qbxml
 from erpsync.qbwc_bridge.config import BridgeSettings
@@ -568,12 +568,14 @@ class Conversation:
         return rs.status_code in _LOCK_CODES and any(word in text for word in _LOCK_TEXTS)
 
     def _apply_work(self, s: Session, t: Ticket, ex: Exchange, answers: list[_qbxml.RsInfo]) -> _Outcome:
+        # Column tuples, not ORM objects: _answer_values only reads, and the batch is written in one go.
+        columns = sorted({"id", "job_id", "qb_request_id", "position", "attempts", *self._ANSWER_FIELDS})
         requests = {
             jr.qb_request_id: jr
-            for jr in s.scalars(
-                select(JobRequest)
-                .options(defer(JobRequest.request_xml))
-                .where(JobRequest.exchange_id == ex.id)
+            for jr in s.execute(
+                select(*(getattr(JobRequest, name) for name in columns)).where(
+                    JobRequest.exchange_id == ex.id
+                )
             )
         }
         out = _Outcome()
