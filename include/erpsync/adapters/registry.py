@@ -20,9 +20,6 @@ _REGISTRY: dict[str, str | Callable[..., Any]] = {
     "salesforce": "erpsync.adapters.salesforce:SalesforceAdapter",
     "exact_online": "erpsync.adapters.exact_online:ExactOnlineAdapter",
     "quickbooks": "erpsync.adapters.quickbooks:QuickBooksAdapter",
-    "salesforce": "erpsync.adapters.salesforce:SalesforceAdapter",
-    "exact_online": "erpsync.adapters.exact_online:ExactOnlineAdapter",
-    "quickbooks": "erpsync.adapters.quickbooks:QuickBooksAdapter",
 }
 
 
