@@ -458,3 +458,15 @@ def test_lookup_on_an_empty_table_and_two_number_keys(tmp_path):
     assert values(out, "Manager") == ["99"] and values(out, "Band") == ["L"]
     row = out.rejected.iloc[0]
     assert (row["_source_key"], row["rule"], row["value"]) == ("id1", "lookup", "5 | 6")
+
+
+@pytest.mark.parametrize("name", ["line1", "line2", "line3", "lines_after_first"])
+def test_line_transforms_agree_on_both_string_storages(name):
+    """The pyarrow split path and the regex path (python-backed strings) give the same lines."""
+    from erpsync.mapping._compile import _transform
+
+    cells = ["a", "a\nb", "a\r\nb\n c \nd", "\n", "a\n\nc", "", None, " x \n y "]
+    arrow = _transform(pd.Series(cells, dtype="str"), name)
+    python = _transform(pd.Series(cells, dtype="string[python]"), name)
+    assert getattr(arrow.dtype, "storage", None) == "pyarrow" and python.dtype.storage == "python"
+    assert [None if pd.isna(v) else v for v in arrow] == [None if pd.isna(v) else v for v in python]
