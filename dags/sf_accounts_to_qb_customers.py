@@ -11,8 +11,37 @@ Wiring only (airflow dag built by `erpsync.flow_dag.build_flow_dag`): nothing he
 
 from __future__ import annotations
 
-from erpsync.flow_dag import QUICKBOOKS, SALESFORCE, build_flow_dag
+from erpsync.flow_dag import QUICKBOOKS, SALESFORCE, FlowParts, build_flow_dag
 from erpsync.flows import ASSETS, interval_schedule, sync_params
+from erpsync.operators.quickbooks_upsert import QuickBooksUpsertOperator
+from erpsync.operators.writeback import WriteBackOperator
+
+
+def upsert_through_bridge(plan, kwargs):
+    """Queue the customers as one bridge job and wait in the triggerer, not on a worker slot."""
+    return QuickBooksUpsertOperator(
+        task_id="upsert",
+        manifest=plan.output,
+        flow=kwargs["flow"],
+        qbwc_bridge_conn_id=QUICKBOOKS.conn_id,
+        pool=QUICKBOOKS.pool,
+        outlets=kwargs["outlets"],
+    )
+
+
+def write_list_ids_back(upsert):
+    """Keep the QuickBooks ListID on the Salesforce account (Account.QB_ListID__c)."""
+    writeback = WriteBackOperator(
+        task_id="write_back_list_id",
+        manifest=upsert.output,
+        object_name="Account",
+        field="QB_ListID__c",
+        flow="sf_accounts_to_qb_customers",
+        **SALESFORCE.operator_kwargs(),
+    )
+    upsert >> writeback
+    return [writeback]
+
 
 dag = build_flow_dag(
     dag_id="sf_accounts_to_qb_customers",
@@ -23,5 +52,6 @@ dag = build_flow_dag(
     lookups=[QUICKBOOKS],
     params=sync_params(batch_size=100),
     outlets=[ASSETS["qb_customers"]],
+    parts=FlowParts(upsert=upsert_through_bridge, after_upsert=write_list_ids_back),
     tags=["accounts"],
 )
