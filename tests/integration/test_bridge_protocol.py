@@ -210,3 +210,55 @@ def test_zeep_client_built_from_the_served_wsdl(bridge, qb):
     assert percents == [100]
     assert client.service.interactiveDone(wcTicket="x") == "Done"
     assert count_customers(qb, "Served Wsdl Co") == 1
+
+
+def test_serve_command_as_docker_compose_runs_it(tmp_path):
+    """`qbwc-bridge serve --migrate --ssl-certfile --ssl-keyfile` on a fresh database answers /health over TLS."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from erpsync.sandbox.runner import SandboxCA
+
+    ca = SandboxCA(tmp_path / "ca")
+    cert, key = ca.server_files()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {
+        **os.environ,
+        "QBWC_BRIDGE_DATABASE_URL": f"sqlite:///{tmp_path / 'fresh' / 'bridge.db'}",
+        "QBWC_BRIDGE_API_TOKEN": "a-real-token-value",
+    }
+    argv = [sys.executable, "-m", "erpsync.qbwc_bridge.cli", "serve", "--port", str(port), "--migrate"]
+    proc = subprocess.Popen(
+        [*argv, "--ssl-certfile", str(cert), "--ssl-keyfile", str(key), "--log-level", "warning"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                health = httpx.get(f"https://localhost:{port}/health", verify=str(ca.ca_bundle), timeout=1)
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read().decode()[
+                    -2000:
+                ]
+                time.sleep(0.2)
+        assert health.json() == {"status": "ok", "database": "sqlite"}
+        assert httpx.get(f"https://localhost:{port}/api/v1/jobs", verify=str(ca.ca_bundle)).status_code == 401
+    finally:
+        proc.terminate()
+        proc.wait(20)
+    placeholder = subprocess.run(
+        [sys.executable, "-m", "erpsync.qbwc_bridge.cli", "migrate"],
+        env={**env, "QBWC_BRIDGE_API_TOKEN": "change-me-bridge-token"},
+        capture_output=True,
+        text=True,
+    )
+    assert placeholder.returncode == 2 and "placeholder" in placeholder.stderr
