@@ -156,8 +156,10 @@ def bridge_time_per_exchange(n: int, batch: int, workdir: Path) -> dict:
         qb.close()
     return {
         "exchanges": len(samples),
-        "p50_ms": _pct(samples, 0.5) * 1000,
-        "p95_ms": _pct(samples, 0.95) * 1000,
+        "wall_p50_ms": round(_pct(samples, 0.5) * 1000, 1),
+        "wall_p95_ms": round(_pct(samples, 0.95) * 1000, 1),
+        "cpu_p50_ms": round(_pct(cpu_samples, 0.5) * 1000, 1),
+        "cpu_p95_ms": round(_pct(cpu_samples, 0.95) * 1000, 1),
     }
 
 
@@ -325,10 +327,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-company", type=int, default=40)
     parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument("--only-companies", action="store_true", help="run only the many-companies part")
+    parser.add_argument("--only-bridge-time", action="store_true", help="run only the per-exchange timing")
     parser.add_argument("--database-url", help="PostgreSQL URL for the many-companies part (default SQLite)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-bridge-") as tmp:
         work = Path(tmp)
+        if args.only_bridge_time:
+            print(
+                f"bridge time per {args.batch}-request exchange on SQLite: "
+                f"{bridge_time_per_exchange(args.n, args.batch, work)}"
+            )
+            return 0
         if args.only_companies:
             print(
                 f"{args.companies} companies at once: {many_companies(args.companies, args.per_company, work, args.database_url)}"
