@@ -45,7 +45,7 @@ def test_malformed_and_unknown_requests_get_faults_and_the_bridge_carries_on(bri
     assert job(bridge, jid)["state"] == "completed"
 
 
-def test_xxe_and_entity_expansion_are_refused_without_reading_anything(bridge, tmp_path):
+def test_xxe_and_entity_expansion_are_refused_without_reading_anything(bridge, qb, tmp_path):
     secret = tmp_path / "secret.txt"
     secret.write_text("TOP-SECRET-CONTENT")
     xxe = (
@@ -70,7 +70,11 @@ def test_xxe_and_entity_expansion_are_refused_without_reading_anything(bridge, t
     )
     report = sim.run_once()
     assert report.status == "error" and "TOP-SECRET" not in (report.last_error or "")
+    assert "could not be read" in report.last_error and "DOCTYPE" in report.last_error
     assert job(bridge, jid)["counts"]["done"] == 0
+    # the unusable answer is reconciled like a lost one; the next run delivers the work once
+    assert WebConnectorSimulator(bridge.soap_url, "acme", "pw", qb).run_once().status == "ok"
+    assert job(bridge, jid)["state"] == "completed" and count_customers(qb, "Xxe Co") == 1
 
 
 def test_twenty_megabyte_body_is_refused_with_413(bridge):
