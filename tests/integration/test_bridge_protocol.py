@@ -266,3 +266,21 @@ def test_serve_command_as_docker_compose_runs_it(tmp_path):
         text=True,
     )
     assert placeholder.returncode == 2 and "placeholder" in placeholder.stderr
+
+
+def test_answers_that_match_no_request_are_reported_per_request(bridge, qb):
+    """A response whose requestIDs match nothing: each request is failed with the reason, the run goes on."""
+    import re
+
+    jid = enqueue(bridge, [customer_add("Unmatched Co")]).json()["id"]
+
+    def scrambled(doc: str) -> str:
+        return re.sub(r'requestID="[^"]*"', 'requestID="somebody-else"', qb.process(doc))
+
+    assert WebConnectorSimulator(bridge.soap_url, "acme", "pw", scrambled).run_once().status == "ok"
+    result = job(bridge, jid)
+    assert result["state"] == "failed"
+    assert result["results"][0]["status_message"] == "QuickBooks returned no response for this requestID"
+    later = enqueue(bridge, [customer_add("Later Co")]).json()["id"]
+    assert WebConnectorSimulator(bridge.soap_url, "acme", "pw", qb).run_once().status == "ok"
+    assert job(bridge, later)["state"] == "completed"
