@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 SERVER_VERSION = "erpsync qbwc-bridge 0.1"
 #: Transient QuickBooks answers the bridge resends by itself, up to MAX_ATTEMPTS sends in all.
 MAX_ATTEMPTS = 3
+#: Answered recovery documents per lost exchange before its unconfirmed requests are reported failed.
+MAX_RECOVERIES = 3
 _TRANSIENT_CODES = {1000, 1010}
 _LOCK_CODES = {3170, 3175, 3176, 3180}
 _LOCK_TEXTS = ("in use", "locked", "lock", "modified by another user", "busy")
@@ -312,6 +314,25 @@ class Conversation:
         requests = list(
             s.scalars(select(JobRequest).where(JobRequest.exchange_id == lost.id, JobRequest.state == "lost"))
         )
+        tries = s.scalar(
+            select(func.count(Exchange.id)).where(
+                Exchange.kind == "recovery",
+                Exchange.company_id == t.company_id,
+                Exchange.old_message_set_id == lost.message_set_id,
+                Exchange.state == "acked",
+            )
+        )
+        if tries >= MAX_RECOVERIES:
+            # QuickBooks answered our questions and still could not confirm: report, never guess.
+            for jr in requests:
+                jr.state, jr.status_severity, jr.updated_at = "failed", "Error", _now()
+                jr.status_message = (
+                    f"sent to QuickBooks but never acknowledged, and {tries} reconciliation attempts could not "
+                    "confirm whether it was applied: not resent; check QuickBooks"
+                )
+            lost.state = "reconciled"
+            settle_jobs(session=s, job_ids={jr.job_id for jr in requests})
+            return self._recovery_document(s, t)
         probes: dict[str, int] = {}
         unprobed: list[int] = []
         parts: list[str] = []
@@ -460,8 +481,8 @@ class Conversation:
             if ex.kind == "recovery":
                 outcome = self._apply_recovery(s, t, ex, set_status, answers)
             else:
-                outcome = self._apply_work(s, t, ex, answers)
                 ex.state = "acked"
+                outcome = self._apply_work(s, t, ex, answers)
             t.requests_ok += outcome.ok
             t.requests_failed += outcome.failed
             return self._percent(s, t)
@@ -595,17 +616,23 @@ class Conversation:
                 out.failed += 1
                 stopped.setdefault(jr.job_id, f"not run: request {jr.position} failed ({rs.status_code})")
         now = _now()
+        unknown = False
         for jr in requests.values():
             if jr.state != "sent" or jr.id in answered:
                 continue
-            # No answer for it in a document QuickBooks did answer: with stopOnError it was skipped.
             values = {name: getattr(jr, name) for name in self._ANSWER_FIELDS}
-            values.update(id=jr.id, updated_at=now, state="failed", status_severity="Error")
-            values["status_message"] = stopped.get(
-                jr.job_id, "QuickBooks returned no response for this requestID"
-            )
+            values.update(id=jr.id, updated_at=now)
+            if jr.job_id in stopped:
+                # stopOnError: QuickBooks skipped everything after the failing request.
+                values.update(state="failed", status_severity="Error", status_message=stopped[jr.job_id])
+                out.failed += 1
+            else:
+                # No answer in a document QuickBooks did answer: whether it ran is unknown, so reconcile.
+                values.update(
+                    state="lost", status_message="QuickBooks returned no response for this requestID"
+                )
+                unknown = True
             updates.append(values)
-            out.failed += 1
         if updates:
             s.execute(_BULK_ANSWER, [{f"b_{k}": v for k, v in row.items()} for row in updates])
         job_ids = {jr.job_id for jr in requests.values()}
@@ -619,6 +646,8 @@ class Conversation:
                     .execution_options(synchronize_session=False)
                 ).rowcount
                 out.failed += n or 0
+        if unknown:
+            ex.state = "lost"
         settle_jobs(session=s, job_ids=job_ids)
         return out
 

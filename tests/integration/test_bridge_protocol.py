@@ -277,10 +277,12 @@ def test_answers_that_match_no_request_are_reported_per_request(bridge, qb):
     def scrambled(doc: str) -> str:
         return re.sub(r'requestID="[^"]*"', 'requestID="somebody-else"', qb.process(doc))
 
-    assert WebConnectorSimulator(bridge.soap_url, "acme", "pw", scrambled).run_once().status == "ok"
+    report = WebConnectorSimulator(bridge.soap_url, "acme", "pw", scrambled).run_once()
+    assert report.status == "ok" and report.exchanges == 1 + 3  # the work, then three recovery attempts
     result = job(bridge, jid)
     assert result["state"] == "failed"
-    assert result["results"][0]["status_message"] == "QuickBooks returned no response for this requestID"
+    assert "could not confirm" in result["results"][0]["status_message"]
+    assert count_customers(qb, "Unmatched Co") == 1  # never resent while unconfirmed
     later = enqueue(bridge, [customer_add("Later Co")]).json()["id"]
     assert WebConnectorSimulator(bridge.soap_url, "acme", "pw", qb).run_once().status == "ok"
     assert job(bridge, later)["state"] == "completed"
