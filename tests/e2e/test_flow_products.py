@@ -171,11 +171,13 @@ def test_a_change_in_exact_updates_exactly_those_products(world, capfd):
     from erpsync.hooks.exact_online import ExactOnlineHook
 
     source = sorted((i for i in items(world) if i["Description"].strip()), key=lambda i: i["Code"])
-    repriced, renamed = source[0], source[1]
+    repriced, renamed, described = source[0], source[1], source[2]
     hook = ExactOnlineHook()
     # Items.StandardSalesPrice is read-only in Exact: a new standard price is a SalesItemPrices row.
     hook.create("logistics/SalesItemPrices", {"Item": repriced["ID"], "Price": 77.7})
     hook.update("logistics/Items", renamed["ID"], {"Description": "Renamed in Exact"})
+    # The long description is create-only: a change to it in Exact must not reach Salesforce.
+    hook.update("logistics/Items", described["ID"], {"ExtraDescription": "Rewritten in Exact"})
     hook.close()
 
     ids = {code: p["Id"] for code, p in products(world).items()}
@@ -187,6 +189,7 @@ def test_a_change_in_exact_updates_exactly_those_products(world, capfd):
     now = products(world)
     assert standard_prices(world)[ids[repriced["Code"]]] == pytest.approx(77.7)
     assert now[renamed["Code"]]["Name"] == "Renamed in Exact"
+    assert now[described["Code"]]["Description"] != "Rewritten in Exact"
     after = stamps(world)
     changed = {rid for rid in after if after[rid] != before.get(rid)}
     touched = {ids[repriced["Code"]], ids[renamed["Code"]]}
