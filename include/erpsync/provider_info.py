@@ -8,7 +8,46 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["QBWC_BRIDGE_CONNECTION", "get_provider_info"]
+__all__ = ["EXACT_ONLINE_CONNECTION", "QBWC_BRIDGE_CONNECTION", "get_provider_info"]
+
+EXACT_ONLINE_CONNECTION: dict[str, Any] = {
+    "connection-type": "exact_online",
+    "hook-class-name": "erpsync.hooks.exact_online.ExactOnlineHook",
+    "hook-name": "Exact Online",
+    "ui-field-behaviour": {
+        "hidden-fields": ["schema", "port"],
+        "relabeling": {"login": "Client ID", "password": "Client secret", "host": "Base URL"},
+        "placeholders": {"host": "https://start.exactonline.nl", "login": "App Center client id (GUID)"},
+    },
+    "conn-fields": {
+        "division": {"label": "Division code", "schema": {"type": ["integer", "null"]}},
+        "division_name": {
+            "label": "Division name",
+            "description": "The administration's exact name (capitals, spaces and punctuation count); "
+            "used when no division code is given",
+            "schema": {"type": ["string", "null"]},
+        },
+        "refresh_token": {
+            "label": "Initial refresh token",
+            "description": "From the consent flow; seeds the token store, which keeps the rotating tokens after that",
+            "schema": {"type": ["string", "null"], "format": "password"},
+        },
+        "redirect_uri": {"label": "Redirect URI", "schema": {"type": ["string", "null"]}},
+        "token_store_url": {
+            "label": "Token store URL",
+            "description": "SQLAlchemy URL shared by all workers (PostgreSQL when workers run on several hosts)",
+            "schema": {"type": ["string", "null"], "format": "password"},
+        },
+        "ca_bundle": {"label": "CA bundle path", "schema": {"type": ["string", "null"]}},
+        "timeout": {"label": "HTTP timeout (s)", "schema": {"type": ["number", "null"], "default": 60}},
+        "minutely_margin": {
+            "label": "Calls kept in reserve per minute",
+            "schema": {"type": ["integer", "null"]},
+        },
+        "daily_reserve": {"label": "Calls kept in reserve per day", "schema": {"type": ["integer", "null"]}},
+    },
+}
+
 
 QBWC_BRIDGE_CONNECTION: dict[str, Any] = {
     "connection-type": "qbwc_bridge",
@@ -33,12 +72,11 @@ QBWC_BRIDGE_CONNECTION: dict[str, Any] = {
 
 def get_provider_info() -> dict[str, Any]:
     from erpsync import __version__
-    from erpsync.hooks.exact_online import CONNECTION_TYPE_INFO
 
     return {
         "package-name": "erpsync",
         "name": "erpsync",
         "description": "Salesforce, Exact Online and QuickBooks Desktop sync: hooks and connection types.",
         "versions": [__version__],
-        "connection-types": [CONNECTION_TYPE_INFO, QBWC_BRIDGE_CONNECTION],
+        "connection-types": [EXACT_ONLINE_CONNECTION, QBWC_BRIDGE_CONNECTION],
     }

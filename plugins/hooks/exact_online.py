@@ -88,43 +88,9 @@ KEYS = {
 #: The `connection-types` entry for the package's provider info (`apache_airflow_provider` entry point).
 #: Airflow 3 builds the connection form from `conn-fields` without importing the hook; the older
 #: `get_connection_form_widgets` needs Flask-AppBuilder, which Airflow 3 no longer installs.
-CONNECTION_TYPE_INFO: dict[str, Any] = {
-    "connection-type": "exact_online",
-    "hook-class-name": "erpsync.hooks.exact_online.ExactOnlineHook",
-    "hook-name": "Exact Online",
-    "ui-field-behaviour": {
-        "hidden-fields": ["schema", "port"],
-        "relabeling": {"login": "Client ID", "password": "Client secret", "host": "Base URL"},
-        "placeholders": {"host": "https://start.exactonline.nl", "login": "App Center client id (GUID)"},
-    },
-    "conn-fields": {
-        "division": {"label": "Division code", "schema": {"type": ["integer", "null"]}},
-        "division_name": {
-            "label": "Division name",
-            "description": "The administration's exact name (capitals, spaces and punctuation count); "
-            "used when no division code is given",
-            "schema": {"type": ["string", "null"]},
-        },
-        "refresh_token": {
-            "label": "Initial refresh token",
-            "description": "From the consent flow; seeds the token store, which keeps the rotating tokens after that",
-            "schema": {"type": ["string", "null"], "format": "password"},
-        },
-        "redirect_uri": {"label": "Redirect URI", "schema": {"type": ["string", "null"]}},
-        "token_store_url": {
-            "label": "Token store URL",
-            "description": "SQLAlchemy URL shared by all workers (PostgreSQL when workers run on several hosts)",
-            "schema": {"type": ["string", "null"], "format": "password"},
-        },
-        "ca_bundle": {"label": "CA bundle path", "schema": {"type": ["string", "null"]}},
-        "timeout": {"label": "HTTP timeout (s)", "schema": {"type": ["number", "null"], "default": 60}},
-        "minutely_margin": {
-            "label": "Calls kept in reserve per minute",
-            "schema": {"type": ["integer", "null"]},
-        },
-        "daily_reserve": {"label": "Calls kept in reserve per day", "schema": {"type": ["integer", "null"]}},
-    },
-}
+# The connection form is declared with the provider info (erpsync.provider_info), which Airflow
+# loads during provider discovery, so it must not import this module.
+from erpsync.provider_info import EXACT_ONLINE_CONNECTION as CONNECTION_TYPE_INFO  # noqa: E402
 
 
 def pad_account_code(code: str | int) -> str:
