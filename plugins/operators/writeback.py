@@ -28,7 +28,12 @@ class WriteBackOperator(_AdapterStepOperator, _InputMixin):
     :param key_field: the source object's id field, matched against `_source_key`.
     """
 
-    template_fields: Sequence[str] = (*_AdapterStepOperator.template_fields, "manifest", "object_name", "field")
+    template_fields: Sequence[str] = (
+        *_AdapterStepOperator.template_fields,
+        "manifest",
+        "object_name",
+        "field",
+    )
 
     def __init__(self, *, manifest: Any, object_name: str, field: str, key_field: str = "Id", **kwargs):
         super().__init__(**kwargs)

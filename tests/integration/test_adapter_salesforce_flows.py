@@ -125,7 +125,12 @@ def test_products_flow_creates_updates_quarantines_and_reruns_without_writes(
             (existing[1], "Warehouse Scanner (2026)", 1250.0, "HW"),
             ("FLOW-0001", "Label Printer XL", 310.0, "HW"),
             ("FLOW-0002", "WMS Licence Plus", 45.25, "SW"),
-            ("FLOW-0003", "Licence bundle", 12.0, "LIC"),  # maps to family "Licence Keys": not in the picklist
+            (
+                "FLOW-0003",
+                "Licence bundle",
+                12.0,
+                "LIC",
+            ),  # maps to family "Licence Keys": not in the picklist
         ],
     )
     mapping = load_flow(PRODUCTS, mappings)
