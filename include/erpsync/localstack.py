@@ -186,3 +186,28 @@ class AirflowApi:
                 return run
             time.sleep(1)
         raise TimeoutError(f"{dag_id} {run_id} still {run['state']} after {timeout:.0f}s")
+
+    def dag_runs(self, dag_id: str, *, limit: int = 100) -> list[dict]:
+        """The DAG's runs (every run type), oldest logical date first."""
+        path = f"/api/v2/dags/{dag_id}/dagRuns?order_by=logical_date&limit={limit}"
+        return self._request("GET", path)["dag_runs"]
+
+    def backfills(self, dag_id: str) -> list[dict]:
+        """The DAG's backfills (`airflow backfill create` or `POST /api/v2/backfills`), oldest first."""
+        return self._request("GET", f"/api/v2/backfills?dag_id={urllib.request.quote(dag_id)}")["backfills"]
+
+    def wait_for_runs(self, dag_id: str, count: int, *, timeout: float = 300.0) -> list[dict]:
+        """Wait until the DAG has `count` runs and every one has finished; return them (oldest first).
+
+        For backfills, rather than the backfill's `completed_at`: the scheduler sets that only on a
+        fixed 30-second timer after the last run ends.
+        """
+        deadline = time.monotonic() + timeout
+        runs: list[dict] = []
+        while time.monotonic() < deadline:
+            runs = self.dag_runs(dag_id)
+            if len(runs) >= count and all(r["state"] in {"success", "failed"} for r in runs):
+                return runs
+            time.sleep(1)
+        states = [(r["dag_run_id"], r["state"]) for r in runs]
+        raise TimeoutError(f"{dag_id}: {count} finished runs expected after {timeout:.0f}s, have {states}")
