@@ -181,3 +181,50 @@ def test_a_change_in_salesforce_updates_exactly_those_customers(world, capfd):
     changed = {lid for lid in after if after[lid] != before.get(lid)}
     assert changed == {target[moved]["ListID"], target[renamed]["ListID"]}
     assert len(after) == len(before), "no customer was added"
+
+
+def test_a_backfill_over_three_intervals_picks_up_each_intervals_change(world, capfd):
+    """Three past hourly intervals replayed in order, as `airflow backfill create` does: each run reads
+    only the accounts changed in its own data interval and updates exactly that customer."""
+    from datetime import UTC, datetime, timedelta
+
+    from erpsync.sandbox.salesforce.org import format_datetime
+
+    org = world["sf"].simulator.org
+    target = customers(world)
+    # Three hours that end well before now, clear of the seed's stamps (spread over the last 30 days,
+    # each checked below) and of the earlier tests' edits (made now).
+    base = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=40)
+    chosen = sorted(target)[2:5]
+    # As if a user had edited one account in each hour (the org stamps an edit with its time).
+    for hour, rid in enumerate(chosen):
+        rec = org.tables["Account"][rid]
+        rec["BillingCity"] = f"Backfill {hour}"
+        rec["SystemModstamp"] = rec["LastModifiedDate"] = format_datetime(
+            base + timedelta(hours=hour, minutes=20)
+        )
+    window = (format_datetime(base), format_datetime(base + timedelta(hours=3)))
+    assert [rid for rid, a in accounts(world).items() if window[0] <= a["SystemModstamp"] < window[1]] == [
+        rid for rid in accounts(world) if rid in chosen
+    ]
+
+    qb = world["qb"]
+    for hour, rid in enumerate(chosen):
+        mods = qb.customer_mods()
+        # A run whose logical date falls in the next hour covers [base + hour, base + hour + 1h).
+        dr = world["dag"].test(
+            logical_date=base + timedelta(hours=hour + 1, minutes=30),
+            run_conf={"dry_run": False, "full_refresh": False},
+        )
+        states = {ti.task_id: ti.state for ti in dr.get_task_instances()}
+        assert dr.state == "success", states
+        assert dr.data_interval_start == base + timedelta(hours=hour)
+        assert dr.data_interval_end == base + timedelta(hours=hour + 1)
+        counts = dr.get_task_instance("report").xcom_pull(task_ids="report")["counts"]
+        # The interval's one changed account, plus the open quarantine, which every run reads again.
+        assert counts["extracted"] == 1 + len(quarantined(world)), counts
+        assert (counts["created"], counts["updated"]) == (0, 1), counts
+        assert qb.customer_mods() == mods + 1
+        assert customers(world)[rid]["BillAddress"]["City"] == f"Backfill {hour}"
+    for hour, rid in enumerate(chosen):
+        assert customers(world)[rid]["BillAddress"]["City"] == f"Backfill {hour}"
