@@ -41,7 +41,9 @@ def celery_stack(postgres_url, redis_url, tmp_path):
         "AIRFLOW__CORE__PARALLELISM": "2",
         "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
-        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        # Only the DAG under test runs: the sync flows stay paused and nothing is scheduled on its own.
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+        "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
         "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
         "ERPSYNC_STAGING_ROOT": str(tmp_path / "staging"),
@@ -76,6 +78,7 @@ def celery_stack(postgres_url, redis_url, tmp_path):
 def test_smoke_dag_runs_on_celery_worker(celery_stack):
     api, queue, procs = celery_stack
     api.wait_for_dag("erpsync_smoke", timeout=120)
+    api.unpause("erpsync_smoke")
     run_id = api.trigger("erpsync_smoke")
     run = api.wait_for_run("erpsync_smoke", run_id, timeout=240)
     tis = api.task_instances("erpsync_smoke", run_id)
