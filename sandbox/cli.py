@@ -91,6 +91,10 @@ def cmd_webconnector(args: argparse.Namespace) -> int:
             detail = f": {report.last_error}" if report.last_error else ""
             print(f"sandbox webconnector: {report.status}, {report.exchanges} exchanges{detail}", flush=True)
 
+    if args.once:
+        report = client.run_once()
+        show(report)
+        return 0 if report.status in {"ok", "none"} else 1
     print(f"sandbox webconnector: polling {args.url} as {args.user} every {args.every}s", flush=True)
     client.run_every(args.every / 60, stop, on_report=show)
     return 0
@@ -107,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--host", default="127.0.0.1")
     up.add_argument("--only", action="append", choices=list(SIMULATORS), help="start only these (repeatable)")
     up.add_argument("--random-ports", action="store_true", help="let the OS pick free ports")
-    up.add_argument("--no-seed", action="store_true", help="start with empty systems")
+    up.add_argument("--seed", dest="no_seed", action="store_false", help="seed realistic data (the default)")
+    up.add_argument("--no-seed", dest="no_seed", action="store_true", help="start with empty systems")
     wc = sub.add_parser("webconnector", help="run the simulated Web Connector against a bridge")
     wc.add_argument(
         "--url", required=True, help="the bridge's SOAP endpoint (AppURL), e.g. http://localhost:8503/qbwc"
@@ -116,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     wc.add_argument("--password-env", required=True, help="environment variable holding the password")
     wc.add_argument("--company-file", required=True, help="the QuickBooks simulator's company file (SQLite)")
     wc.add_argument("--every", type=float, default=5.0, help="seconds between updates (QBWC's Auto-Run)")
+    wc.add_argument("--once", action="store_true", help="run one update and exit (QBWC's Update Selected)")
     args = parser.parse_args(argv)
     return {"up": cmd_up, "webconnector": cmd_webconnector}[args.command](args)
 
