@@ -45,6 +45,7 @@ PAYMENT_CONDITIONS = [
     ("30", "30 dagen netto", 30, "B"),
     ("60", "60 dagen netto", 60, "B"),
     ("IN", "Automatische incasso 8 dagen", 8, "I"),
+    ("VB", "Vooruitbetaling", 0, "B"),
 ]
 
 ACCOUNTS = [

@@ -153,7 +153,14 @@ def test_first_run_posts_activated_orders_with_their_lines_and_customers(world, 
         ) == sorted((ln["ItemCode"], ln["Quantity"], ln["NetPrice"], ln["VATCode"]) for ln in e["lines"]), (
             number
         )
-        terms = {"Net 14": "14", "Net 30": "30", "Net 60": "60", "Due on receipt": "00", None: "30"}
+        terms = {
+            "Net 14": "14",
+            "Net 30": "30",
+            "Net 60": "60",
+            "Due on receipt": "00",
+            "Prepaid": "VB",
+            None: "30",
+        }
         assert e["PaymentCondition"] == terms[o.get("Payment_Terms__c")], number
         assert e["Currency"] == "EUR"
         # The customer was found or created by the bill-to contact's e-mail.
