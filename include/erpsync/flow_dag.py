@@ -13,21 +13,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from airflow.sdk import DAG, TaskGroup, TriggerRule
+from airflow.sdk import DAG
 
 from erpsync.alerts import SyncAlertNotifier
 from erpsync.dag_defaults import default_args
 from erpsync.flows import POOLS
-from erpsync.operators import (
-    ExtractOperator,
-    MapOperator,
-    PlanOperator,
-    QualityCheckOperator,
-    ReportOperator,
-    UpsertOperator,
-    ValidateOperator,
-    VerifyOperator,
-)
+from erpsync.operators import sync_tasks
 
 __all__ = ["FlowParts", "SystemRef", "build_flow_dag"]
 
@@ -50,6 +41,7 @@ class SystemRef:
     options: dict[str, Any] = field(default_factory=dict)
 
     def operator_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for an adapter-backed operator of a flow's own (e.g. a write-back step)."""
         return {
             "adapter": self.adapter or ADAPTERS[self.system],
             "conn_id": self.conn_id,
@@ -57,11 +49,12 @@ class SystemRef:
             "pool": self.pool,
         }
 
-    def validate_spec(self) -> dict[str, Any]:
+    def adapter_ref(self) -> dict[str, Any]:
+        """The {"adapter", "conn_id", "options"} reference the operators resolve inside a task."""
         return {
             "adapter": self.adapter or ADAPTERS[self.system],
             "conn_id": self.conn_id,
-            "options": self.options,
+            "options": dict(self.options) or None,
         }
 
 
@@ -76,7 +69,7 @@ class FlowParts:
 
     :param before_map: called with the source-check task inside the transform group; returns the task
         the map step must wait for (e.g. the orders flow creating missing Exact customers).
-    :param upsert: builds the upsert task from (plan task, common kwargs); default UpsertOperator.
+    :param upsert: builds the upsert task from (plan task, keyword arguments); default UpsertOperator.
     :param after_upsert: called with the upsert task inside the target group; returns tasks that must
         finish before verify (e.g. writing the QuickBooks ListID back to Salesforce).
     """
@@ -105,9 +98,6 @@ def build_flow_dag(
     unknown = {ref.pool for ref in (source, target, *lookups)} - set(POOLS)
     if unknown:
         raise ValueError(f"{dag_id}: pools {sorted(unknown)} are not declared in erpsync.flows.POOLS")
-    systems = {ref.system: ref.validate_spec() for ref in (source, target, *lookups)}
-    lookup_adapters = {ref.system: ref.validate_spec() for ref in lookups} or None
-    failure_alerts = [SyncAlertNotifier(kind="failure")]
     with DAG(
         dag_id,
         description=doc_md.strip().splitlines()[0].lstrip("# "),
@@ -117,61 +107,27 @@ def build_flow_dag(
         catchup=False,
         max_active_runs=1,
         params=params,
-        default_args=default_args(on_failure_callback=failure_alerts),
+        default_args=default_args(on_failure_callback=[SyncAlertNotifier(kind="failure")]),
         tags=["erpsync", source.system, target.system, *tags],
     ) as dag:
-        common = {"flow": dag_id}
-        validate = ValidateOperator(task_id="validate", systems=systems, **common)
-
-        with TaskGroup("source", tooltip=f"Read changed {source.system} rows and check them"):
-            extract = ExtractOperator(task_id="extract", **common, **source.operator_kwargs())
-            check_source = QualityCheckOperator(
-                task_id="check", manifest=extract.output, side="source", **common
-            )
-
-        with TaskGroup("transform", tooltip="Map to the target's fields, check, plan the writes"):
-            ready = parts.before_map(check_source) if parts.before_map else check_source
-            mapped = MapOperator(
-                task_id="map", manifest=check_source.output, lookup_adapters=lookup_adapters, **common
-            )
-            if ready is not check_source:
-                ready >> mapped
-            check_target = QualityCheckOperator(
-                task_id="check", manifest=mapped.output, side="target", **common
-            )
-            plan = PlanOperator(
-                task_id="plan", manifest=check_target.output, **common, **target.operator_kwargs()
-            )
-
-        with TaskGroup("target", tooltip=f"Write to {target.system} and read it back"):
-            target_kwargs = {**common, **target.operator_kwargs(), "outlets": list(outlets)}
-            if parts.upsert:
-                upsert = parts.upsert(plan, target_kwargs)
-            else:
-                upsert = UpsertOperator(task_id="upsert", manifest=plan.output, **target_kwargs)
-            verify = VerifyOperator(
-                task_id="verify", manifest=upsert.output, **common, **target.operator_kwargs()
-            )
-            for task in parts.after_upsert(upsert) if parts.after_upsert else ():
-                task >> verify
-
-        report = ReportOperator(
-            task_id="report",
-            steps={
-                "extract": extract.task_id,
-                "check_source": check_source.task_id,
-                "map": mapped.task_id,
-                "check_target": check_target.task_id,
-                "plan": plan.task_id,
-                "upsert": upsert.task_id,
-                "verify": verify.task_id,
+        sync_tasks(
+            flow=dag_id,
+            source=source.adapter_ref(),
+            target=target.adapter_ref(),
+            source_system=source.system,
+            target_system=target.system,
+            lookup_adapters={ref.system: ref.adapter_ref() for ref in lookups} or None,
+            source_pool=source.pool,
+            target_pool=target.pool,
+            grouped=True,
+            before_map=parts.before_map,
+            upsert=parts.upsert,
+            after_upsert=parts.after_upsert,
+            outlets=outlets,
+            report_kwargs={
+                "on_success_callback": [SyncAlertNotifier(kind="summary")],
+                "on_failure_callback": [],  # the failing step has alerted already
+                "retry_delay": timedelta(seconds=10),
             },
-            trigger_rule=TriggerRule.ALL_DONE,
-            on_success_callback=[SyncAlertNotifier(kind="summary")],
-            on_failure_callback=[],  # the failing step has alerted already
-            retry_delay=timedelta(seconds=10),
-            **common,
         )
-        validate >> extract
-        verify >> report
     return dag

@@ -16,7 +16,8 @@ Call `sync_tasks(...)` inside a DAG context. Cheap at parse time: it only builds
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from erpsync.operators.sync import (
@@ -66,6 +67,12 @@ def sync_tasks(
     source_pool: str | None = None,
     target_pool: str | None = None,
     validate: bool = True,
+    grouped: bool = False,
+    before_map: Callable[[Any], Any] | None = None,
+    upsert: Callable[[Any, dict[str, Any]], Any] | None = None,
+    after_upsert: Callable[[Any], Sequence[Any]] | None = None,
+    outlets: Sequence[Any] = (),
+    report_kwargs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Create the flow's tasks in the current DAG and chain them; return them by task id.
 
@@ -79,11 +86,29 @@ def sync_tasks(
     :param source_pool: Airflow pool for tasks calling the source (extract).
     :param target_pool: Airflow pool for tasks calling the target (plan, upsert, verify).
     :param validate: start with a ValidateOperator (connections and mapping against the target).
+    :param grouped: put the steps in task groups `source` (extract, check), `transform` (map, check,
+        plan) and `target` (upsert, verify), as the flow DAGs show them in the UI.
+    :param before_map: called with the source check inside the transform group; returns a task the map
+        step must also wait for (the orders flow's customer step).
+    :param upsert: builds the upsert task from (plan task, keyword arguments); default UpsertOperator.
+    :param after_upsert: called with the upsert task; returns tasks verify must wait for (write-back).
+    :param outlets: assets the upsert step updates.
+    :param report_kwargs: extra operator arguments for the report (callbacks, retry delay).
     """
+    from airflow.sdk import TaskGroup
+
     common = {"flow": flow, "mappings_dir": mappings_dir, "state_url": state_url}
     src, tgt = _adapter_args(source, "source"), _adapter_args(target, "target")
     on_source = {"pool": source_pool} if source_pool else {}
     on_target = {"pool": target_pool} if target_pool else {}
+
+    def group(name: str, tooltip: str) -> AbstractContextManager:
+        return TaskGroup(name, tooltip=tooltip) if grouped else nullcontext()
+
+    def tid(name: str) -> str:
+        # Inside a group the id is prefixed (source.check): the short names keep ids unique.
+        return name.split("_")[0] if grouped and name in ("check_source", "check_target") else name
+
     tasks: dict[str, Any] = {}
     if validate:
         systems = {
@@ -92,27 +117,50 @@ def sync_tasks(
             **(lookup_adapters or {}),
         }
         tasks["validate"] = ValidateOperator(task_id="validate", systems=systems, **common)
-    tasks["extract"] = ExtractOperator(task_id="extract", **common, **src, **on_source)
-    tasks["check_source"] = QualityCheckOperator(
-        task_id="check_source", manifest=tasks["extract"].output, side="source", **common
-    )
-    tasks["map"] = MapOperator(
-        task_id="map", manifest=tasks["check_source"].output, lookup_adapters=lookup_adapters, **common
-    )
-    tasks["check_target"] = QualityCheckOperator(
-        task_id="check_target", manifest=tasks["map"].output, side="target", **common
-    )
-    tasks["plan"] = PlanOperator(
-        task_id="plan", manifest=tasks["check_target"].output, requires=requires, **common, **tgt, **on_target
-    )
-    tasks["upsert"] = UpsertOperator(
-        task_id="upsert", manifest=tasks["plan"].output, **common, **tgt, **on_target
-    )
-    tasks["verify"] = VerifyOperator(
-        task_id="verify", manifest=tasks["upsert"].output, sample=verify_sample, **common, **tgt, **on_target
-    )
+    with group("source", "Read the changed source rows and check them"):
+        tasks["extract"] = ExtractOperator(task_id="extract", **common, **src, **on_source)
+        tasks["check_source"] = QualityCheckOperator(
+            task_id=tid("check_source"), manifest=tasks["extract"].output, side="source", **common
+        )
+    with group("transform", "Map to the target's fields, check, plan the writes"):
+        ready = before_map(tasks["check_source"]) if before_map else None
+        tasks["map"] = MapOperator(
+            task_id="map", manifest=tasks["check_source"].output, lookup_adapters=lookup_adapters, **common
+        )
+        if ready is not None:
+            ready >> tasks["map"]
+        tasks["check_target"] = QualityCheckOperator(
+            task_id=tid("check_target"), manifest=tasks["map"].output, side="target", **common
+        )
+        tasks["plan"] = PlanOperator(
+            task_id="plan",
+            manifest=tasks["check_target"].output,
+            requires=requires,
+            **common,
+            **tgt,
+            **on_target,
+        )
+    with group("target", "Write to the target and read it back"):
+        upsert_kwargs = {**common, **tgt, **on_target, "outlets": list(outlets)}
+        if upsert:
+            tasks["upsert"] = upsert(tasks["plan"], upsert_kwargs)
+        else:
+            tasks["upsert"] = UpsertOperator(task_id="upsert", manifest=tasks["plan"].output, **upsert_kwargs)
+        tasks["verify"] = VerifyOperator(
+            task_id="verify",
+            manifest=tasks["upsert"].output,
+            sample=verify_sample,
+            **common,
+            **tgt,
+            **on_target,
+        )
+        for task in after_upsert(tasks["upsert"]) if after_upsert else ():
+            task >> tasks["verify"]
     tasks["report"] = ReportOperator(
-        task_id="report", steps={t: t for t in TASK_IDS if t in tasks and t != "report"}, **common
+        task_id="report",
+        steps={t: tasks[t].task_id for t in TASK_IDS if t in tasks and t != "report"},
+        **common,
+        **(report_kwargs or {}),
     )
     if validate:
         tasks["validate"] >> tasks["extract"]
