@@ -36,38 +36,15 @@ class BadRequestXml(RecordError):
     """A request given to the jobs API is not one well-formed qbXML `*Rq` element."""
 
 
-def _parser(recover: bool = False):
-    from lxml import etree
-
-    # No DTDs, no entities, no network: a hostile or broken payload can neither read files nor explode.
-    return etree.XMLParser(
-        resolve_entities=False,
-        no_network=True,
-        load_dtd=False,
-        dtd_validation=False,
-        huge_tree=False,
-        remove_comments=True,
-        remove_pis=True,
-        recover=recover,
-    )
-
-
 def parse_fragment(xml: str | bytes, *, max_bytes: int = 4_000_000, recover: bool = False):
-    """Parse untrusted XML safely; refuse DOCTYPEs outright (the XXE and billion-laughs carriers)."""
-    from lxml import etree
+    """Parse untrusted XML with the library's hardened parser; any refusal becomes `BadRequestXml`."""
+    from erpsync.qbwc_bridge.qbxml.errors import MalformedXmlError, UnsafeXmlError
+    from erpsync.qbwc_bridge.qbxml.safe_xml import parse_xml
 
-    data = xml.encode("utf-8") if isinstance(xml, str) else xml
-    if len(data) > max_bytes:
-        raise BadRequestXml(f"XML is {len(data)} bytes, more than the {max_bytes} allowed")
-    if b"<!DOCTYPE" in data.upper() or b"<!ENTITY" in data.upper():
-        raise BadRequestXml("XML with a DOCTYPE or ENTITY declaration is refused")
     try:
-        root = etree.fromstring(data, _parser(recover))
-    except etree.XMLSyntaxError as exc:
-        raise BadRequestXml(f"not well-formed XML: {exc}") from exc
-    if root is None:
-        raise BadRequestXml("empty XML document")
-    return root
+        return parse_xml(xml, max_bytes=max_bytes, recover=recover)
+    except (UnsafeXmlError, MalformedXmlError) as exc:
+        raise BadRequestXml(str(exc)) from exc
 
 
 def _local(tag: Any) -> str:
