@@ -3,80 +3,16 @@ sends a summary, one that changed nothing stays quiet."""
 
 from __future__ import annotations
 
-import email
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
-
 import pytest
 
-
-@pytest.fixture
-def smtp_sink():
-    from aiosmtpd.controller import Controller
-
-    received = []
-
-    class Handler:
-        async def handle_DATA(self, server, session, envelope):
-            received.append(email.message_from_bytes(envelope.content))
-            return "250 OK"
-
-    from erpsync.localstack import free_port
-
-    port = free_port()
-    controller = Controller(Handler(), hostname="127.0.0.1", port=port)
-    controller.start()
-    yield port, received
-    controller.stop()
+from tests.e2e import flow_world
 
 
 @pytest.fixture
-def webhook_sink():
-    posts = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            posts.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(200)
-            self.end_headers()
-            self.wfile.write(b"ok")
-
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server.server_address[1], posts
-    server.shutdown()
-
-
-@pytest.fixture
-def alert_connections(monkeypatch, smtp_sink, webhook_sink):
-    smtp_port, mails = smtp_sink
-    hook_port, posts = webhook_sink
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_ERPSYNC_SMTP",
-        json.dumps(
-            {
-                "conn_type": "smtp",
-                "host": "127.0.0.1",
-                "port": smtp_port,
-                "extra": {
-                    "disable_ssl": True,
-                    "disable_tls": True,
-                    "to": ["ops@example.com"],
-                    "from_email": "erpsync@example.com",
-                },
-            }
-        ),
-    )
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_ERPSYNC_ALERTS_WEBHOOK",
-        json.dumps({"conn_type": "http", "extra": {"url": f"http://127.0.0.1:{hook_port}/hooks/sync"}}),
-    )
-    return mails, posts
+def alert_connections(monkeypatch):
+    with flow_world.smtp_sink() as (smtp_port, mails), flow_world.webhook_sink() as (hook_port, posts):
+        flow_world.set_alert_connections(monkeypatch, smtp_port, hook_port)
+        yield mails, posts
 
 
 def test_failure_alert_by_email_and_webhook(test_dag, alert_connections):
