@@ -438,7 +438,7 @@ def upsert_step(
     that, are quarantined with the target's error code and message.
     """
     from erpsync.plan import PlanSpec
-    from erpsync.state import Identity, QuarantineRecord
+    from erpsync.state import Identity
 
     manifest = Manifest.from_xcom(manifest, where="upsert input")
     spec = PlanSpec.from_mapping(mapping)
@@ -480,38 +480,49 @@ def upsert_step(
             for start in range(0, len(rows), batch_size):
                 batch = rows.iloc[start : start + batch_size]
                 results = _write_batch(ctx, spec, adapter, batch, action, max_retries, retry_wait)
-                ok = results[results["_result"].isin(["created", "updated"])]
-                ctx.store.record_identities(
-                    ctx.flow,
-                    [Identity(r["_source_key"], r["_target_id"], r["_hash"]) for r in ok.to_dict("records")],
-                    run_id=ctx.run_id,
-                )
-                ctx.store.resolve_quarantine(
-                    ctx.flow, stage="upsert", keys=ok["_source_key"].tolist(), run_id=ctx.run_id
-                )
-                bad = results[results["_result"] == "failed"]
-                ctx.store.quarantine(
-                    ctx.flow,
-                    (
-                        QuarantineRecord(
-                            source_key=r["_source_key"],
-                            stage="upsert",
-                            rule=str(r["_error_code"] or "refused"),
-                            column="",
-                            value=None,
-                            message=str(r["_error"]),
-                            payload=_payload({k: r.get(k) for k in spec.payload_columns(action)}),
-                        )
-                        for r in bad.to_dict("records")
-                    ),
-                    run_id=ctx.run_id,
-                )
+                record_results(ctx, spec, results)
                 for result, n in results["_result"].value_counts().items():
                     counts[result] += int(n)
                 writer.write(results)
     out = writer.close(counts=counts, calls=adapter.call_log.summary())
     log.info("Upsert into %s: %s", spec.target_object, counts)
     return out
+
+
+def record_results(ctx: StepContext, spec, results: pd.DataFrame) -> pd.DataFrame:
+    """Book one written batch in the state store and return its successful rows.
+
+    Written rows get their identity and content hash recorded (so a rerun skips them) and leave
+    upsert quarantine; refused rows are quarantined with the target's code and message. `results`
+    holds the plan's columns plus `_result`, `_target_id`, `_error` and `_error_code`.
+    """
+    from erpsync.state import Identity, QuarantineRecord
+
+    ok = results[results["_result"].isin(["created", "updated"])]
+    ctx.store.record_identities(
+        ctx.flow,
+        [Identity(r["_source_key"], r["_target_id"], r["_hash"]) for r in ok.to_dict("records")],
+        run_id=ctx.run_id,
+    )
+    ctx.store.resolve_quarantine(ctx.flow, stage="upsert", keys=ok["_source_key"].tolist(), run_id=ctx.run_id)
+    bad = results[results["_result"] == "failed"]
+    ctx.store.quarantine(
+        ctx.flow,
+        (
+            QuarantineRecord(
+                source_key=r["_source_key"],
+                stage="upsert",
+                rule=str(r["_error_code"] or "refused"),
+                column="",
+                value=None,
+                message=str(r["_error"]),
+                payload=_payload({k: r.get(k) for k in spec.payload_columns(r["_action"])}),
+            )
+            for r in bad.to_dict("records")
+        ),
+        run_id=ctx.run_id,
+    )
+    return ok
 
 
 def _write_batch(ctx, spec, adapter, batch, action: str, max_retries: int, retry_wait: float = 1.0):

@@ -216,8 +216,8 @@ def _finish(ctx, spec, plans, pending, results, already, adapter):
     import pandas as pd
 
     from erpsync.chunks import ChunkWriter
-    from erpsync.operators._steps import _payload
-    from erpsync.state import Identity, QuarantineRecord
+    from erpsync.operators._steps import record_results
+    from erpsync.state import Identity
 
     counts = dict.fromkeys(_COUNTS, 0)
     counts["already_written"] = len(already)
@@ -257,32 +257,7 @@ def _finish(ctx, spec, plans, pending, results, already, adapter):
         )
         merged["_error"] = res["error"].to_numpy()
         merged["_error_code"] = res["error_code"].to_numpy()
-        ok = merged[merged["_result"].isin(["created", "updated"])]
-        ctx.store.record_identities(
-            ctx.flow,
-            [Identity(r["_source_key"], r["_target_id"], r["_hash"]) for r in ok.to_dict("records")],
-            run_id=ctx.run_id,
-        )
-        ctx.store.resolve_quarantine(
-            ctx.flow, stage="upsert", keys=ok["_source_key"].tolist(), run_id=ctx.run_id
-        )
-        bad = merged[merged["_result"] == "failed"]
-        ctx.store.quarantine(
-            ctx.flow,
-            (
-                QuarantineRecord(
-                    source_key=r["_source_key"],
-                    stage="upsert",
-                    rule=str(r["_error_code"] or "refused"),
-                    column="",
-                    value=None,
-                    message=str(r["_error"]),
-                    payload=_payload({k: r.get(k) for k in spec.payload_columns(r["_action"])}),
-                )
-                for r in bad.to_dict("records")
-            ),
-            run_id=ctx.run_id,
-        )
+        ok = record_results(ctx, spec, merged)
         for result, n in merged["_result"].value_counts().items():
             counts[result] += int(n)
         writer.write(merged)
