@@ -113,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--random-ports", action="store_true", help="let the OS pick free ports")
     up.add_argument("--seed", dest="no_seed", action="store_false", help="seed realistic data (the default)")
     up.add_argument("--no-seed", dest="no_seed", action="store_true", help="start with empty systems")
+    up.set_defaults(no_seed=False)  # seeded unless --no-seed (--seed's store_false would flip the default)
     wc = sub.add_parser("webconnector", help="run the simulated Web Connector against a bridge")
     wc.add_argument(
         "--url", required=True, help="the bridge's SOAP endpoint (AppURL), e.g. http://localhost:8503/qbwc"

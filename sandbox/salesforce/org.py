@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -181,7 +182,7 @@ class Org:
         """Run a parsed query and return the raw matching records (sorted, offset and limit applied)."""
         rows = [
             r
-            for r in self.tables[q.obj.name].values()
+            for r in self._candidates(q)
             if (include_deleted or not r.get("IsDeleted")) and q.matches(r, self._lookup)
         ]
         if q.order:
@@ -190,6 +191,20 @@ class Org:
             rows.sort(key=lambda r: r["Id"])
         rows = rows[q.offset :]
         return rows if q.limit is None else rows[: q.limit]
+
+    def _candidates(self, q: SoqlQuery) -> Iterable[dict]:
+        """The records a query can match: only the named ones for `Id IN (...)` / `Id = ...` (alone or
+        ANDed), as Salesforce's index does, instead of scanning the table; `matches` still decides."""
+        from .soql import BoolOp, Comparison
+
+        table = self.tables[q.obj.name]
+        terms = q.where.items if isinstance(q.where, BoolOp) and q.where.op == "and" else [q.where]
+        for term in terms:
+            if isinstance(term, Comparison) and term.path == ("Id",) and term.op in ("in", "="):
+                literals = term.value if term.op == "in" else [term.value]
+                ids = {normalize_id(lit.value) for lit in literals if isinstance(lit.value, str)}
+                return [table[i] for i in ids if i in table]
+        return table.values()
 
     def _lookup(self, rid: str | None) -> dict | None:
         return self.get(rid, include_deleted=True) if rid else None
