@@ -301,21 +301,23 @@ def list_query(kind: str):
 
     def handler(company: CompanyFile, rq, session):
         fields = record_to_dict(rq, rq.tag)
-        records = company.store.all(kinds)
-        by_id = {r["ListID"]: (k, r) for k, r in records}
         if fields.get("ListID") or fields.get("FullName"):
             wanted_ids = []
             for list_id in _as_list(fields.get("ListID")):
-                if list_id not in by_id:
+                got = company.store.get(list_id)  # by key, as QuickBooks does: no list scan per query
+                if got is None or got[0] not in kinds:
                     raise _query_missing(list_id)
                 wanted_ids.append(list_id)
-            names = {r["FullName"].lower(): r["ListID"] for _, r in records}
-            for full_name in _as_list(fields.get("FullName")):
-                if full_name.lower() not in names:
-                    raise _query_missing(full_name)
-                wanted_ids.append(names[full_name.lower()])
+            full_names = _as_list(fields.get("FullName"))
+            if full_names:
+                names = {r["FullName"].lower(): r["ListID"] for _, r in company.store.all(kinds)}
+                for full_name in full_names:
+                    if full_name.lower() not in names:
+                        raise _query_missing(full_name)
+                    wanted_ids.append(names[full_name.lower()])
             ids = list(dict.fromkeys(wanted_ids))
         else:
+            records = company.store.all(kinds)
             active = fields.get("ActiveStatus", "ActiveOnly")
             ids = []
             for _, record in records:
