@@ -22,13 +22,6 @@ from erpsync.operators import sync_tasks
 
 __all__ = ["FlowParts", "SystemRef", "build_flow_dag"]
 
-#: Adapter registry names per system (module:Class strings work too).
-ADAPTERS = {
-    "salesforce": "salesforce",
-    "exact_online": "exact_online",
-    "quickbooks": "quickbooks",
-}
-
 
 @dataclass(frozen=True)
 class SystemRef:
@@ -43,7 +36,7 @@ class SystemRef:
     def operator_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for an adapter-backed operator of a flow's own (e.g. a write-back step)."""
         return {
-            "adapter": self.adapter or ADAPTERS[self.system],
+            "adapter": self.adapter or self.system,  # the registry names adapters after their system
             "conn_id": self.conn_id,
             "adapter_kwargs": dict(self.options) or None,
             "pool": self.pool,
@@ -52,7 +45,7 @@ class SystemRef:
     def adapter_ref(self) -> dict[str, Any]:
         """The {"adapter", "conn_id", "options"} reference the operators resolve inside a task."""
         return {
-            "adapter": self.adapter or ADAPTERS[self.system],
+            "adapter": self.adapter or self.system,  # the registry names adapters after their system
             "conn_id": self.conn_id,
             "options": dict(self.options) or None,
         }
