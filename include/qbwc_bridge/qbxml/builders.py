@@ -275,13 +275,7 @@ def data_ext_add(
     request_id: str | None = None,
 ) -> QbRequest:
     """Build a ``DataExtAddRq``: set custom field `name` on a list object (ListID) or transaction (TxnID)."""
-    fields = {
-        "OwnerID": owner_id,
-        "DataExtName": name,
-        **_data_ext_target(object_type, object_id, "DataExtAdd"),
-    }
-    fields["DataExtValue"] = value
-    return build_request("DataExtAdd", fields, request_id=request_id)
+    return _data_ext_value("DataExtAdd", owner_id, name, object_type, object_id, value, request_id)
 
 
 def data_ext_mod(
@@ -294,13 +288,14 @@ def data_ext_mod(
     request_id: str | None = None,
 ) -> QbRequest:
     """Build a ``DataExtModRq``: change the value of custom field `name` on one object."""
-    fields = {
-        "OwnerID": owner_id,
-        "DataExtName": name,
-        **_data_ext_target(object_type, object_id, "DataExtMod"),
-    }
+    return _data_ext_value("DataExtMod", owner_id, name, object_type, object_id, value, request_id)
+
+
+def _data_ext_value(kind, owner_id, name, object_type, object_id, value, request_id) -> QbRequest:
+    """DataExtAdd and DataExtMod carry the same fields in the same order; only the kind differs."""
+    fields = {"OwnerID": owner_id, "DataExtName": name, **_data_ext_target(object_type, object_id, kind)}
     fields["DataExtValue"] = value
-    return build_request("DataExtMod", fields, request_id=request_id)
+    return build_request(kind, fields, request_id=request_id)
 
 
 def data_ext_del(
