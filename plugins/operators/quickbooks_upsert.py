@@ -10,10 +10,13 @@ the same work in bridge jobs and defers on `QbwcJobTrigger` while each one waits
    resend stale Mods) -> DataExtAdd of the Salesforce Id on the new ListIDs. Each phase is ONE bridge job
    whose idempotency key is `dag_id/run_id/task_id[/map_index]/b<batch>/<phase>/<hash>`; when the job
    is not finished, the task defers.
-2. `execute_complete()` (and any retry's `execute()`) replays the program from the start: every job it
-   enqueues again has the same key, so the bridge hands back the job it already holds (never a second
-   post), and the next phase is built from those stored answers. A crash between enqueue and
-   completion therefore re-attaches to the same job.
+2. `execute_complete()` (and any retry's `execute()`) resumes where the task stopped. Progress is
+   saved in the run's staging folder (`_Progress`): the results of every finished batch, and the
+   answers of every finished job of the current batch. A finished batch is not rebuilt; the current
+   batch's program replays its earlier phases from the saved answers, and enqueues its next job with
+   the same key, so the bridge hands back the job it already holds (never a second post). A crash
+   between enqueue and completion therefore re-attaches to the same job, and resuming after the k-th
+   job costs one batch's replay, not k jobs (a 50,000-row plan is 25 batches and about 50 jobs).
 3. When the program ends, identities, hashes and quarantine are recorded exactly as `upsert_step` does,
    and the manifest has the same shape (stage `upsert`, the plan columns plus `_result`, `_target_id`,
    `_error`, `_error_code`; `extra.counts`, `extra.calls`), so `VerifyOperator` and `ReportOperator`
@@ -101,7 +104,24 @@ class QuickBooksUpsertOperator(_SyncStepOperator, _InputMixin):
             # A transient failure of the wait itself: the task's retries re-attach to the same job.
             raise AirflowException(f"waiting for the bridge job failed: {(event or {}).get('message')}")
         self.log.info("bridge job %s is %s; continuing", event.get("job_id"), event.get("status"))
+        if event.get("job_id"):
+            self._save_finished_job(context, str(event["job_id"]))
         return self.execute(context)
+
+    def _save_finished_job(self, context: Any, job_id: str) -> None:
+        """Keep the answers of the job the trigger waited for, so the resume reads them instead of
+        enqueueing that job again (its key would find it, at the cost of one more post)."""
+        from erpsync.hooks.qbwc_bridge import QbwcBridgeHook
+        from erpsync.operators.qbwc import QbwcJobOperator
+        from erpsync.staging import run_staging_dir
+
+        job = QbwcBridgeHook(self.qbwc_bridge_conn_id, company=self.company).get_job(job_id)
+        if job.get("idempotency_key"):
+            ti = context["ti"]
+            progress = _Progress(
+                run_staging_dir(ti.dag_id, context["run_id"]), QbwcJobOperator.idempotency_key(context)
+            )
+            progress.save_job(job["idempotency_key"], job)
 
     def run_step(self, context: Any) -> dict[str, Any]:
         from erpsync.adapters.quickbooks import QuickBooksAdapter
@@ -122,38 +142,53 @@ class QuickBooksUpsertOperator(_SyncStepOperator, _InputMixin):
             return upsert_step(ctx, mapping, self.manifest, adapter, dry_run=True).to_xcom()
         plans = list(read_chunks(self.manifest))
         pending, already = _pending(ctx, spec, plans)
-        results = self._run_programs(context, adapter, spec, pending)
+        results = self._run_programs(context, ctx, adapter, spec, pending)
         return _finish(ctx, spec, plans, pending, results, already, adapter).to_xcom()
 
     # ---- the programs ----------------------------------------------------------------------------
 
-    def _run_programs(self, context, adapter, spec, pending) -> list[dict[str, Any]]:
+    def _run_programs(self, context, ctx, adapter, spec, pending) -> list[dict[str, Any]]:
         """Drive one UpsertProgram per batch; defer whenever a job is not finished yet."""
         from erpsync.adapters.quickbooks import UpsertProgram, job_results
         from erpsync.operators.qbwc import QbwcJobOperator
 
         rows_per_job = _as_number(self.rows_per_job, "rows_per_job")
         base = QbwcJobOperator.idempotency_key(context)
+        progress = _Progress(ctx.staging, base)
         out: list[dict[str, Any]] = []
         for b, start in enumerate(range(0, len(pending), rows_per_job)):
             batch = pending[start : start + rows_per_job]
             program = UpsertProgram(_payloads(spec, batch), identity=spec.identity, prefix=f"{base}/b{b}")
+            saved = progress.batch(b, program.digest)
+            if saved is not None:
+                adapter.job_ids.extend(saved["jobs"])
+                out.extend(saved["results"])
+                continue
+            jobs: list[str] = []
             gen = program.run()
             try:
                 job = next(gen)
                 while True:
-                    with adapter.call_log.timed(
-                        f"job:{job.phase}", spec.target_object, rows=len(job.requests)
-                    ):
-                        queued = adapter.hook.enqueue([r.xml for r in job.requests], idempotency_key=job.key)
-                        adapter.job_ids.append(queued["id"])
-                        if queued["state"] not in _TERMINAL:
-                            self._wait(queued, job.phase, b)
-                        done = adapter.hook.get_job(queued["id"])
+                    done = progress.job(job.key)
+                    if done is None:
+                        with adapter.call_log.timed(
+                            f"job:{job.phase}", spec.target_object, rows=len(job.requests)
+                        ):
+                            queued = adapter.hook.enqueue(
+                                [r.xml for r in job.requests], idempotency_key=job.key
+                            )
+                            if queued["state"] not in _TERMINAL:
+                                self._wait(queued, job.phase, b)
+                            done = adapter.hook.get_job(queued["id"])
+                        progress.save_job(job.key, done)
+                    jobs.append(done["id"])
                     job = gen.send(job_results(done, len(job.requests)))
             except StopIteration:
                 pass
-            out.extend(r for r in program.results if r is not None)
+            results = [r for r in program.results if r is not None]
+            progress.save_batch(b, program.digest, jobs=jobs, results=results)
+            adapter.job_ids.extend(jobs)
+            out.extend(results)
         return out
 
     def _wait(self, queued: dict[str, Any], phase: str, batch: int) -> None:
@@ -177,6 +212,64 @@ class QuickBooksUpsertOperator(_SyncStepOperator, _InputMixin):
             method_name="execute_complete",
             timeout=self.wait_timeout,
         )
+
+
+class _Progress:
+    """What an upsert task already finished, saved in the run's staging folder, so a resume skips it.
+
+    One folder per task (and map index) of the run. A batch's file is named by its index and holds
+    the digest of its rows: a plan that changed between tries (it cannot within one run, but a
+    cleared task re-plans) never reuses another batch's results. Job answers are kept only while
+    their batch runs and are removed once the batch's results are saved. Files are written to a
+    temporary name and renamed, so a crash never leaves half a file.
+    """
+
+    def __init__(self, staging, task_key: str):
+        import hashlib
+
+        self.folder = staging / "qb-upsert-progress" / hashlib.sha256(task_key.encode()).hexdigest()[:16]
+
+    @staticmethod
+    def _name(text: str) -> str:
+        import hashlib
+
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+    def _read(self, path) -> Any:
+        import json
+
+        try:
+            return json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
+
+    def _write(self, path, value: Any) -> None:
+        import json
+        import os
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(value, default=str))
+        os.replace(tmp, path)
+
+    def batch(self, index: int, digest: str) -> dict[str, Any] | None:
+        saved = self._read(self.folder / f"batch-{index:05d}.json")
+        return saved if saved is not None and saved.get("digest") == digest else None
+
+    def save_batch(self, index: int, digest: str, *, jobs: list[str], results: list[dict]) -> None:
+        self._write(
+            self.folder / f"batch-{index:05d}.json", {"digest": digest, "jobs": jobs, "results": results}
+        )
+        for path in self.folder.glob("job-*.json"):
+            path.unlink(missing_ok=True)
+
+    def job(self, key: str) -> dict[str, Any] | None:
+        return self._read(self.folder / f"job-{self._name(key)}.json")
+
+    def save_job(self, key: str, job: dict[str, Any]) -> None:
+        """Keep a job QuickBooks answered; a cancelled or expired one is asked for again on resume."""
+        if job.get("state") in ("completed", "failed"):
+            self._write(self.folder / f"job-{self._name(key)}.json", job)
 
 
 # ---- shared with upsert_step (kept here; see the module docstring) ---------------------------------------
