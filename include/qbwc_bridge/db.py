@@ -1,13 +1,16 @@
 """One engine per database URL, sessions, and `migrate()` (Alembic is the only schema path).
 
 SQLite runs in WAL mode with a busy timeout so concurrent SOAP and API requests (uvicorn runs sync
-handlers on a thread pool) wait for each other instead of failing with "database is locked".
+handlers on a thread pool) wait for each other instead of failing with "database is locked". SQLite's
+busy handler waits by sleeping (up to 100 ms a turn), so 50 writers of one process would mostly sleep:
+they queue on an in-process lock instead and reach BEGIN IMMEDIATE one at a time.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
@@ -16,6 +19,14 @@ from sqlalchemy.orm import Session, sessionmaker
 __all__ = ["Store", "make_engine", "migrate"]
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+_WRITE_LOCKS: dict[str, threading.RLock] = {}
+_WRITE_LOCKS_GUARD = threading.Lock()
+
+
+def _write_lock(url: str) -> threading.RLock:
+    """One lock per SQLite database in this process, shared by every Store on it."""
+    with _WRITE_LOCKS_GUARD:
+        return _WRITE_LOCKS.setdefault(url, threading.RLock())
 
 
 def make_engine(url: str, *, readonly: bool = False) -> Engine:
@@ -72,6 +83,7 @@ class Store:
         # SQLite: a second engine for reads, without the write lock; PostgreSQL needs no such split.
         self._read_engine = make_engine(url, readonly=True) if url.startswith("sqlite") else self.engine
         self._reads = sessionmaker(self._read_engine, expire_on_commit=False)
+        self._writer = _write_lock(url) if url.startswith("sqlite") else nullcontext()
 
     @property
     def is_postgres(self) -> bool:
@@ -80,7 +92,7 @@ class Store:
     @contextmanager
     def session(self) -> Iterator[Session]:
         """A session whose transaction commits on success and rolls back on any exception."""
-        with self._sessions() as session, session.begin():
+        with self._writer, self._sessions() as session, session.begin():
             yield session
 
     @contextmanager
