@@ -26,9 +26,11 @@ import logging
 import re
 import secrets
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from erpsync.qbwc_bridge import _qbxml
@@ -82,8 +84,43 @@ _BULK_ANSWER = (
 )
 
 
+_TICKETS = Ticket.__table__
+_EXCHANGES = Exchange.__table__
+_REQUESTS = JobRequest.__table__
+_JOBS = Job.__table__
+
+
 def _message_set_id() -> str:
     return secrets.token_hex(11)  # 22 characters; QuickBooks allows 23
+
+
+class _TicketRow:
+    """A ticket read with Core; attribute writes are remembered and saved in one UPDATE.
+
+    Every SOAP call of a session loads and changes its ticket: the ORM's identity map and flush cost
+    more than the SQL itself. Reads and writes look like the ORM object's, so the code reads the same.
+    """
+
+    __slots__ = ("_changed", "_values")
+
+    def __init__(self, row):
+        object.__setattr__(self, "_values", dict(row._mapping))
+        object.__setattr__(self, "_changed", {})
+
+    def __getattr__(self, name: str):
+        try:
+            return self._values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __setattr__(self, name: str, value) -> None:
+        self._values[name] = value
+        self._changed[name] = value
+
+    def save(self, s: Session) -> None:
+        if self._changed:
+            s.execute(update(_TICKETS).where(_TICKETS.c.ticket == self.ticket).values(self._changed))
+            self._changed.clear()
 
 
 @dataclass
@@ -103,17 +140,30 @@ class Conversation:
 
     # -- helpers ------------------------------------------------------------------------------------
 
-    def _ticket(self, s: Session, ticket: str) -> Ticket | None:
+    def _load_ticket(self, s: Session, ticket: str) -> _TicketRow | None:
         if not ticket:
             return None
-        stmt = select(Ticket).where(Ticket.ticket == ticket)
+        stmt = select(_TICKETS).where(_TICKETS.c.ticket == ticket)
         if self.store.is_postgres:
             stmt = stmt.with_for_update()
-        t = s.scalar(stmt)
+        row = s.execute(stmt).first()
+        return _TicketRow(row) if row is not None else None
+
+    def _ticket(self, s: Session, ticket: str) -> _TicketRow | None:
+        t = self._load_ticket(s, ticket)
         if t is None or t.state != "open" or t.expires_at < _now():
             return None
         t.expires_at = _now() + self.settings.ticket_ttl_seconds  # sliding: long runs stay valid
         return t
+
+    @contextmanager
+    def _session(self, ticket: str, *, live: bool = True) -> Iterator[tuple[Session, _TicketRow | None]]:
+        """A write transaction with the ticket loaded (`live`: only an open, unexpired one); saves it."""
+        with self.store.session() as s:
+            t = self._ticket(s, ticket) if live else self._load_ticket(s, ticket)
+            yield s, t
+            if t is not None:
+                t.save(s)
 
     def _mark_lost(self, s: Session, exchange_id: int | None) -> None:
         """The answer to this exchange will never come: its writes must be reconciled before a resend."""
@@ -129,8 +179,10 @@ class Conversation:
             target = s.get(Exchange, meta.get("lost_exchange"))
             if target is not None and target.state == "recovering":
                 target.state = "lost"
+            s.flush()  # the hot paths read with Core statements, which do not autoflush
             return
         ex.state = "lost"
+        s.flush()
         s.execute(
             update(JobRequest)
             .where(JobRequest.exchange_id == ex.id, JobRequest.state == "sent")
@@ -144,8 +196,7 @@ class Conversation:
 
     def record_error(self, ticket: str, message: str) -> None:
         """Keep `message` for getLastError (used by the SOAP error boundary)."""
-        with self.store.session() as s:
-            t = s.get(Ticket, ticket) if ticket else None
+        with self._session(ticket, live=False) as (_s, t):
             if t is not None:
                 t.last_error = message[:2000]
 
@@ -168,28 +219,35 @@ class Conversation:
             company = company_by_username(session=s, username=username or "")
             stored = company.password_hash if company else _DUMMY_HASH
             company_id = company.id if company else None
+            company_file = company.company_file if company else ""
         # scrypt is slow on purpose: check it outside any transaction, so no lock waits on it.
         if company_id is None or not self._password_ok(company_id, password or "", stored):
             log.warning("authenticate refused for user %r", (username or "")[:100])
             return ["", "nvu", "", ""]
         with self.store.session() as s:
-            company = s.get(Company, company_id)
             now = _now()
             # A new session while an older one is open means the older one died: whatever it sent and
             # never had acknowledged is now unknown and must be reconciled.
-            for old in s.scalars(
-                select(Ticket).where(Ticket.company_id == company.id, Ticket.state == "open")
-            ):
-                self._mark_lost(s, old.pending_exchange_id)
-                old.state, old.closed_at, old.pending_exchange_id = "superseded", now, None
-            s.flush()
-            expire_jobs(session=s, company_id=company.id, now=now)
-            outstanding = self._outstanding(s, company.id)
+            superseded = s.execute(
+                select(_TICKETS.c.ticket, _TICKETS.c.pending_exchange_id).where(
+                    _TICKETS.c.company_id == company_id, _TICKETS.c.state == "open"
+                )
+            ).all()
+            for _old, pending in superseded:
+                self._mark_lost(s, pending)
+            if superseded:
+                s.execute(
+                    update(_TICKETS)
+                    .where(_TICKETS.c.ticket.in_([old for old, _ in superseded]))
+                    .values(state="superseded", closed_at=now, pending_exchange_id=None)
+                )
+            expire_jobs(session=s, company_id=company_id, now=now)
+            outstanding = self._outstanding(s, company_id)
             ticket = secrets.token_urlsafe(24)
-            s.add(
-                Ticket(
+            s.execute(
+                insert(_TICKETS).values(
                     ticket=ticket,
-                    company_id=company.id,
+                    company_id=company_id,
                     state="open" if outstanding else "idle",
                     created_at=now,
                     expires_at=now + self.settings.ticket_ttl_seconds,
@@ -203,7 +261,7 @@ class Conversation:
             )
             if not outstanding:
                 return [ticket, "none", "", min_run]
-            return [ticket, company.company_file or "", "", min_run]
+            return [ticket, company_file or "", "", min_run]
 
     def _password_ok(self, company_id: int, password: str, stored: str) -> bool:
         """Verify with scrypt, remembering a success as a keyed HMAC for this process.
@@ -223,18 +281,16 @@ class Conversation:
         return True
 
     def _outstanding(self, s: Session, company_id: int) -> int:
+        c = _REQUESTS.c
         return s.scalar(
-            select(func.count(JobRequest.id)).where(
-                JobRequest.company_id == company_id, JobRequest.state.in_(ACTIVE_REQUEST_STATES)
-            )
+            select(func.count()).where(c.company_id == company_id, c.state.in_(ACTIVE_REQUEST_STATES))
         )
 
     def send_request_xml(
         self, ticket: str, hcp_response: str, company_file: str, country: str, major: str, minor: str
     ) -> str:
         """Return the next qbXML document, or "" (getLastError follows) when there is none."""
-        with self.store.session() as s:
-            t = self._ticket(s, ticket)
+        with self._session(ticket) as (s, t):
             if t is None:
                 return ""
             t.country = (country or t.country or "US")[:4]
@@ -255,7 +311,7 @@ class Conversation:
                 return ""
             return doc
 
-    def _check_hcp(self, s: Session, t: Ticket, hcp_response: str) -> str | None:
+    def _check_hcp(self, s: Session, t: _TicketRow, hcp_response: str) -> str | None:
         """Cap the qbXML version at what QuickBooks supports; refuse a company file that is not ours."""
         try:
             hcp = _qbxml.read_hcp(hcp_response)
@@ -285,32 +341,35 @@ class Conversation:
         low = min(ours, theirs)
         return f"{low[0]}.{low[1]}"
 
-    def _new_exchange(self, s: Session, t: Ticket, *, kind: str, count: int, size: int, **extra) -> Exchange:
-        ex = Exchange(
-            company_id=t.company_id,
-            ticket=t.ticket,
-            message_set_id=_message_set_id(),
-            kind=kind,
-            state="sent",
-            request_count=count,
-            size_bytes=size,
-            created_at=_now(),
-            **extra,
-        )
-        s.add(ex)
-        s.flush()
-        t.pending_exchange_id = ex.id
+    def _new_exchange(self, s: Session, t: _TicketRow, *, kind: str, count: int, doc: str, **extra) -> int:
+        """Record the document as `sent` (committed before it is returned); the ticket now awaits it."""
+        ex_id = s.execute(
+            insert(_EXCHANGES).values(
+                company_id=t.company_id,
+                ticket=t.ticket,
+                kind=kind,
+                state="sent",
+                request_count=count,
+                size_bytes=len(doc),
+                created_at=_now(),
+                **extra,
+            )
+        ).inserted_primary_key[0]
+        t.pending_exchange_id = ex_id
         t.exchanges += 1
-        return ex
+        return ex_id
 
-    def _recovery_document(self, s: Session, t: Ticket) -> str | None:
-        lost = s.scalar(
-            select(Exchange)
-            .where(Exchange.company_id == t.company_id, Exchange.state == "lost", Exchange.kind == "work")
-            .order_by(Exchange.id)
+    def _recovery_document(self, s: Session, t: _TicketRow) -> str | None:
+        e = _EXCHANGES.c
+        lost_id = s.scalar(
+            select(e.id)
+            .where(e.company_id == t.company_id, e.state == "lost", e.kind == "work")
+            .order_by(e.id)
+            .limit(1)
         )
-        if lost is None:
+        if lost_id is None:
             return None
+        lost = s.get(Exchange, lost_id)
         requests = list(
             s.scalars(select(JobRequest).where(JobRequest.exchange_id == lost.id, JobRequest.state == "lost"))
         )
@@ -331,6 +390,7 @@ class Conversation:
                     "confirm whether it was applied: not resent; check QuickBooks"
                 )
             lost.state = "reconciled"
+            s.flush()
             settle_jobs(session=s, job_ids={jr.job_id for jr in requests})
             return self._recovery_document(s, t)
         probes: dict[str, int] = {}
@@ -360,17 +420,19 @@ class Conversation:
             t,
             kind="recovery",
             count=len(parts),
-            size=len(doc),
+            doc=doc,
+            message_set_id=_message_set_id(),
             old_message_set_id=lost.message_set_id,
             probes=json.dumps(meta),
         )
         lost.state = "recovering"
         lost.acked_at = now
+        s.flush()
         return doc
 
-    def _work_document(self, s: Session, t: Ticket) -> str | None:
+    def _work_document(self, s: Session, t: _TicketRow) -> str | None:
         cfg = self.settings
-        c = JobRequest
+        c, j = _REQUESTS.c, _JOBS.c
         # Plain column tuples, not ORM objects: this runs for every exchange and the batch can be large.
         rows = s.execute(
             select(
@@ -382,17 +444,17 @@ class Conversation:
                 c.solo,
                 c.iterator_id,
                 c.iterator_ticket,
+                j.on_error,
+                j.state.label("job_state"),
             )
+            .join(_JOBS, j.id == c.job_id)
             .where(c.company_id == t.company_id, c.state == "pending")
             .order_by(c.id)
             .limit(cfg.max_batch_requests)
         ).all()
         if not rows:
             return None
-        job_modes = dict(
-            s.execute(select(Job.id, Job.on_error).where(Job.id.in_({r.job_id for r in rows}))).all()
-        )
-        first_mode = job_modes[rows[0].job_id]
+        first_mode = rows[0].on_error
         picked = []
         parts: list[str] = []
         restarted: list[int] = []
@@ -403,7 +465,7 @@ class Conversation:
             # stopOnError applies to the whole document, so a stop-job travels alone.
             if first_mode == "stop" and jr.job_id != rows[0].job_id:
                 break
-            if first_mode == "continue" and job_modes[jr.job_id] == "stop":
+            if first_mode == "continue" and jr.on_error == "stop":
                 break
             xml = jr.request_xml  # tagged with its requestID at enqueue
             if jr.kind.endswith("QueryRq") and (jr.iterator_id or "iterator" in jr.request_xml):
@@ -420,81 +482,96 @@ class Conversation:
             picked.append(jr)
             parts.append(xml)
             size += len(xml)
-        ex = self._new_exchange(s, t, kind="work", count=len(picked), size=size)
+        message_set_id = _message_set_id()
         doc = _qbxml.envelope(
             parts,
             on_error="stopOnError" if first_mode == "stop" else "continueOnError",
-            new_message_set_id=ex.message_set_id,
+            new_message_set_id=message_set_id,
             version=t.qbxml_version or cfg.qbxml_version,
         )
-        ex.size_bytes = len(doc)
+        ex_id = self._new_exchange(
+            s, t, kind="work", count=len(picked), doc=doc, message_set_id=message_set_id
+        )
         now = _now()
         if restarted:
             s.execute(
-                update(c)
+                update(_REQUESTS)
                 .where(c.id.in_(restarted))
                 .values(iterator_id=None, response_xml=None, record_count=0, iterator_ticket=t.ticket)
-                .execution_options(synchronize_session=False)
             )
         # `picked` is always a prefix of the pending rows in id order, so a range selects exactly it.
         s.execute(
-            update(c)
+            update(_REQUESTS)
             .where(
                 c.company_id == t.company_id,
                 c.state == "pending",
                 c.id >= picked[0].id,
                 c.id <= picked[-1].id,
             )
-            .values(state="sent", exchange_id=ex.id, attempts=c.attempts + 1, updated_at=now)
-            .execution_options(synchronize_session=False)
+            .values(state="sent", exchange_id=ex_id, attempts=c.attempts + 1, updated_at=now)
         )
-        s.execute(
-            update(Job)
-            .where(Job.id.in_({jr.job_id for jr in picked}), Job.state == "queued")
-            .values(state="in_progress", updated_at=now)
-            .execution_options(synchronize_session=False)
-        )
+        queued = {jr.job_id for jr in picked if jr.job_state == "queued"}
+        if queued:
+            s.execute(
+                update(_JOBS)
+                .where(j.id.in_(queued), j.state == "queued")
+                .values(state="in_progress", updated_at=now)
+            )
         if cfg.debug_qbxml:
             log.debug("sendRequestXML ticket=%s document=%s", t.ticket[:8], doc)
         return doc
 
     def receive_response_xml(self, ticket: str, response: str, hresult: str, message: str) -> int:
         """Store the answers; return percent done (100 = finished, negative = see getLastError)."""
-        with self.store.session() as s:
-            t = self._ticket(s, ticket)
+        with self._session(ticket) as (s, t):
             if t is None:
                 return -1
-            ex = s.get(Exchange, t.pending_exchange_id) if t.pending_exchange_id else None
+            e = _EXCHANGES.c
+            ex = None
+            if t.pending_exchange_id is not None:
+                ex = s.execute(select(e.id, e.kind, e.state).where(e.id == t.pending_exchange_id)).first()
             t.pending_exchange_id = None
             if ex is None or ex.state != "sent":
                 t.last_error = "receiveResponseXML without a matching sendRequestXML; the answer was ignored."
                 return -1
-            ex.acked_at = _now()
+            acked = _now()
             if not response and hresult:
-                return self._hresult(s, t, ex, hresult, message)
+                return self._hresult(s, t, self._acked(s, ex.id, acked), hresult, message)
             try:
                 set_status, answers = _qbxml.parse_response_doc(response or "")
             except Exception as exc:  # unusable answer: treat like a lost one, reconcile next time
+                self._acked(s, ex.id, acked)
                 self._mark_lost(s, ex.id)
                 t.last_error = f"QuickBooks response could not be read ({exc}); it will be reconciled."
                 return -1
             if ex.kind == "recovery":
-                outcome = self._apply_recovery(s, t, ex, set_status, answers)
+                outcome = self._apply_recovery(s, t, self._acked(s, ex.id, acked), set_status, answers)
             else:
-                ex.state = "acked"
-                outcome = self._apply_work(s, t, ex, answers)
+                outcome, unknown = self._apply_work(s, t, ex.id, answers)
+                s.execute(
+                    update(_EXCHANGES)
+                    .where(e.id == ex.id)
+                    .values(state="lost" if unknown else "acked", acked_at=acked)
+                )
             t.requests_ok += outcome.ok
             t.requests_failed += outcome.failed
             return self._percent(s, t)
 
-    def _percent(self, s: Session, t: Ticket) -> int:
+    @staticmethod
+    def _acked(s: Session, ex_id: int, when: float) -> Exchange:
+        """The exchange as an ORM object, for the rare paths (recovery answers, HRESULTs, bad XML)."""
+        ex = s.get(Exchange, ex_id)
+        ex.acked_at = when
+        return ex
+
+    def _percent(self, s: Session, t: _TicketRow) -> int:
         left = self._outstanding(s, t.company_id)
         if not left:
             return 100
         done = t.requests_ok + t.requests_failed + t.reconciled
         return max(1, min(99, done * 100 // max(1, done + left)))
 
-    def _hresult(self, s: Session, t: Ticket, ex: Exchange, hresult: str, message: str) -> int:
+    def _hresult(self, s: Session, t: _TicketRow, ex: Exchange, hresult: str, message: str) -> int:
         text = f"QuickBooks could not process the document ({hresult}): {message}"
         t.last_error = text
         if ex.kind == "recovery":
@@ -518,11 +595,13 @@ class Conversation:
                 jr.state, jr.solo, jr.updated_at = "pending", True, now
                 jr.attempts -= 1
             t.last_error = None
+            s.flush()
             return self._percent(s, t)
         for jr in requests:
             jr.state, jr.status_message, jr.updated_at = "failed", text, now
             jr.status_severity = "Error"
         t.requests_failed += len(requests)
+        s.flush()
         settle_jobs(session=s, job_ids={jr.job_id for jr in requests})
         return self._percent(s, t)
 
@@ -588,16 +667,19 @@ class Conversation:
         text = (rs.message or "").lower()
         return rs.status_code in _LOCK_CODES and any(word in text for word in _LOCK_TEXTS)
 
-    def _apply_work(self, s: Session, t: Ticket, ex: Exchange, answers: list[_qbxml.RsInfo]) -> _Outcome:
+    _WORK_COLUMNS = tuple(
+        _REQUESTS.c[name]
+        for name in sorted({"id", "job_id", "qb_request_id", "position", "attempts", *_ANSWER_FIELDS})
+    )
+
+    def _apply_work(
+        self, s: Session, t: _TicketRow, ex_id: int, answers: list[_qbxml.RsInfo]
+    ) -> tuple[_Outcome, bool]:
+        """Store a work document's answers; (counts, whether some request's outcome is unknown)."""
         # Column tuples, not ORM objects: _answer_values only reads, and the batch is written in one go.
-        columns = sorted({"id", "job_id", "qb_request_id", "position", "attempts", *self._ANSWER_FIELDS})
         requests = {
             jr.qb_request_id: jr
-            for jr in s.execute(
-                select(*(getattr(JobRequest, name) for name in columns)).where(
-                    JobRequest.exchange_id == ex.id
-                )
-            )
+            for jr in s.execute(select(*self._WORK_COLUMNS).where(_REQUESTS.c.exchange_id == ex_id))
         }
         out = _Outcome()
         stopped: dict[str, str] = {}
@@ -636,23 +718,25 @@ class Conversation:
         if updates:
             s.execute(_BULK_ANSWER, [{f"b_{k}": v for k, v in row.items()} for row in updates])
         job_ids = {jr.job_id for jr in requests.values()}
-        job_modes = dict(s.execute(select(Job.id, Job.on_error).where(Job.id.in_(job_ids))).all())
-        for job_id, reason in stopped.items():
-            if job_modes.get(job_id) == "stop":
-                n = s.execute(
-                    update(JobRequest)
-                    .where(JobRequest.job_id == job_id, JobRequest.state == "pending")
-                    .values(state="failed", status_message=reason, status_severity="Error", updated_at=now)
-                    .execution_options(synchronize_session=False)
-                ).rowcount
-                out.failed += n or 0
-        if unknown:
-            ex.state = "lost"
+        if stopped:
+            job_modes = dict(
+                s.execute(select(_JOBS.c.id, _JOBS.c.on_error).where(_JOBS.c.id.in_(list(stopped)))).all()
+            )
+            for job_id, reason in stopped.items():
+                if job_modes.get(job_id) == "stop":
+                    n = s.execute(
+                        update(_REQUESTS)
+                        .where(_REQUESTS.c.job_id == job_id, _REQUESTS.c.state == "pending")
+                        .values(
+                            state="failed", status_message=reason, status_severity="Error", updated_at=now
+                        )
+                    ).rowcount
+                    out.failed += n or 0
         settle_jobs(session=s, job_ids=job_ids)
-        return out
+        return out, unknown
 
     def _apply_recovery(
-        self, s: Session, t: Ticket, ex: Exchange, set_status: int | None, answers: list[_qbxml.RsInfo]
+        self, s: Session, t: _TicketRow, ex: Exchange, set_status: int | None, answers: list[_qbxml.RsInfo]
     ) -> _Outcome:
         meta = json.loads(ex.probes or "{}")
         lost = s.get(Exchange, meta["lost_exchange"])
@@ -721,20 +805,20 @@ class Conversation:
         still_lost = any(jr.state == "lost" for jr in by_id.values())
         lost.state = "lost" if still_lost else "reconciled"
         ex.state = "acked"
+        s.flush()
         settle_jobs(session=s, job_ids={jr.job_id for jr in by_id.values()})
         return out
 
     def get_last_error(self, ticket: str) -> str:
         with self.store.reading() as s:
-            t = s.get(Ticket, ticket) if ticket else None
+            t = self._load_ticket(s, ticket)
             if t is None:
                 return "Invalid or expired ticket: authenticate again."
             return t.last_error or "No error recorded for this session."
 
     def connection_error(self, ticket: str, hresult: str, message: str) -> str:
         """QuickBooks could not be opened: record why and give up for this run ("done")."""
-        with self.store.session() as s:
-            t = s.get(Ticket, ticket) if ticket else None
+        with self._session(ticket, live=False) as (s, t):
             if t is not None:
                 t.last_error = f"QuickBooks could not be opened ({hresult or 'no HRESULT'}): {message or ''}"[
                     :2000
@@ -744,8 +828,7 @@ class Conversation:
         return "done"
 
     def close_connection(self, ticket: str) -> str:
-        with self.store.session() as s:
-            t = s.get(Ticket, ticket) if ticket else None
+        with self._session(ticket, live=False) as (s, t):
             if t is None:
                 return "Invalid or expired ticket."
             self._mark_lost(s, t.pending_exchange_id)

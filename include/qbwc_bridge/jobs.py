@@ -12,7 +12,7 @@ import time
 import uuid
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import bindparam, exists, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from erpsync.errors import ConfigError, FatalSourceError, RateLimitedError, RecordError, SyncError
@@ -272,51 +272,88 @@ def cancel_job(*, session: Session, job_id: str) -> Job:
 def expire_jobs(*, session: Session, company_id: int | None = None, now: float | None = None) -> int:
     """Mark unfinished jobs past their deadline expired; their unsent requests are dropped."""
     now = now or _now()
-    stmt = select(Job).where(Job.state.in_(("queued", "in_progress")), Job.expires_at < now)
+    j = Job.__table__.c
+    stmt = select(j.id).where(j.state.in_(("queued", "in_progress")), j.expires_at < now)
     if company_id is not None:
-        stmt = stmt.where(Job.company_id == company_id)
-    jobs = list(session.scalars(stmt))
-    for job in jobs:
-        session.execute(
-            update(JobRequest)
-            .where(JobRequest.job_id == job.id, JobRequest.state == "pending")
-            .values(
-                state="cancelled",
-                status_message="expired: no Web Connector session sent it in time",
-                updated_at=now,
-            )
+        stmt = stmt.where(j.company_id == company_id)
+    # Runs on every authenticate: ids first (usually none), so the common case is one cheap SELECT.
+    expired = list(session.scalars(stmt))
+    if not expired:
+        return 0
+    session.execute(
+        update(JobRequest)
+        .where(JobRequest.job_id.in_(expired), JobRequest.state == "pending")
+        .values(
+            state="cancelled",
+            status_message="expired: no Web Connector session sent it in time",
+            updated_at=now,
         )
-        job.state, job.updated_at, job.finished_at = "expired", now, now
-        job.error = "the job expired before the Web Connector sent all of its requests"
-    return len(jobs)
+    )
+    session.execute(
+        update(Job)
+        .where(Job.id.in_(expired))
+        .values(
+            state="expired",
+            updated_at=now,
+            finished_at=now,
+            error="the job expired before the Web Connector sent all of its requests",
+        )
+    )
+    return len(expired)
+
+
+_JR = JobRequest.__table__.c
+_SETTLE = (
+    Job.__table__.update()
+    .where(Job.__table__.c.id == bindparam("b_id"))
+    .values(
+        state=bindparam("b_state"),
+        finished_at=bindparam("b_finished_at"),
+        error=bindparam("b_error"),
+        updated_at=bindparam("b_updated_at"),
+    )
+)
 
 
 def settle_jobs(*, session: Session, job_ids: set[str]) -> None:
-    """Recompute the state of `job_ids` from their requests (after an exchange changed them)."""
-    now = _now()
-    for job_id in job_ids:
-        job = session.get(Job, job_id)
-        if job is None or job.state in {"cancelled", "expired"}:
-            continue
-        counts = dict(
-            session.execute(
-                select(JobRequest.state, func.count())
-                .where(JobRequest.job_id == job_id)
-                .group_by(JobRequest.state)
-            ).all()
+    """Recompute the state of `job_ids` from their requests (after an exchange changed them).
+
+    Runs after every exchange, so a job still in flight costs two index probes (the job_id/state
+    index), not a count of all its requests; only a job with nothing active left is counted.
+    """
+    if not job_ids:
+        return
+    session.flush()  # what follows reads with Core statements, which do not autoflush
+    j = Job.__table__.c
+    active = exists().where(_JR.job_id == j.id, _JR.state.in_(ACTIVE_REQUEST_STATES)).label("active")
+    touched = (
+        exists().where(_JR.job_id == j.id, _JR.state.in_(("done", "failed", "sent", "lost"))).label("touched")
+    )
+    rows = session.execute(
+        select(j.id, j.state, j.request_count, j.finished_at, j.error, active, touched).where(
+            j.id.in_(job_ids), j.state.not_in(("cancelled", "expired"))
         )
-        active = sum(counts.get(s, 0) for s in ACTIVE_REQUEST_STATES)
-        if active:
-            touched = (
-                counts.get("done", 0)
-                + counts.get("failed", 0)
-                + counts.get("sent", 0)
-                + counts.get("lost", 0)
-            )
-            job.state = "in_progress" if touched else job.state
-        elif counts.get("failed", 0):
-            job.state, job.finished_at = "failed", now
-            job.error = f"{counts['failed']} of {job.request_count} requests failed"
+    ).all()
+    now = _now()
+    changes = []
+    for row in rows:
+        change = {
+            "b_id": row.id,
+            "b_state": row.state,
+            "b_finished_at": row.finished_at,
+            "b_error": row.error,
+        }
+        if row.active:
+            change["b_state"] = "in_progress" if row.touched else row.state
         else:
-            job.state, job.finished_at = "completed", now
-        job.updated_at = now
+            failed = session.scalar(select(func.count()).where(_JR.job_id == row.id, _JR.state == "failed"))
+            change["b_finished_at"] = now
+            if failed:
+                change["b_state"] = "failed"
+                change["b_error"] = f"{failed} of {row.request_count} requests failed"
+            else:
+                change["b_state"] = "completed"
+        change["b_updated_at"] = now
+        changes.append(change)
+    if changes:
+        session.execute(_SETTLE, changes)

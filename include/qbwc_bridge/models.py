@@ -80,6 +80,7 @@ class JobRequest(Base):
     __table_args__ = (
         Index("ix_job_requests_queue", "company_id", "state", "id"),
         Index("ix_job_requests_job", "job_id", "position"),
+        Index("ix_job_requests_job_state", "job_id", "state"),
         Index("ix_job_requests_exchange", "exchange_id"),
     )
 
