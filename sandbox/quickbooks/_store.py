@@ -32,6 +32,8 @@ CREATE TABLE IF NOT EXISTS data_ext (
     owner_id TEXT NOT NULL, name TEXT NOT NULL, object_id TEXT NOT NULL, value TEXT NOT NULL,
     PRIMARY KEY (owner_id, name, object_id)
 );
+-- every Ret of a record carries its DataExts: look them up by the record, not by a scan
+CREATE INDEX IF NOT EXISTS data_ext_object ON data_ext(object_id, owner_id);
 CREATE TABLE IF NOT EXISTS deleted (
     id TEXT PRIMARY KEY, kind TEXT NOT NULL, data TEXT NOT NULL
 );

@@ -775,3 +775,14 @@ def test_two_processes_can_share_one_company_file(tmp_path):
     finally:
         first.close()
         second.close()
+
+
+def test_a_records_data_exts_are_found_by_its_id_not_by_a_scan(company):
+    """Each Ret carries its record's DataExts: with 50,000 customers a scan per Ret made every 500-id
+    query take seconds. The lookup must use the index on the record's id (the query plan says so)."""
+    plan = company.store._db.execute(
+        "EXPLAIN QUERY PLAN SELECT owner_id, name, value FROM data_ext WHERE object_id = ? AND owner_id IN (?)",
+        ("80000001-1", "0"),
+    ).fetchall()
+    detail = " ".join(str(row[-1]) for row in plan)
+    assert "USING INDEX data_ext_object" in detail and "SCAN" not in detail, detail
