@@ -11,6 +11,8 @@ Wiring only (airflow dag built by `erpsync.flow_dag.build_flow_dag`): nothing he
 
 from __future__ import annotations
 
+from airflow.sdk import Param
+
 from erpsync.flow_dag import QUICKBOOKS, SALESFORCE, FlowParts, build_flow_dag
 from erpsync.flows import ASSETS, interval_schedule, sync_params
 from erpsync.operators.quickbooks_upsert import QuickBooksUpsertOperator
@@ -50,7 +52,17 @@ dag = build_flow_dag(
     source=SALESFORCE,
     target=QUICKBOOKS,
     lookups=[QUICKBOOKS],
-    params=sync_params(batch_size=100),
+    params={
+        **sync_params(batch_size=200),
+        "rows_per_job": Param(
+            2000,
+            type="integer",
+            minimum=1,
+            maximum=4000,
+            description="Customers per bridge job: the upsert waits for the Web Connector once per job and "
+            "phase; the bridge packs each job's requests into exchanges of its own batch size.",
+        ),
+    },
     outlets=[ASSETS["qb_customers"]],
     parts=FlowParts(upsert=upsert_through_bridge, after_upsert=write_list_ids_back),
     tags=["accounts"],

@@ -39,6 +39,7 @@ from erpsync.operators.sync import _as_bool, _as_number, _InputMixin, _SyncStepO
 __all__ = ["QuickBooksUpsertOperator"]
 
 _TERMINAL = frozenset({"completed", "failed", "cancelled", "expired"})
+_MAX_ROWS_PER_JOB = 4000
 _COUNTS = ("created", "updated", "failed", "skipped", "already_written", "linked")
 
 
@@ -50,7 +51,9 @@ class QuickBooksUpsertOperator(_SyncStepOperator, _InputMixin):
     :param company: company name on the bridge; default the connection's `company` extra.
     :param dry_run: write nothing (default: DAG param `dry_run`).
     :param rows_per_job: rows per bridge job (the bridge packs a job's requests into exchanges);
-        a bigger plan runs as several batches, one after the other.
+        a bigger plan runs as several batches, one after the other (default: DAG param
+        `rows_per_job`, else 2,000; at most 4,000, as each row costs up to two requests per job and
+        the bridge takes 10,000 requests per job).
     :param wait_timeout: how long one deferral may wait for the Web Connector before the task fails.
     :param poll_interval: trigger pause after a transient bridge error, seconds.
     :param long_poll: seconds each trigger request waits at the bridge.
@@ -62,6 +65,7 @@ class QuickBooksUpsertOperator(_SyncStepOperator, _InputMixin):
         "dry_run",
         "qbwc_bridge_conn_id",
         "company",
+        "rows_per_job",
     )
     ui_color = "#e8f4e8"
 
@@ -72,7 +76,7 @@ class QuickBooksUpsertOperator(_SyncStepOperator, _InputMixin):
         qbwc_bridge_conn_id: str = "qbwc_bridge_default",
         company: str | None = None,
         dry_run: bool | str | None = None,
-        rows_per_job: int = 2000,
+        rows_per_job: int | str | None = None,
         wait_timeout: timedelta = timedelta(hours=12),
         poll_interval: float = 5.0,
         long_poll: float = 30.0,
@@ -80,8 +84,7 @@ class QuickBooksUpsertOperator(_SyncStepOperator, _InputMixin):
     ):
         super().__init__(**kwargs)
         self._check_manifest(self.task_id, manifest)
-        if not isinstance(rows_per_job, int) or not 1 <= rows_per_job <= 4000:
-            # Each row costs up to two requests per job; the bridge takes 10,000 requests per job.
+        if isinstance(rows_per_job, int) and not 1 <= rows_per_job <= _MAX_ROWS_PER_JOB:
             raise ValueError(f"{self.task_id}: rows_per_job must be between 1 and 4000, got {rows_per_job!r}")
         if poll_interval <= 0 or long_poll < 0:
             raise ValueError(f"{self.task_id}: poll_interval must be > 0 and long_poll >= 0")
@@ -149,10 +152,14 @@ class QuickBooksUpsertOperator(_SyncStepOperator, _InputMixin):
 
     def _run_programs(self, context, ctx, adapter, spec, pending) -> list[dict[str, Any]]:
         """Drive one UpsertProgram per batch; defer whenever a job is not finished yet."""
-        from erpsync.adapters.quickbooks import UpsertProgram, job_results
+        from erpsync.adapters.quickbooks import UpsertProgram
         from erpsync.operators.qbwc import QbwcJobOperator
 
-        rows_per_job = _as_number(self.rows_per_job, "rows_per_job")
+        rows_per_job = _as_number(
+            self._param(context, "rows_per_job", self.rows_per_job, 2000), "rows_per_job"
+        )
+        if not 1 <= rows_per_job <= _MAX_ROWS_PER_JOB:
+            raise ConfigError(f"rows_per_job must be between 1 and {_MAX_ROWS_PER_JOB}, got {rows_per_job}")
         base = QbwcJobOperator.idempotency_key(context)
         progress = _Progress(ctx.staging, base)
         out: list[dict[str, Any]] = []
@@ -160,36 +167,38 @@ class QuickBooksUpsertOperator(_SyncStepOperator, _InputMixin):
             batch = pending[start : start + rows_per_job]
             program = UpsertProgram(_payloads(spec, batch), identity=spec.identity, prefix=f"{base}/b{b}")
             saved = progress.batch(b, program.digest)
-            if saved is not None:
-                adapter.job_ids.extend(saved["jobs"])
-                out.extend(saved["results"])
-                continue
-            jobs: list[str] = []
-            gen = program.run()
-            try:
-                job = next(gen)
-                while True:
-                    done = progress.job(job.key)
-                    if done is None:
-                        with adapter.call_log.timed(
-                            f"job:{job.phase}", spec.target_object, rows=len(job.requests)
-                        ):
-                            queued = adapter.hook.enqueue(
-                                [r.xml for r in job.requests], idempotency_key=job.key
-                            )
-                            if queued["state"] not in _TERMINAL:
-                                self._wait(queued, job.phase, b)
-                            done = adapter.hook.get_job(queued["id"])
-                        progress.save_job(job.key, done)
-                    jobs.append(done["id"])
-                    job = gen.send(job_results(done, len(job.requests)))
-            except StopIteration:
-                pass
-            results = [r for r in program.results if r is not None]
-            progress.save_batch(b, program.digest, jobs=jobs, results=results)
-            adapter.job_ids.extend(jobs)
-            out.extend(results)
+            if saved is None:
+                saved = self._run_batch(adapter, spec, program, progress, b)
+            adapter.job_ids.extend(saved["jobs"])
+            adapter.call_log.calls.extend(saved["calls"])
+            out.extend(saved["results"])
         return out
+
+    def _run_batch(self, adapter, spec, program, progress, batch: int) -> dict[str, Any]:
+        """Run one batch's program: jobs answered before come from `progress`, the next is enqueued
+        (deferring while it waits). Each job is one call in the report, timed by the bridge."""
+        from erpsync.adapters.quickbooks import job_results
+
+        jobs: list[str] = []
+        calls: list[dict[str, Any]] = []
+        gen = program.run()
+        try:
+            job = next(gen)
+            while True:
+                done = progress.job(job.key)
+                if done is None:
+                    queued = adapter.hook.enqueue([r.xml for r in job.requests], idempotency_key=job.key)
+                    if queued["state"] not in _TERMINAL:
+                        self._wait(queued, job.phase, batch)
+                    done = adapter.hook.get_job(queued["id"])
+                    progress.save_job(job.key, done)
+                jobs.append(done["id"])
+                calls.append(_job_call(done, job.phase, spec.target_object, len(job.requests)))
+                job = gen.send(job_results(done, len(job.requests)))
+        except StopIteration:
+            pass
+        results = [r for r in program.results if r is not None]
+        return progress.save_batch(batch, program.digest, jobs=jobs, calls=calls, results=results)
 
     def _wait(self, queued: dict[str, Any], phase: str, batch: int) -> None:
         from erpsync.triggers.qbwc_job import QbwcJobTrigger
@@ -256,12 +265,13 @@ class _Progress:
         saved = self._read(self.folder / f"batch-{index:05d}.json")
         return saved if saved is not None and saved.get("digest") == digest else None
 
-    def save_batch(self, index: int, digest: str, *, jobs: list[str], results: list[dict]) -> None:
-        self._write(
-            self.folder / f"batch-{index:05d}.json", {"digest": digest, "jobs": jobs, "results": results}
-        )
+    def save_batch(self, index: int, digest: str, **saved: list) -> dict[str, Any]:
+        """Save a finished batch (`jobs`, `calls`, `results`), drop its job answers, return what was saved."""
+        batch = {"digest": digest, **saved}
+        self._write(self.folder / f"batch-{index:05d}.json", batch)
         for path in self.folder.glob("job-*.json"):
             path.unlink(missing_ok=True)
+        return batch
 
     def job(self, key: str) -> dict[str, Any] | None:
         return self._read(self.folder / f"job-{self._name(key)}.json")
@@ -270,6 +280,13 @@ class _Progress:
         """Keep a job QuickBooks answered; a cancelled or expired one is asked for again on resume."""
         if job.get("state") in ("completed", "failed"):
             self._write(self.folder / f"job-{self._name(key)}.json", job)
+
+
+def _job_call(job: dict[str, Any], phase: str, obj: str, rows: int) -> dict[str, Any]:
+    """One bridge job as a call of the run report: its phase, rows, and queued-to-answered seconds."""
+    started, finished = job.get("created_at"), job.get("finished_at")
+    seconds = max(0.0, float(finished) - float(started)) if started and finished else 0.0
+    return {"method": f"job:{phase}", "object": obj, "rows": rows, "seconds": round(seconds, 6)}
 
 
 # ---- shared with upsert_step (kept here; see the module docstring) ---------------------------------------

@@ -11,11 +11,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from erpsync.operators.sync import _AdapterStepOperator, _as_bool, _InputMixin
+from erpsync.errors import ConfigError
+from erpsync.operators.sync import _AdapterStepOperator, _as_bool, _as_number, _InputMixin
 
 __all__ = ["WriteBackOperator"]
 
-_BATCH = 200
+_SALESFORCE_MAX = 200  # records per collections call
 
 
 class WriteBackOperator(_AdapterStepOperator, _InputMixin):
@@ -26,6 +27,8 @@ class WriteBackOperator(_AdapterStepOperator, _InputMixin):
     :param object_name: the source object to update (e.g. "Account").
     :param field: the field receiving the target id (e.g. "QB_ListID__c").
     :param key_field: the source object's id field, matched against `_source_key`.
+    :param batch_size: records read and written per call (default: DAG param `batch_size`, else
+        200, the most a Salesforce collections call takes; larger values are capped there).
     """
 
     template_fields: Sequence[str] = (
@@ -33,14 +36,25 @@ class WriteBackOperator(_AdapterStepOperator, _InputMixin):
         "manifest",
         "object_name",
         "field",
+        "batch_size",
     )
 
-    def __init__(self, *, manifest: Any, object_name: str, field: str, key_field: str = "Id", **kwargs):
+    def __init__(
+        self,
+        *,
+        manifest: Any,
+        object_name: str,
+        field: str,
+        key_field: str = "Id",
+        batch_size: int | str | None = None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self._check_manifest(self.task_id, manifest)
         if not object_name or not field:
             raise ValueError(f"{self.task_id}: object_name and field are required")
         self.manifest, self.object_name, self.field, self.key_field = manifest, object_name, field, key_field
+        self.batch_size = batch_size
 
     def _links(self):
         """Return the (source key, target id) pairs the upsert produced, one per source record."""
@@ -70,12 +84,16 @@ class WriteBackOperator(_AdapterStepOperator, _InputMixin):
         if _as_bool(self._param(context, "dry_run", None, False), "dry_run"):
             self.log.info("Dry run: no write-back")
             return {"written": 0, "unchanged": 0, "failed": 0, "dry_run": True}
+        size = _as_number(self._param(context, "batch_size", self.batch_size, _SALESFORCE_MAX), "batch_size")
+        if size < 1:
+            raise ConfigError(f"batch_size must be at least 1, got {size}")
+        size = min(size, _SALESFORCE_MAX)
         links = self._links()
         adapter = self._adapter()
         written = unchanged = 0
         errors: list[str] = []
-        for start in range(0, len(links), _BATCH):
-            batch = links.iloc[start : start + _BATCH]
+        for start in range(0, len(links), size):
+            batch = links.iloc[start : start + size]
             keys = batch["_source_key"].tolist()
             current = adapter.read_by_keys(self.object_name, self.key_field, keys, columns=[self.field])
             now = dict(zip(current[self.key_field].astype(str), current[self.field], strict=False))

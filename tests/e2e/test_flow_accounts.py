@@ -228,3 +228,31 @@ def test_a_backfill_over_three_intervals_picks_up_each_intervals_change(world, c
         assert customers(world)[rid]["BillAddress"]["City"] == f"Backfill {hour}"
     for hour, rid in enumerate(chosen):
         assert customers(world)[rid]["BillAddress"]["City"] == f"Backfill {hour}"
+
+
+def test_batch_params_from_the_trigger_form_size_the_bridge_jobs_and_the_write_back(world, capfd):
+    """`rows_per_job` and `batch_size` given at trigger time: the rows to write go to QuickBooks in jobs
+    of two rows, and the ListIDs are compared (and written back) two accounts per Salesforce call.
+    Last in the module: dag.test() keeps conf params for later runs."""
+    import math
+
+    target = customers(world)
+    changed = sorted(target)[5:8]
+    for n, rid in enumerate(changed):
+        sf_patch(world, rid, {"BillingCity": f"Batch {n}"})
+    run = run_dag(world["dag"], capfd, rows_per_job=2, batch_size=2)
+    assert run.ok, run.why()
+    assert (run.counts["created"], run.counts["updated"]) == (0, 3), run.counts
+    upsert = run.xcom("target.upsert")["extra"]
+    # Written: the three updates and the duplicate names QuickBooks refused before (offered again).
+    pending = upsert["counts"]["updated"] + upsert["counts"]["failed"]
+    assert upsert["counts"]["failed"] == len(
+        [e for e in quarantined(world).values() if e["stage"] == "upsert"]
+    )
+    assert upsert["calls"]["by_method"]["job:write"] == math.ceil(pending / 2), upsert["calls"]
+    writeback = run.xcom("target.write_back_list_id")
+    links = len(customers(world))
+    assert writeback["calls"]["by_method"]["read_by_keys"] == math.ceil(links / 2), writeback["calls"]
+    assert writeback["written"] == 0 and writeback["unchanged"] == links
+    for n, rid in enumerate(changed):
+        assert customers(world)[rid]["BillAddress"]["City"] == f"Batch {n}"

@@ -269,6 +269,8 @@ def test_resuming_after_each_job_posts_every_job_once(test_dag, tmp_path, monkey
         assert dr.state == "success", states
         upsert = xcom(dr, "upsert")["extra"]
         assert upsert["counts"]["created"] == 5 and len(upsert["jobs"]) == 6
+        # Every job is one call of the report, whichever try or resume ran it.
+        assert upsert["calls"]["by_method"] == {"job:write": 3, "job:dataext": 3}, upsert["calls"]
         posted = [k for k in spies[0].keys if "/upsert/" in k]  # plan and verify post read-only queries
         phases = sorted(k.split("/upsert/")[1].rsplit("/", 1)[0] for k in posted)
         assert phases == [f"b{b}/{p}" for b in range(3) for p in ("dataext", "write")]
