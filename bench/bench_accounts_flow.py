@@ -15,11 +15,14 @@ trigger in line) in a throwaway Airflow home on a freshly migrated SQLite metada
 Two modes, each on its own fresh simulators, bridge, state store and staging folder:
 
 (a) batching ON: the bridge's shipped default packing (`max_batch_requests` 100 per Web Connector
-    exchange) and the flow's defaults (`batch_size` 100, `chunk_rows` 50,000: Salesforce query pages
-    of the server's default size, collections of 200 for the ListID write-back);
+    exchange) and the flow's defaults (`batch_size` 200: the ListID write-back reads and writes 200
+    Salesforce records per call; `rows_per_job` 2,000 customers per bridge job; `chunk_rows` 50,000:
+    Salesforce query pages of the server's default size, 2,000);
 (b) batching OFF: the bridge sends one qbXML request per exchange (`max_batch_requests=1`) and the run
-    asks for the smallest sizes the flow's params allow (`batch_size=1`, `chunk_rows=1000`, so query
-    pages of 1,000 records).
+    asks for the smallest sizes the flow's params allow (`batch_size=1`: one Salesforce record per
+    write-back read and write; `chunk_rows=1000`, so query pages of 1,000 records). `rows_per_job`
+    keeps its default in both modes: it sets how often the upsert waits for the Web Connector, not
+    how many requests travel together.
 
 OFF on the full N would take far longer than ON, so it runs on `--off-accounts` (default 2,000) and is
 extrapolated linearly to N (labelled as such); ON is run at that small N too, so one ratio compares like
@@ -31,17 +34,10 @@ against the run report's `api_calls`).
 Everything runs in one process (tasks, simulators, bridge and Web Connector threads share the GIL), so
 absolute times are pessimistic; the ratios are what to compare between machines.
 
-What the params can and cannot turn off: `batch_size` in run_conf changes nothing in this flow (the
-QuickBooks upsert packs `rows_per_job=2000` rows per bridge job, fixed in the operator's constructor,
-and the ListID write-back reads and writes 200 Salesforce records per call, a module constant in
-`erpsync.operators.writeback`), so on the Salesforce side OFF only shrinks the query pages.
-
-Scale: the ON run grows faster than linearly because of the simulators, not the flow: the Salesforce
-simulator evaluates `Id IN (...)` by walking every Account and comparing against every literal
-(`sandbox/salesforce/soql.py` `_eval`, `Org.query`), so each 200-Id write-back query costs O(N); and the
-QuickBooks company file loads every customer for each ListID query (`sandbox/quickbooks/_handlers.py`,
-the list query handler), so each 500-key verify query costs O(N). At 50,000 accounts the ON run takes
-well over the ~10 minutes a run should take on a shared 2-core machine; `--accounts 10000` stays inside.
+Scale: every step is linear in N. Two simulator paths that were not (`Id IN (...)` walked every
+Salesforce account; each QuickBooks Ret looked its DataExts up by a table scan) are indexed, and the
+QuickBooks upsert resumes from saved progress after each deferral instead of replaying every job
+before it (`erpsync.operators.quickbooks_upsert`).
 """
 
 from __future__ import annotations
@@ -352,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
         default=2_000,
         help="accounts for the batching-OFF run (extrapolated linearly to --accounts when smaller)",
     )
-    parser.add_argument("--batch-size", type=int, default=100, help="batch_size param of the ON run")
+    parser.add_argument("--batch-size", type=int, default=200, help="batch_size param of the ON run")
     parser.add_argument(
         "--every", type=float, default=0.05, help="seconds between Web Connector runs (QBWC Auto-Run)"
     )
@@ -513,12 +509,14 @@ def report(results: list[dict[str, Any]], args, setup: float) -> None:
         )
     print()
     print(
-        f"ON  = bridge max_batch_requests=100 (shipped default), run_conf batch_size={args.batch_size}, "
-        "chunk_rows=50000 (Salesforce pages of the server default, 2,000)"
+        f"ON  = bridge max_batch_requests=100 (shipped default), run_conf batch_size={args.batch_size} "
+        "(write-back records per Salesforce call), chunk_rows=50000 (Salesforce pages of the server "
+        "default, 2,000), rows_per_job 2000"
     )
     print(
-        "OFF = bridge max_batch_requests=1 (one qbXML request per exchange), run_conf batch_size=1, "
-        "chunk_rows=1000 (pages of 1,000: the smallest the params allow)"
+        "OFF = bridge max_batch_requests=1 (one qbXML request per exchange), run_conf batch_size=1 "
+        "(one record per write-back call), chunk_rows=1000 (pages of 1,000: the smallest the params "
+        "allow), rows_per_job 2000"
     )
     if scale != 1:
         print(

@@ -11,8 +11,9 @@ the same work in bridge jobs and defers on `QbwcJobTrigger` while each one waits
    whose idempotency key is `dag_id/run_id/task_id[/map_index]/b<batch>/<phase>/<hash>`; when the job
    is not finished, the task defers.
 2. `execute_complete()` (and any retry's `execute()`) resumes where the task stopped. Progress is
-   saved in the run's staging folder (`_Progress`): the results of every finished batch, and the
-   answers of every finished job of the current batch. A finished batch is not rebuilt; the current
+   saved in the run's staging folder (`_Progress`): the rows to write (fixed by the first
+   execution), the results of every finished batch, and the answers of every finished job of the
+   current batch. A finished batch is not rebuilt; the current
    batch's program replays its earlier phases from the saved answers, and enqueues its next job with
    the same key, so the bridge hands back the job it already holds (never a second post). A crash
    between enqueue and completion therefore re-attaches to the same job, and resuming after the k-th
@@ -115,16 +116,12 @@ class QuickBooksUpsertOperator(_SyncStepOperator, _InputMixin):
         """Keep the answers of the job the trigger waited for, so the resume reads them instead of
         enqueueing that job again (its key would find it, at the cost of one more post)."""
         from erpsync.hooks.qbwc_bridge import QbwcBridgeHook
-        from erpsync.operators.qbwc import QbwcJobOperator
         from erpsync.staging import run_staging_dir
 
         job = QbwcBridgeHook(self.qbwc_bridge_conn_id, company=self.company).get_job(job_id)
         if job.get("idempotency_key"):
-            ti = context["ti"]
-            progress = _Progress(
-                run_staging_dir(ti.dag_id, context["run_id"]), QbwcJobOperator.idempotency_key(context)
-            )
-            progress.save_job(job["idempotency_key"], job)
+            staging = run_staging_dir(context["ti"].dag_id, context["run_id"])
+            self._progress(context, staging).save_job(job["idempotency_key"], job)
 
     def run_step(self, context: Any) -> dict[str, Any]:
         from erpsync.adapters.quickbooks import QuickBooksAdapter
@@ -143,31 +140,49 @@ class QuickBooksUpsertOperator(_SyncStepOperator, _InputMixin):
         dry_run = _as_bool(self._param(context, "dry_run", self.dry_run, False), "dry_run")
         if dry_run:
             return upsert_step(ctx, mapping, self.manifest, adapter, dry_run=True).to_xcom()
-        plans = list(read_chunks(self.manifest))
-        pending, already = _pending(ctx, spec, plans)
-        results = self._run_programs(context, ctx, adapter, spec, pending)
-        return _finish(ctx, spec, plans, pending, results, already, adapter).to_xcom()
-
-    # ---- the programs ----------------------------------------------------------------------------
-
-    def _run_programs(self, context, ctx, adapter, spec, pending) -> list[dict[str, Any]]:
-        """Drive one UpsertProgram per batch; defer whenever a job is not finished yet."""
-        from erpsync.adapters.quickbooks import UpsertProgram
-        from erpsync.operators.qbwc import QbwcJobOperator
-
         rows_per_job = _as_number(
             self._param(context, "rows_per_job", self.rows_per_job, 2000), "rows_per_job"
         )
         if not 1 <= rows_per_job <= _MAX_ROWS_PER_JOB:
             raise ConfigError(f"rows_per_job must be between 1 and {_MAX_ROWS_PER_JOB}, got {rows_per_job}")
+        progress = self._progress(context, ctx.staging)
+        saved = progress.pending()
+        if saved is None:  # the first execution of this task for this plan: what is left to write
+            saved = progress.save_pending(*_pending(ctx, spec, read_chunks(self.manifest)))
+        pending, already = saved
+        self.log.info(
+            "%d rows to write in batches of %d (%d written by an earlier try)",
+            len(pending),
+            rows_per_job,
+            len(already),
+        )
+        results = self._run_programs(context, adapter, spec, pending, progress, rows_per_job)
+        return _finish(ctx, spec, read_chunks(self.manifest), pending, results, already, adapter).to_xcom()
+
+    def _progress(self, context: Any, staging) -> _Progress:
+        """This task's progress folder for this plan (the plan manifest names its files by hash)."""
+        import hashlib
+        import json
+
+        from erpsync.operators.qbwc import QbwcJobOperator
+
+        plan = hashlib.sha256(json.dumps(self.manifest, sort_keys=True, default=str).encode()).hexdigest()
+        return _Progress(staging, QbwcJobOperator.idempotency_key(context), plan)
+
+    # ---- the programs ----------------------------------------------------------------------------
+
+    def _run_programs(self, context, adapter, spec, pending, progress, rows_per_job) -> list[dict[str, Any]]:
+        """Drive one UpsertProgram per batch not finished yet; defer whenever a job is not answered."""
+        from erpsync.adapters.quickbooks import UpsertProgram
+        from erpsync.operators.qbwc import QbwcJobOperator
+
         base = QbwcJobOperator.idempotency_key(context)
-        progress = _Progress(ctx.staging, base)
         out: list[dict[str, Any]] = []
         for b, start in enumerate(range(0, len(pending), rows_per_job)):
-            batch = pending[start : start + rows_per_job]
-            program = UpsertProgram(_payloads(spec, batch), identity=spec.identity, prefix=f"{base}/b{b}")
-            saved = progress.batch(b, program.digest)
+            saved = progress.batch(b)
             if saved is None:
+                batch = pending[start : start + rows_per_job]
+                program = UpsertProgram(_payloads(spec, batch), identity=spec.identity, prefix=f"{base}/b{b}")
                 saved = self._run_batch(adapter, spec, program, progress, b)
             adapter.job_ids.extend(saved["jobs"])
             adapter.call_log.calls.extend(saved["calls"])
@@ -198,7 +213,7 @@ class QuickBooksUpsertOperator(_SyncStepOperator, _InputMixin):
         except StopIteration:
             pass
         results = [r for r in program.results if r is not None]
-        return progress.save_batch(batch, program.digest, jobs=jobs, calls=calls, results=results)
+        return progress.save_batch(batch, jobs=jobs, calls=calls, results=results)
 
     def _wait(self, queued: dict[str, Any], phase: str, batch: int) -> None:
         from erpsync.triggers.qbwc_job import QbwcJobTrigger
@@ -226,17 +241,16 @@ class QuickBooksUpsertOperator(_SyncStepOperator, _InputMixin):
 class _Progress:
     """What an upsert task already finished, saved in the run's staging folder, so a resume skips it.
 
-    One folder per task (and map index) of the run. A batch's file is named by its index and holds
-    the digest of its rows: a plan that changed between tries (it cannot within one run, but a
-    cleared task re-plans) never reuses another batch's results. Job answers are kept only while
-    their batch runs and are removed once the batch's results are saved. Files are written to a
-    temporary name and renamed, so a crash never leaves half a file.
+    One folder per task (and map index) of the run and plan: a cleared task that re-planned starts
+    afresh. The rows to write are fixed by the first execution (`pending.parquet` + `already.json`)
+    and every execution reads them back from there, so each batch holds the same rows and builds the
+    same requests (and job keys) whenever it runs. A finished batch keeps its jobs, calls and
+    results; a job's answers are kept only while its batch runs. Files are written to a temporary
+    name and renamed, so a crash never leaves half a file.
     """
 
-    def __init__(self, staging, task_key: str):
-        import hashlib
-
-        self.folder = staging / "qb-upsert-progress" / hashlib.sha256(task_key.encode()).hexdigest()[:16]
+    def __init__(self, staging, task_key: str, plan_digest: str):
+        self.folder = staging / "qb-upsert-progress" / self._name(task_key)[:16] / plan_digest[:16]
 
     @staticmethod
     def _name(text: str) -> str:
@@ -261,17 +275,37 @@ class _Progress:
         tmp.write_text(json.dumps(value, default=str))
         os.replace(tmp, path)
 
-    def batch(self, index: int, digest: str) -> dict[str, Any] | None:
-        saved = self._read(self.folder / f"batch-{index:05d}.json")
-        return saved if saved is not None and saved.get("digest") == digest else None
+    def pending(self) -> tuple[list[dict[str, Any]], dict[str, Any]] | None:
+        import pandas as pd
 
-    def save_batch(self, index: int, digest: str, **saved: list) -> dict[str, Any]:
+        from erpsync.state import Identity
+
+        already = self._read(self.folder / "already.json")
+        if already is None:
+            return None
+        rows = pd.read_parquet(self.folder / "pending.parquet").to_dict("records")
+        return rows, {k: Identity(k, target, digest) for k, target, digest in already}
+
+    def save_pending(self, todo, already: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """Keep the rows still to write and those an earlier try wrote; return them as read back."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = self.folder / "pending.parquet.tmp"
+        todo.to_parquet(tmp, index=False)
+        tmp.replace(self.folder / "pending.parquet")
+        self._write(
+            self.folder / "already.json", [[k, i.target_id, i.content_hash] for k, i in already.items()]
+        )
+        return self.pending()
+
+    def batch(self, index: int) -> dict[str, Any] | None:
+        return self._read(self.folder / f"batch-{index:05d}.json")
+
+    def save_batch(self, index: int, **saved: list) -> dict[str, Any]:
         """Save a finished batch (`jobs`, `calls`, `results`), drop its job answers, return what was saved."""
-        batch = {"digest": digest, **saved}
-        self._write(self.folder / f"batch-{index:05d}.json", batch)
+        self._write(self.folder / f"batch-{index:05d}.json", saved)
         for path in self.folder.glob("job-*.json"):
             path.unlink(missing_ok=True)
-        return batch
+        return saved
 
     def job(self, key: str) -> dict[str, Any] | None:
         return self._read(self.folder / f"job-{self._name(key)}.json")
@@ -292,21 +326,21 @@ def _job_call(job: dict[str, Any], phase: str, obj: str, rows: int) -> dict[str,
 # ---- shared with upsert_step (kept here; see the module docstring) ---------------------------------------
 
 
-def _pending(ctx, spec, plans) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def _pending(ctx, spec, plans) -> tuple[Any, dict[str, Any]]:
     """The create/update rows still to write, in plan order; and those an earlier try already wrote."""
     import pandas as pd
 
     frames = [p[p["_action"].isin(["create", "update"])] for p in plans]
     todo = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["_source_key"])
     if todo.empty:
-        return [], {}
+        return todo, {}
     known = ctx.store.get_identities(ctx.flow, todo["_source_key"].astype(str).tolist())
     done = [
         str(k) in known and known[str(k)].content_hash == h
         for k, h in zip(todo["_source_key"], todo["_hash"], strict=True)
     ]
     already = {str(k): known[str(k)] for k, d in zip(todo["_source_key"], done, strict=True) if d}
-    return todo[[not d for d in done]].to_dict("records"), already
+    return todo[[not d for d in done]].reset_index(drop=True), already
 
 
 def _payloads(spec, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -276,5 +276,10 @@ def test_resuming_after_each_job_posts_every_job_once(test_dag, tmp_path, monkey
         assert phases == [f"b{b}/{p}" for b in range(3) for p in ("dataext", "write")]
         assert len(set(posted)) == 6, "every job posted once"
         assert live.customer_adds() == 5 and xcom(dr, "verify")["differences"] == 0
-        progress = list((tmp_path / "staging").rglob("qb-upsert-progress/*/*"))
-        assert sorted(p.name for p in progress) == [f"batch-{b:05d}.json" for b in range(3)]
+        # What is left: the rows to write and each batch's results; no job answers.
+        progress = list((tmp_path / "staging").rglob("qb-upsert-progress/*/*/*"))
+        assert sorted(p.name for p in progress) == [
+            "already.json",
+            *(f"batch-{b:05d}.json" for b in range(3)),
+            "pending.parquet",
+        ]
