@@ -74,3 +74,69 @@ def test_unknown_flow_names_the_known_ones(tmp_path):
     """Asking for a flow without a file says which flows exist."""
     with pytest.raises(MappingError, match="no mapping for flow 'nope'"):
         load_flow("nope", mappings_dir=tmp_path)
+
+
+DEFAULT_LOOKUP_MAPPING = """
+flow: default_lookup_probe
+source: {system: salesforce, object: Order, key: Id}
+target: {system: exact_online, object: salesorder/SalesOrders, identity: YourRef}
+lookups:
+  by_email: {system: exact_online, object: crm/Accounts, key: [Email], value: ID, casefold: true}
+  by_code: {system: exact_online, object: crm/Accounts, key: [Code], value: ID}
+fields:
+  YourRef: {from: Id}
+  OrderedBy:
+    lookup: by_email
+    by: [Email]
+    default_lookup: {lookup: by_code, key: "1"}
+    required: true
+"""
+
+
+@pytest.mark.parametrize("has_default", [True, False])
+def test_default_lookup_agrees_row_by_row_and_vectorized(tmp_path, has_default):
+    """A lookup field whose default is another lookup's value for a fixed key (the default debtor by
+    code): found, it fills every row without a match; absent, those rows are rejected by name and the
+    matched rows map. The row-by-row interpreter gives the same rows and rules."""
+    from erpsync.mapping._rowwise import apply_rowwise
+
+    path = tmp_path / "default_lookup_probe.yaml"
+    path.write_text(DEFAULT_LOOKUP_MAPPING)
+    mapping = load_mapping(path)
+    records = [
+        {"Id": "o1", "Email": "Jan@Example.nl"},
+        {"Id": "o2", "Email": "nobody@example.nl"},
+        {"Id": "o3", "Email": None},
+    ]
+    codes = [f"{'1':>18}", "2"] if has_default else ["2"]
+    lookups = {
+        "by_email": [{"Email": "jan@example.nl", "ID": "acc-jan"}],
+        "by_code": [{"Code": c, "ID": f"acc-{c.strip()}"} for c in codes],
+    }
+    vector = mapping.compile().apply(pd.DataFrame(records), {k: pd.DataFrame(v) for k, v in lookups.items()})
+    rows, rejected = apply_rowwise(mapping, records, lookups)
+    got = dict(zip(vector.frame["_source_key"], vector.frame["OrderedBy"], strict=True))
+    assert got == {r["YourRef"]: r["OrderedBy"] for r in rows}
+    rules = sorted(zip(vector.rejected["_source_key"], vector.rejected["rule"], strict=True))
+    assert rules == sorted((r["_source_key"], r["rule"]) for r in rejected)
+    if has_default:
+        assert got == {"o1": "acc-jan", "o2": "acc-1", "o3": "acc-1"} and rules == []
+    else:
+        assert got == {"o1": "acc-jan"}
+        assert rules == [("o2", "default_lookup"), ("o3", "default_lookup")]
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ('default_lookup: {lookup: nowhere, key: "1"}', "unknown lookup 'nowhere'"),
+        ('default_lookup: {lookup: by_code, key: ["1", "2"]}', "has 1 key column(s) but the key has 2"),
+        ('default_lookup: {lookup: by_code, key: "1"}\n    default: x', "either default or default_lookup"),
+    ],
+)
+def test_a_bad_default_lookup_is_named_with_its_line(tmp_path, option, message):
+    path = tmp_path / "default_lookup_probe.yaml"
+    path.write_text(DEFAULT_LOOKUP_MAPPING.replace('default_lookup: {lookup: by_code, key: "1"}', option))
+    with pytest.raises(MappingError) as raised:
+        load_mapping(path)
+    assert message in str(raised.value) and "default_lookup_probe.yaml:" in str(raised.value)

@@ -20,7 +20,7 @@ from erpsync.mapping import (
 )
 
 DEBTOR = "11111111-1111-1111-1111-111111111111"
-DEFAULT_DEBTOR = "00000000-0000-0000-0000-000000000000"
+DEFAULT_DEBTOR = "22222222-2222-2222-2222-222222222222"  # the account with code 1 (default_lookup)
 
 
 def order_item(line_id, code, qty, price, rate):
@@ -68,6 +68,10 @@ def orders():
 def exact_tables():
     return {
         "debtors_by_email": pd.DataFrame({"Email": ["jan@example.nl"], "ID": [DEBTOR]}),
+        # Exact pads account codes to 18 characters with leading spaces
+        "debtors_by_code": pd.DataFrame(
+            {"Code": [f"{'1':>18}", f"{'1001':>18}"], "ID": [DEFAULT_DEBTOR, DEBTOR]}
+        ),
         "items_by_code": pd.DataFrame({"Code": ["SKU1", "SKU2"], "ID": ["item-1", "item-2"]}),
         "vat_codes": pd.DataFrame(
             {
@@ -94,6 +98,20 @@ def test_order_header_fields(mapped_orders):
     assert a["PaymentCondition"] == "14" and b["PaymentCondition"] == "30"  # unknown terms fall back
     assert a["Currency"] == "EUR" and b["Currency"] == "EUR"
     assert a["Remarks"] == "deliver before noon"
+
+
+def test_without_the_default_debtor_in_exact_the_orders_that_need_it_are_quarantined(orders, exact_tables):
+    """The default debtor's code is not in Exact: orders matched by e-mail map as before; the order
+    without a match is rejected, saying which default was looked for and where."""
+    tables = {**exact_tables, "debtors_by_code": exact_tables["debtors_by_code"].iloc[1:]}
+    mapped = load_flow("sf_orders_to_exact").compile().apply(orders, tables)
+    assert mapped.frame["_source_key"].tolist() == ["801A"]
+    why = mapped.rejected.set_index(["_source_key", "field"]).loc[("801B", "OrderedBy")]
+    assert why["rule"] == "default_lookup"
+    assert why["message"] == (
+        "'OrderedBy' has no value and its default, the exact_online crm/Accounts record with Code 1 "
+        "(lookup 'debtors_by_code'), was not found or is not unique"
+    )
 
 
 def test_order_lines(mapped_orders):

@@ -283,7 +283,7 @@ class _FieldProgram:
                         shown(),
                     )
                 )
-        if spec.default is None and self.required:
+        if spec.default is None and spec.default_lookup is None and self.required:
             unmatched = present & ~found
             if unmatched.any():
                 out.append(
@@ -361,10 +361,27 @@ class _FieldProgram:
             for r in out:
                 rejected |= np.asarray(r.mask, dtype=bool)
 
-        if spec.default is not None:
-            values = values.where(~empty(values), spec.default)
-            if spec.type == "string" and not isinstance(spec.default, str):
+        default = spec.default if spec.default_lookup is None else self._default_from_lookup(tables)
+        if default is not None:
+            values = values.where(~empty(values), default)
+            if spec.type == "string" and not isinstance(default, str):
                 values = to_text(values)
+        elif spec.default_lookup is not None:
+            bad = empty(values) & ~rejected
+            if bad.any():
+                name, key = spec.default_lookup
+                lookup = self.mapping.lookups[name]
+                out.append(
+                    _Rejection(
+                        bad,
+                        "default_lookup",
+                        f"'{self.label}' has no value and its default, the {lookup.system} {lookup.object} "
+                        f"record with {' + '.join(lookup.key)} {' | '.join(map(str, key))} (lookup '{name}'), "
+                        "was not found or is not unique",
+                        None,
+                    )
+                )
+                rejected |= bad
 
         if spec.max_length is not None:
             text = values if spec.type == "string" else to_text(values)
@@ -401,6 +418,19 @@ class _FieldProgram:
                     _Rejection(bad, "allowed", f"value is not one of the allowed values ({shown})", values)
                 )
         return values, out
+
+    def _default_from_lookup(self, tables: dict[str, Any]) -> Any:
+        """The value the `default_lookup` lookup holds for its key; None when absent or ambiguous."""
+        import pandas as pd
+
+        name, key = self.spec.default_lookup  # type: ignore[misc]
+        lookup, table = self.mapping.lookups[name], tables[name]
+        parts = [_lookup_key(pd.Series([k], dtype=object), lookup) for k in key]
+        if any(part.isna().iloc[0] for part in parts) or not len(table["index"]):
+            return None
+        probe = pd.Index(parts[0]) if len(parts) == 1 else pd.MultiIndex.from_arrays(parts)
+        pos = int(table["index"].get_indexer(probe)[0])
+        return None if pos < 0 else table["values"].iloc[pos]
 
     def _typed(self, values: pd.Series, out: list[_Rejection], rejected) -> pd.Series:
         import numpy as np

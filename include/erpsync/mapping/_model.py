@@ -152,6 +152,8 @@ class FieldSpec:
     true_value: Any = True
     false_value: Any = False
     default: Any = None
+    #: (lookup name, key values): the default is that lookup's value for that key, found at run time
+    default_lookup: tuple[str, tuple[Any, ...]] | None = None
     required: bool = False
     allowed: tuple[Any, ...] | None = None
     max_length: int | None = None
@@ -306,6 +308,7 @@ class _Builder:
                 )
         elif "by" in raw:
             self.add((*where, "by"), "'by' only applies to a lookup")
+        default_lookup = self.default_lookup((*where, "default_lookup"), raw, lookups)
 
         ftype = raw.get("type", "string")
         for option, types in _TYPE_OPTIONS.items():
@@ -347,6 +350,7 @@ class _Builder:
             true_value=raw.get("true_value", True),
             false_value=raw.get("false_value", False),
             default=raw.get("default"),
+            default_lookup=default_lookup,
             required=bool(raw.get("required", False)),
             allowed=tuple(raw["allowed"]) if "allowed" in raw else None,
             max_length=max_length,
@@ -425,6 +429,28 @@ class _Builder:
             self.problems.extend(found)
             return None
         return data
+
+    def default_lookup(
+        self, where: PathT, raw: dict[str, Any], lookups: dict[str, Any]
+    ) -> tuple[str, tuple[Any, ...]] | None:
+        """Check `default_lookup: {lookup, key}`: a declared lookup, one key value per key column."""
+        spec = raw.get("default_lookup")
+        if not isinstance(spec, dict):
+            return None
+        if "default" in raw:
+            self.add(where, "use either default or default_lookup, not both")
+        name, key = spec.get("lookup"), spec.get("key")
+        key = tuple(key) if isinstance(key, list) else (key,)
+        lookup = lookups.get(name)
+        if lookup is None:
+            known = ", ".join(sorted(lookups)) or "none declared"
+            self.add((*where, "lookup"), f"unknown lookup '{name}' (declared: {known})")
+        elif len(key) != len(lookup.get("key", [])):
+            self.add(
+                (*where, "key"),
+                f"lookup '{name}' has {len(lookup.get('key', []))} key column(s) but the key has {len(key)} value(s)",
+            )
+        return name, key
 
     def fields(self, where: PathT, raw: dict[str, Any], lookups: dict[str, Any]) -> dict[str, FieldSpec]:
         return {
@@ -530,9 +556,10 @@ def build_mapping(doc: YamlDoc) -> tuple[Mapping | None, list[Problem]]:
             min_lines=raw.get("min_lines", 1),
         )
 
-    used = {spec.lookup for spec in fields.values()} | (
-        {spec.lookup for spec in lines.fields.values()} if lines else set()
-    )
+    every_field = [*fields.values(), *(lines.fields.values() if lines else ())]
+    used = {spec.lookup for spec in every_field} | {
+        spec.default_lookup[0] for spec in every_field if spec.default_lookup
+    }
     for name in raw_lookups:
         if name not in used:
             builder.add(("lookups", name), f"lookup '{name}' is declared but no field uses it")

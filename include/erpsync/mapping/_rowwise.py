@@ -103,6 +103,14 @@ def _index(lookup: LookupSpec, rows: list[dict[str, Any]]) -> tuple[dict, set]:
     return found, ambiguous
 
 
+def _default_from_lookup(spec: FieldSpec, mapping: Mapping, tables: dict) -> Any:
+    name, key = spec.default_lookup  # type: ignore[misc]
+    lookup = mapping.lookups[name]
+    found, ambiguous = tables[name]
+    probe = tuple(_lookup_key(k, lookup) for k in key)
+    return None if probe in ambiguous else found.get(probe)
+
+
 def _field(spec: FieldSpec, record: dict, mapping: Mapping, tables: dict, required: bool):
     """Return (value, [(rule, message, value)]) for one field of one record."""
     rejections: list[tuple[str, str, Any]] = []
@@ -135,7 +143,7 @@ def _field(spec: FieldSpec, record: dict, mapping: Mapping, tables: dict, requir
                 rejections.append(("lookup_ambiguous", "ambiguous", shown))
             elif key in found:
                 value = found[key]
-            elif spec.default is None and required:
+            elif spec.default is None and spec.default_lookup is None and required:
                 rejections.append(("lookup", "no match", shown))
     rejected = bool(rejections)
 
@@ -166,10 +174,12 @@ def _field(spec: FieldSpec, record: dict, mapping: Mapping, tables: dict, requir
         if problem and not rejected:
             rejections.append(("format", problem, _text(raw)))
             rejected = True
-    if _missing(value) and spec.default is not None:
-        value = (
-            spec.default if spec.type != "string" or isinstance(spec.default, str) else key_str(spec.default)
-        )
+    default = spec.default if spec.default_lookup is None else _default_from_lookup(spec, mapping, tables)
+    if _missing(value) and default is not None:
+        value = default if spec.type != "string" or isinstance(default, str) else key_str(default)
+    elif _missing(value) and spec.default_lookup is not None and not rejected:
+        rejections.append(("default_lookup", "default not found", None))
+        rejected = True
     if spec.max_length is not None and value is not None:
         text = value if spec.type == "string" else _text(value)
         if len(text) > spec.max_length:
