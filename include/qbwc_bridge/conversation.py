@@ -88,6 +88,8 @@ _TICKETS = Ticket.__table__
 _EXCHANGES = Exchange.__table__
 _REQUESTS = JobRequest.__table__
 _JOBS = Job.__table__
+#: Every column but the HCP answer (kilobytes, written once per session, never read back here).
+_TICKET_COLUMNS = tuple(c for c in _TICKETS.c if c.name != "hcp_response")
 
 
 def _message_set_id() -> str:
@@ -143,7 +145,7 @@ class Conversation:
     def _load_ticket(self, s: Session, ticket: str) -> _TicketRow | None:
         if not ticket:
             return None
-        stmt = select(_TICKETS).where(_TICKETS.c.ticket == ticket)
+        stmt = select(*_TICKET_COLUMNS).where(_TICKETS.c.ticket == ticket)
         if self.store.is_postgres:
             stmt = stmt.with_for_update()
         row = s.execute(stmt).first()
@@ -523,6 +525,13 @@ class Conversation:
 
     def receive_response_xml(self, ticket: str, response: str, hresult: str, message: str) -> int:
         """Store the answers; return percent done (100 = finished, negative = see getLastError)."""
+        parsed, unreadable = None, None
+        if response or not hresult:
+            # Parsed before the transaction: the write lock is held for the database work only.
+            try:
+                parsed = _qbxml.parse_response_doc(response or "")
+            except Exception as exc:  # unusable answer: treat like a lost one, reconcile next time
+                unreadable = exc
         with self._session(ticket) as (s, t):
             if t is None:
                 return -1
@@ -537,13 +546,12 @@ class Conversation:
             acked = _now()
             if not response and hresult:
                 return self._hresult(s, t, self._acked(s, ex.id, acked), hresult, message)
-            try:
-                set_status, answers = _qbxml.parse_response_doc(response or "")
-            except Exception as exc:  # unusable answer: treat like a lost one, reconcile next time
+            if unreadable is not None:
                 self._acked(s, ex.id, acked)
                 self._mark_lost(s, ex.id)
-                t.last_error = f"QuickBooks response could not be read ({exc}); it will be reconciled."
+                t.last_error = f"QuickBooks response could not be read ({unreadable}); it will be reconciled."
                 return -1
+            set_status, answers = parsed
             if ex.kind == "recovery":
                 outcome = self._apply_recovery(s, t, self._acked(s, ex.id, acked), set_status, answers)
             else:

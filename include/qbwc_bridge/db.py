@@ -9,6 +9,7 @@ they queue on an in-process lock instead and reach BEGIN IMMEDIATE one at a time
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -19,14 +20,59 @@ from sqlalchemy.orm import Session, sessionmaker
 __all__ = ["Store", "make_engine", "migrate"]
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
-_WRITE_LOCKS: dict[str, threading.RLock] = {}
+
+
+class _FifoLock:
+    """A re-entrant lock handed to waiters in arrival order, waking only the next one.
+
+    With 50 Web Connectors writing at once, threading.Lock lets late arrivals overtake (a long tail),
+    and a Condition.notify_all would wake every waiter on each release.
+    """
+
+    def __init__(self):
+        self._guard = threading.Lock()
+        self._waiters: deque[threading.Lock] = deque()
+        self._owner: object = None
+        self._depth = 0
+
+    def __enter__(self):
+        me = threading.get_ident()
+        with self._guard:
+            if self._owner == me:
+                self._depth += 1
+                return self
+            if self._owner is None:
+                self._owner, self._depth = me, 1
+                return self
+            gate = threading.Lock()
+            gate.acquire()
+            self._waiters.append(gate)
+        gate.acquire()  # released by the previous owner when it hands the lock over
+        with self._guard:
+            self._owner, self._depth = me, 1
+        return self
+
+    def __exit__(self, *exc):
+        with self._guard:
+            self._depth -= 1
+            if self._depth:
+                return
+            if self._waiters:
+                gate = self._waiters.popleft()
+                self._owner = gate  # held for the next waiter: a newcomer queues behind it
+                gate.release()
+            else:
+                self._owner = None
+
+
+_WRITE_LOCKS: dict[str, _FifoLock] = {}
 _WRITE_LOCKS_GUARD = threading.Lock()
 
 
-def _write_lock(url: str) -> threading.RLock:
+def _write_lock(url: str) -> _FifoLock:
     """One lock per SQLite database in this process, shared by every Store on it."""
     with _WRITE_LOCKS_GUARD:
-        return _WRITE_LOCKS.setdefault(url, threading.RLock())
+        return _WRITE_LOCKS.setdefault(url, _FifoLock())
 
 
 def make_engine(url: str, *, readonly: bool = False) -> Engine:
