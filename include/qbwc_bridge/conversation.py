@@ -30,15 +30,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
-from erpsync.qbwc_bridge import _qbxml
+from erpsync.qbwc_bridge import _qbxml, _sql
 from erpsync.qbwc_bridge.config import BridgeSettings
 from erpsync.qbwc_bridge.crud import company_by_username
 from erpsync.qbwc_bridge.db import Store
-from erpsync.qbwc_bridge.jobs import ACTIVE_REQUEST_STATES, expire_jobs, settle_jobs
-from erpsync.qbwc_bridge.models import Company, Exchange, Job, JobRequest, Ticket
+from erpsync.qbwc_bridge.jobs import expire_jobs, settle_jobs
+from erpsync.qbwc_bridge.models import Company, Exchange, JobRequest
 from erpsync.qbwc_bridge.passwords import hash_password, verify_password
 
 __all__ = ["SERVER_VERSION", "Conversation"]
@@ -59,37 +59,6 @@ _DUMMY_HASH = hash_password("timing-equaliser")  # verify against it for unknown
 
 def _now() -> float:
     return time.time()
-
-
-_ANSWER_COLUMNS = (
-    "state",
-    "status_code",
-    "status_severity",
-    "status_message",
-    "list_id",
-    "txn_id",
-    "edit_sequence",
-    "response_xml",
-    "record_count",
-    "iterator_id",
-    "iterator_ticket",
-    "updated_at",
-)
-#: One Core executemany writes a whole batch of answers (the ORM's per-row bookkeeping costs more
-#: than the SQL on a 100-request exchange).
-_BULK_ANSWER = (
-    JobRequest.__table__.update()
-    .where(JobRequest.__table__.c.id == bindparam("b_id"))
-    .values({name: bindparam(f"b_{name}") for name in _ANSWER_COLUMNS})
-)
-
-
-_TICKETS = Ticket.__table__
-_EXCHANGES = Exchange.__table__
-_REQUESTS = JobRequest.__table__
-_JOBS = Job.__table__
-#: Every column but the HCP answer (kilobytes, written once per session, never read back here).
-_TICKET_COLUMNS = tuple(c for c in _TICKETS.c if c.name != "hcp_response")
 
 
 def _message_set_id() -> str:
@@ -121,7 +90,8 @@ class _TicketRow:
 
     def save(self, s: Session) -> None:
         if self._changed:
-            s.execute(update(_TICKETS).where(_TICKETS.c.ticket == self.ticket).values(self._changed))
+            params = {f"b_{name}": value for name, value in self._changed.items()}
+            s.execute(_sql.ticket_update(tuple(sorted(self._changed))), {"b_ticket": self.ticket, **params})
             self._changed.clear()
 
 
@@ -145,10 +115,8 @@ class Conversation:
     def _load_ticket(self, s: Session, ticket: str) -> _TicketRow | None:
         if not ticket:
             return None
-        stmt = select(*_TICKET_COLUMNS).where(_TICKETS.c.ticket == ticket)
-        if self.store.is_postgres:
-            stmt = stmt.with_for_update()
-        row = s.execute(stmt).first()
+        stmt = _sql.TICKET_FOR_UPDATE if self.store.is_postgres else _sql.TICKET
+        row = s.execute(stmt, {"ticket": ticket}).first()
         return _TicketRow(row) if row is not None else None
 
     def _ticket(self, s: Session, ticket: str) -> _TicketRow | None:
@@ -231,23 +199,23 @@ class Conversation:
             # A new session while an older one is open means the older one died: whatever it sent and
             # never had acknowledged is now unknown and must be reconciled.
             superseded = s.execute(
-                select(_TICKETS.c.ticket, _TICKETS.c.pending_exchange_id).where(
-                    _TICKETS.c.company_id == company_id, _TICKETS.c.state == "open"
+                select(_sql.TICKETS.c.ticket, _sql.TICKETS.c.pending_exchange_id).where(
+                    _sql.TICKETS.c.company_id == company_id, _sql.TICKETS.c.state == "open"
                 )
             ).all()
             for _old, pending in superseded:
                 self._mark_lost(s, pending)
             if superseded:
                 s.execute(
-                    update(_TICKETS)
-                    .where(_TICKETS.c.ticket.in_([old for old, _ in superseded]))
+                    update(_sql.TICKETS)
+                    .where(_sql.TICKETS.c.ticket.in_([old for old, _ in superseded]))
                     .values(state="superseded", closed_at=now, pending_exchange_id=None)
                 )
             expire_jobs(session=s, company_id=company_id, now=now)
             outstanding = self._outstanding(s, company_id)
             ticket = secrets.token_urlsafe(24)
             s.execute(
-                insert(_TICKETS).values(
+                insert(_sql.TICKETS).values(
                     ticket=ticket,
                     company_id=company_id,
                     state="open" if outstanding else "idle",
@@ -283,10 +251,7 @@ class Conversation:
         return True
 
     def _outstanding(self, s: Session, company_id: int) -> int:
-        c = _REQUESTS.c
-        return s.scalar(
-            select(func.count()).where(c.company_id == company_id, c.state.in_(ACTIVE_REQUEST_STATES))
-        )
+        return s.scalar(_sql.OUTSTANDING, {"company_id": company_id})
 
     def send_request_xml(
         self, ticket: str, hcp_response: str, company_file: str, country: str, major: str, minor: str
@@ -346,29 +311,26 @@ class Conversation:
     def _new_exchange(self, s: Session, t: _TicketRow, *, kind: str, count: int, doc: str, **extra) -> int:
         """Record the document as `sent` (committed before it is returned); the ticket now awaits it."""
         ex_id = s.execute(
-            insert(_EXCHANGES).values(
-                company_id=t.company_id,
-                ticket=t.ticket,
-                kind=kind,
-                state="sent",
-                request_count=count,
-                size_bytes=len(doc),
-                created_at=_now(),
+            _sql.INSERT_EXCHANGE,
+            {
+                "company_id": t.company_id,
+                "ticket": t.ticket,
+                "kind": kind,
+                "state": "sent",
+                "request_count": count,
+                "size_bytes": len(doc),
+                "created_at": _now(),
+                "old_message_set_id": None,
+                "probes": None,
                 **extra,
-            )
+            },
         ).inserted_primary_key[0]
         t.pending_exchange_id = ex_id
         t.exchanges += 1
         return ex_id
 
     def _recovery_document(self, s: Session, t: _TicketRow) -> str | None:
-        e = _EXCHANGES.c
-        lost_id = s.scalar(
-            select(e.id)
-            .where(e.company_id == t.company_id, e.state == "lost", e.kind == "work")
-            .order_by(e.id)
-            .limit(1)
-        )
+        lost_id = s.scalar(_sql.OLDEST_LOST_WORK, {"company_id": t.company_id})
         if lost_id is None:
             return None
         lost = s.get(Exchange, lost_id)
@@ -434,25 +396,9 @@ class Conversation:
 
     def _work_document(self, s: Session, t: _TicketRow) -> str | None:
         cfg = self.settings
-        c, j = _REQUESTS.c, _JOBS.c
         # Plain column tuples, not ORM objects: this runs for every exchange and the batch can be large.
         rows = s.execute(
-            select(
-                c.id,
-                c.job_id,
-                c.kind,
-                c.request_xml,
-                c.qb_request_id,
-                c.solo,
-                c.iterator_id,
-                c.iterator_ticket,
-                j.on_error,
-                j.state.label("job_state"),
-            )
-            .join(_JOBS, j.id == c.job_id)
-            .where(c.company_id == t.company_id, c.state == "pending")
-            .order_by(c.id)
-            .limit(cfg.max_batch_requests)
+            _sql.PENDING_BATCH, {"company_id": t.company_id, "limit": cfg.max_batch_requests}
         ).all()
         if not rows:
             return None
@@ -497,28 +443,23 @@ class Conversation:
         now = _now()
         if restarted:
             s.execute(
-                update(_REQUESTS)
-                .where(c.id.in_(restarted))
+                update(_sql.REQUESTS)
+                .where(_sql.REQUESTS.c.id.in_(restarted))
                 .values(iterator_id=None, response_xml=None, record_count=0, iterator_ticket=t.ticket)
             )
-        # `picked` is always a prefix of the pending rows in id order, so a range selects exactly it.
         s.execute(
-            update(_REQUESTS)
-            .where(
-                c.company_id == t.company_id,
-                c.state == "pending",
-                c.id >= picked[0].id,
-                c.id <= picked[-1].id,
-            )
-            .values(state="sent", exchange_id=ex_id, attempts=c.attempts + 1, updated_at=now)
+            _sql.MARK_SENT,
+            {
+                "b_company_id": t.company_id,
+                "b_first": picked[0].id,
+                "b_last": picked[-1].id,
+                "b_exchange_id": ex_id,
+                "b_now": now,
+            },
         )
-        queued = {jr.job_id for jr in picked if jr.job_state == "queued"}
+        queued = sorted({jr.job_id for jr in picked if jr.job_state == "queued"})
         if queued:
-            s.execute(
-                update(_JOBS)
-                .where(j.id.in_(queued), j.state == "queued")
-                .values(state="in_progress", updated_at=now)
-            )
+            s.execute(_sql.START_JOBS, {"b_ids": queued, "b_now": now})
         if cfg.debug_qbxml:
             log.debug("sendRequestXML ticket=%s document=%s", t.ticket[:8], doc)
         return doc
@@ -535,10 +476,9 @@ class Conversation:
         with self._session(ticket) as (s, t):
             if t is None:
                 return -1
-            e = _EXCHANGES.c
             ex = None
             if t.pending_exchange_id is not None:
-                ex = s.execute(select(e.id, e.kind, e.state).where(e.id == t.pending_exchange_id)).first()
+                ex = s.execute(_sql.EXCHANGE, {"id": t.pending_exchange_id}).first()
             t.pending_exchange_id = None
             if ex is None or ex.state != "sent":
                 t.last_error = "receiveResponseXML without a matching sendRequestXML; the answer was ignored."
@@ -557,9 +497,8 @@ class Conversation:
             else:
                 outcome, unknown = self._apply_work(s, t, ex.id, answers)
                 s.execute(
-                    update(_EXCHANGES)
-                    .where(e.id == ex.id)
-                    .values(state="lost" if unknown else "acked", acked_at=acked)
+                    _sql.ACK_EXCHANGE,
+                    {"b_id": ex.id, "b_state": "lost" if unknown else "acked", "b_acked_at": acked},
                 )
             t.requests_ok += outcome.ok
             t.requests_failed += outcome.failed
@@ -613,26 +552,12 @@ class Conversation:
         settle_jobs(session=s, job_ids={jr.job_id for jr in requests})
         return self._percent(s, t)
 
-    _ANSWER_FIELDS = (
-        "state",
-        "status_code",
-        "status_severity",
-        "status_message",
-        "list_id",
-        "txn_id",
-        "edit_sequence",
-        "response_xml",
-        "record_count",
-        "iterator_id",
-        "iterator_ticket",
-    )
-
     def _answer_values(self, jr: JobRequest, rs: _qbxml.RsInfo, ticket: str) -> tuple[str, dict]:
         """What one *Rs changes on its request: ("ok" | "failed" | "more", full column values).
 
         Returns values instead of mutating the row so a whole batch is written with one executemany.
         """
-        v = {name: getattr(jr, name) for name in self._ANSWER_FIELDS}
+        v = {name: getattr(jr, name) for name in _sql.ANSWER_COLUMNS}
         v.update(id=jr.id, updated_at=_now(), status_code=rs.status_code)
         v.update(status_severity=rs.severity, status_message=rs.message)
         failed = rs.status_code >= 1000 or rs.severity == "Error"
@@ -675,20 +600,12 @@ class Conversation:
         text = (rs.message or "").lower()
         return rs.status_code in _LOCK_CODES and any(word in text for word in _LOCK_TEXTS)
 
-    _WORK_COLUMNS = tuple(
-        _REQUESTS.c[name]
-        for name in sorted({"id", "job_id", "qb_request_id", "position", "attempts", *_ANSWER_FIELDS})
-    )
-
     def _apply_work(
         self, s: Session, t: _TicketRow, ex_id: int, answers: list[_qbxml.RsInfo]
     ) -> tuple[_Outcome, bool]:
         """Store a work document's answers; (counts, whether some request's outcome is unknown)."""
         # Column tuples, not ORM objects: _answer_values only reads, and the batch is written in one go.
-        requests = {
-            jr.qb_request_id: jr
-            for jr in s.execute(select(*self._WORK_COLUMNS).where(_REQUESTS.c.exchange_id == ex_id))
-        }
+        requests = {jr.qb_request_id: jr for jr in s.execute(_sql.ANSWERED_BATCH, {"exchange_id": ex_id})}
         out = _Outcome()
         stopped: dict[str, str] = {}
         updates: list[dict] = []
@@ -710,7 +627,7 @@ class Conversation:
         for jr in requests.values():
             if jr.state != "sent" or jr.id in answered:
                 continue
-            values = {name: getattr(jr, name) for name in self._ANSWER_FIELDS}
+            values = {name: getattr(jr, name) for name in _sql.ANSWER_COLUMNS}
             values.update(id=jr.id, updated_at=now)
             if jr.job_id in stopped:
                 # stopOnError: QuickBooks skipped everything after the failing request.
@@ -724,17 +641,19 @@ class Conversation:
                 unknown = True
             updates.append(values)
         if updates:
-            s.execute(_BULK_ANSWER, [{f"b_{k}": v for k, v in row.items()} for row in updates])
+            s.execute(_sql.BULK_ANSWER, [{f"b_{k}": v for k, v in row.items()} for row in updates])
         job_ids = {jr.job_id for jr in requests.values()}
         if stopped:
             job_modes = dict(
-                s.execute(select(_JOBS.c.id, _JOBS.c.on_error).where(_JOBS.c.id.in_(list(stopped)))).all()
+                s.execute(
+                    select(_sql.JOBS.c.id, _sql.JOBS.c.on_error).where(_sql.JOBS.c.id.in_(list(stopped)))
+                ).all()
             )
             for job_id, reason in stopped.items():
                 if job_modes.get(job_id) == "stop":
                     n = s.execute(
-                        update(_REQUESTS)
-                        .where(_REQUESTS.c.job_id == job_id, _REQUESTS.c.state == "pending")
+                        update(_sql.REQUESTS)
+                        .where(_sql.REQUESTS.c.job_id == job_id, _sql.REQUESTS.c.state == "pending")
                         .values(
                             state="failed", status_message=reason, status_severity="Error", updated_at=now
                         )

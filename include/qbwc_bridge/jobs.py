@@ -12,11 +12,12 @@ import time
 import uuid
 from typing import Any
 
-from sqlalchemy import bindparam, exists, func, insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from erpsync.errors import ConfigError, FatalSourceError, RateLimitedError, RecordError, SyncError
-from erpsync.qbwc_bridge import _qbxml
+from erpsync.qbwc_bridge import _qbxml, _sql
+from erpsync.qbwc_bridge._sql import ACTIVE_REQUEST_STATES
 from erpsync.qbwc_bridge.crud import company_by_name
 from erpsync.qbwc_bridge.models import Company, Job, JobRequest
 
@@ -38,8 +39,6 @@ __all__ = [
 ]
 
 TERMINAL_JOB_STATES = frozenset({"completed", "failed", "cancelled", "expired"})
-#: Requests still owed an answer: waiting, on the wire, or sent and not acknowledged.
-ACTIVE_REQUEST_STATES = ("pending", "sent", "lost")
 
 
 class UnknownCompany(ConfigError):
@@ -302,19 +301,6 @@ def expire_jobs(*, session: Session, company_id: int | None = None, now: float |
     return len(expired)
 
 
-_JR = JobRequest.__table__.c
-_SETTLE = (
-    Job.__table__.update()
-    .where(Job.__table__.c.id == bindparam("b_id"))
-    .values(
-        state=bindparam("b_state"),
-        finished_at=bindparam("b_finished_at"),
-        error=bindparam("b_error"),
-        updated_at=bindparam("b_updated_at"),
-    )
-)
-
-
 def settle_jobs(*, session: Session, job_ids: set[str]) -> None:
     """Recompute the state of `job_ids` from their requests (after an exchange changed them).
 
@@ -324,19 +310,9 @@ def settle_jobs(*, session: Session, job_ids: set[str]) -> None:
     if not job_ids:
         return
     session.flush()  # what follows reads with Core statements, which do not autoflush
-    j = Job.__table__.c
-    active = exists().where(_JR.job_id == j.id, _JR.state.in_(ACTIVE_REQUEST_STATES)).label("active")
-    touched = (
-        exists().where(_JR.job_id == j.id, _JR.state.in_(("done", "failed", "sent", "lost"))).label("touched")
-    )
-    rows = session.execute(
-        select(j.id, j.state, j.request_count, j.finished_at, j.error, active, touched).where(
-            j.id.in_(job_ids), j.state.not_in(("cancelled", "expired"))
-        )
-    ).all()
     now = _now()
     changes = []
-    for row in rows:
+    for row in session.execute(_sql.SETTLE_JOBS, {"ids": sorted(job_ids)}):
         change = {
             "b_id": row.id,
             "b_state": row.state,
@@ -346,7 +322,7 @@ def settle_jobs(*, session: Session, job_ids: set[str]) -> None:
         if row.active:
             change["b_state"] = "in_progress" if row.touched else row.state
         else:
-            failed = session.scalar(select(func.count()).where(_JR.job_id == row.id, _JR.state == "failed"))
+            failed = session.scalar(_sql.FAILED_IN_JOB, {"job_id": row.id})
             change["b_finished_at"] = now
             if failed:
                 change["b_state"] = "failed"
@@ -356,4 +332,4 @@ def settle_jobs(*, session: Session, job_ids: set[str]) -> None:
         change["b_updated_at"] = now
         changes.append(change)
     if changes:
-        session.execute(_SETTLE, changes)
+        session.execute(_sql.SETTLE, changes)

@@ -1,0 +1,141 @@
+"""The statements every Web Connector call runs, built once at import and executed with parameters.
+
+Building a SQLAlchemy statement and its cache key costs about twice what running it costs on SQLite
+(~40 µs against ~20 µs), and a session runs a dozen of them per exchange. These are Core statements
+on the tables (no ORM identity map, no autoflush): callers flush pending ORM changes first.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from sqlalchemy import Update, bindparam, exists, func, insert, select, update
+
+from erpsync.qbwc_bridge.models import Exchange, Job, JobRequest, Ticket
+
+TICKETS = Ticket.__table__
+EXCHANGES = Exchange.__table__
+REQUESTS = JobRequest.__table__
+JOBS = Job.__table__
+
+#: Requests still owed an answer: waiting, on the wire, or sent and not acknowledged.
+ACTIVE_REQUEST_STATES = ("pending", "sent", "lost")
+
+_t, _e, _r, _j = TICKETS.c, EXCHANGES.c, REQUESTS.c, JOBS.c
+
+#: Every ticket column but the HCP answer (kilobytes, written once per session, never read back).
+TICKET = select(*(c for c in _t if c.name != "hcp_response")).where(_t.ticket == bindparam("ticket"))
+TICKET_FOR_UPDATE = TICKET.with_for_update()
+
+
+@lru_cache(maxsize=64)
+def ticket_update(columns: tuple[str, ...]) -> Update:
+    """UPDATE of these ticket columns (parameters `b_<column>`, `b_ticket`); a call changes a few."""
+    return (
+        update(TICKETS)
+        .where(_t.ticket == bindparam("b_ticket"))
+        .values({c: bindparam(f"b_{c}") for c in columns})
+    )
+
+
+OUTSTANDING = select(func.count()).where(
+    _r.company_id == bindparam("company_id"), _r.state.in_(ACTIVE_REQUEST_STATES)
+)
+OLDEST_LOST_WORK = (
+    select(_e.id)
+    .where(_e.company_id == bindparam("company_id"), _e.state == "lost", _e.kind == "work")
+    .order_by(_e.id)
+    .limit(1)
+)
+#: The next requests to send, with their job's error mode: one SELECT per document.
+PENDING_BATCH = (
+    select(
+        _r.id,
+        _r.job_id,
+        _r.kind,
+        _r.request_xml,
+        _r.qb_request_id,
+        _r.solo,
+        _r.iterator_id,
+        _r.iterator_ticket,
+        _j.on_error,
+        _j.state.label("job_state"),
+    )
+    .join(JOBS, _j.id == _r.job_id)
+    .where(_r.company_id == bindparam("company_id"), _r.state == "pending")
+    .order_by(_r.id)
+    .limit(bindparam("limit"))
+)
+INSERT_EXCHANGE = insert(EXCHANGES)
+#: A document's requests are a prefix of the pending rows in id order, so a range selects exactly it.
+MARK_SENT = (
+    update(REQUESTS)
+    .where(
+        _r.company_id == bindparam("b_company_id"),
+        _r.state == "pending",
+        _r.id >= bindparam("b_first"),
+        _r.id <= bindparam("b_last"),
+    )
+    .values(
+        state="sent",
+        exchange_id=bindparam("b_exchange_id"),
+        attempts=_r.attempts + 1,
+        updated_at=bindparam("b_now"),
+    )
+)
+START_JOBS = (
+    update(JOBS)
+    .where(_j.id.in_(bindparam("b_ids", expanding=True)), _j.state == "queued")
+    .values(state="in_progress", updated_at=bindparam("b_now"))
+)
+EXCHANGE = select(_e.id, _e.kind, _e.state).where(_e.id == bindparam("id"))
+ACK_EXCHANGE = (
+    update(EXCHANGES)
+    .where(_e.id == bindparam("b_id"))
+    .values(state=bindparam("b_state"), acked_at=bindparam("b_acked_at"))
+)
+
+#: What an answer changes on its request; one executemany writes a whole batch.
+ANSWER_COLUMNS = (
+    "state",
+    "status_code",
+    "status_severity",
+    "status_message",
+    "list_id",
+    "txn_id",
+    "edit_sequence",
+    "response_xml",
+    "record_count",
+    "iterator_id",
+    "iterator_ticket",
+)
+ANSWERED_BATCH = select(
+    *(_r[name] for name in sorted({"id", "job_id", "qb_request_id", "position", "attempts", *ANSWER_COLUMNS}))
+).where(_r.exchange_id == bindparam("exchange_id"))
+BULK_ANSWER = (
+    update(REQUESTS)
+    .where(_r.id == bindparam("b_id"))
+    .values({name: bindparam(f"b_{name}") for name in (*ANSWER_COLUMNS, "updated_at")})
+)
+
+#: Jobs to settle, with two index probes each (job_id/state index) instead of counting their requests.
+SETTLE_JOBS = select(
+    _j.id,
+    _j.state,
+    _j.request_count,
+    _j.finished_at,
+    _j.error,
+    exists().where(_r.job_id == _j.id, _r.state.in_(ACTIVE_REQUEST_STATES)).label("active"),
+    exists().where(_r.job_id == _j.id, _r.state.in_(("done", "failed", "sent", "lost"))).label("touched"),
+).where(_j.id.in_(bindparam("ids", expanding=True)), _j.state.not_in(("cancelled", "expired")))
+FAILED_IN_JOB = select(func.count()).where(_r.job_id == bindparam("job_id"), _r.state == "failed")
+SETTLE = (
+    update(JOBS)
+    .where(_j.id == bindparam("b_id"))
+    .values(
+        state=bindparam("b_state"),
+        finished_at=bindparam("b_finished_at"),
+        error=bindparam("b_error"),
+        updated_at=bindparam("b_updated_at"),
+    )
+)
