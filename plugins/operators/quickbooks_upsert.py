@@ -181,7 +181,7 @@ class QuickBooksUpsertOperator(_SyncStepOperator, _InputMixin):
         for b, start in enumerate(range(0, len(pending), rows_per_job)):
             saved = progress.batch(b)
             if saved is None:
-                batch = pending[start : start + rows_per_job]
+                batch = pending.iloc[start : start + rows_per_job].to_dict("records")
                 program = UpsertProgram(_payloads(spec, batch), identity=spec.identity, prefix=f"{base}/b{b}")
                 saved = self._run_batch(adapter, spec, program, progress, b)
             adapter.job_ids.extend(saved["jobs"])
@@ -275,7 +275,9 @@ class _Progress:
         tmp.write_text(json.dumps(value, default=str))
         os.replace(tmp, path)
 
-    def pending(self) -> tuple[list[dict[str, Any]], dict[str, Any]] | None:
+    def pending(self) -> tuple[Any, dict[str, Any]] | None:
+        """The rows to write (a DataFrame: a resume converts only the batch it runs to dicts) and
+        those an earlier try wrote; None before the first execution saved them."""
         import pandas as pd
 
         from erpsync.state import Identity
@@ -283,10 +285,10 @@ class _Progress:
         already = self._read(self.folder / "already.json")
         if already is None:
             return None
-        rows = pd.read_parquet(self.folder / "pending.parquet").to_dict("records")
+        rows = pd.read_parquet(self.folder / "pending.parquet")
         return rows, {k: Identity(k, target, digest) for k, target, digest in already}
 
-    def save_pending(self, todo, already: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    def save_pending(self, todo, already: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
         """Keep the rows still to write and those an earlier try wrote; return them as read back."""
         self.folder.mkdir(parents=True, exist_ok=True)
         tmp = self.folder / "pending.parquet.tmp"
@@ -390,10 +392,10 @@ def _finish(ctx, spec, plans, pending, results, already, adapter):
         )
 
     writer = ChunkWriter(ctx.staging, "upsert")
-    if pending:
+    if len(pending):
         if len(results) != len(pending):
             raise ConfigError(f"QuickBooks upsert answered {len(results)} results for {len(pending)} rows")
-        merged = pd.DataFrame(pending)
+        merged = pending.reset_index(drop=True)
         res = pd.DataFrame(results)
         merged["_result"] = res["action"].to_numpy()
         merged["_target_id"] = (
