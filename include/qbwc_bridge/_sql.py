@@ -11,8 +11,9 @@ from functools import lru_cache
 
 from sqlalchemy import Update, bindparam, exists, func, insert, select, update
 
-from erpsync.qbwc_bridge.models import Exchange, Job, JobRequest, Ticket
+from erpsync.qbwc_bridge.models import Company, Exchange, Job, JobRequest, Ticket
 
+COMPANIES = Company.__table__
 TICKETS = Ticket.__table__
 EXCHANGES = Exchange.__table__
 REQUESTS = JobRequest.__table__
@@ -21,7 +22,23 @@ JOBS = Job.__table__
 #: Requests still owed an answer: waiting, on the wire, or sent and not acknowledged.
 ACTIVE_REQUEST_STATES = ("pending", "sent", "lost")
 
-_t, _e, _r, _j = TICKETS.c, EXCHANGES.c, REQUESTS.c, JOBS.c
+_c, _t, _e, _r, _j = COMPANIES.c, TICKETS.c, EXCHANGES.c, REQUESTS.c, JOBS.c
+
+LOGIN = select(_c.id, _c.password_hash, _c.company_file).where(_c.username == bindparam("username"))
+OPEN_TICKETS = select(_t.ticket, _t.pending_exchange_id).where(
+    _t.company_id == bindparam("company_id"), _t.state == "open"
+)
+SUPERSEDE = (
+    update(TICKETS)
+    .where(_t.ticket.in_(bindparam("b_tickets", expanding=True)))
+    .values(state="superseded", closed_at=bindparam("b_now"), pending_exchange_id=None)
+)
+INSERT_TICKET = insert(TICKETS)
+EXPIRED_JOBS = select(_j.id).where(
+    _j.company_id == bindparam("company_id"),
+    _j.state.in_(("queued", "in_progress")),
+    _j.expires_at < bindparam("now"),
+)
 
 #: Every ticket column but the HCP answer (kilobytes, written once per session, never read back).
 TICKET = select(*(c for c in _t if c.name != "hcp_response")).where(_t.ticket == bindparam("ticket"))

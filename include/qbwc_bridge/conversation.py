@@ -30,12 +30,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from erpsync.qbwc_bridge import _qbxml, _sql
 from erpsync.qbwc_bridge.config import BridgeSettings
-from erpsync.qbwc_bridge.crud import company_by_username
 from erpsync.qbwc_bridge.db import Store
 from erpsync.qbwc_bridge.jobs import expire_jobs, settle_jobs
 from erpsync.qbwc_bridge.models import Company, Exchange, JobRequest
@@ -186,7 +185,7 @@ class Conversation:
         """[ticket, ""|company file|"none"|"nvu", postpone seconds, minimum run interval seconds]."""
         min_run = str(self.settings.min_run_every_seconds) if self.settings.min_run_every_seconds else ""
         with self.store.reading() as s:
-            company = company_by_username(session=s, username=username or "")
+            company = s.execute(_sql.LOGIN, {"username": username or ""}).first()
             stored = company.password_hash if company else _DUMMY_HASH
             company_id = company.id if company else None
             company_file = company.company_file if company else ""
@@ -198,36 +197,29 @@ class Conversation:
             now = _now()
             # A new session while an older one is open means the older one died: whatever it sent and
             # never had acknowledged is now unknown and must be reconciled.
-            superseded = s.execute(
-                select(_sql.TICKETS.c.ticket, _sql.TICKETS.c.pending_exchange_id).where(
-                    _sql.TICKETS.c.company_id == company_id, _sql.TICKETS.c.state == "open"
-                )
-            ).all()
+            superseded = s.execute(_sql.OPEN_TICKETS, {"company_id": company_id}).all()
             for _old, pending in superseded:
                 self._mark_lost(s, pending)
             if superseded:
-                s.execute(
-                    update(_sql.TICKETS)
-                    .where(_sql.TICKETS.c.ticket.in_([old for old, _ in superseded]))
-                    .values(state="superseded", closed_at=now, pending_exchange_id=None)
-                )
+                s.execute(_sql.SUPERSEDE, {"b_tickets": [old for old, _ in superseded], "b_now": now})
             expire_jobs(session=s, company_id=company_id, now=now)
             outstanding = self._outstanding(s, company_id)
             ticket = secrets.token_urlsafe(24)
             s.execute(
-                insert(_sql.TICKETS).values(
-                    ticket=ticket,
-                    company_id=company_id,
-                    state="open" if outstanding else "idle",
-                    created_at=now,
-                    expires_at=now + self.settings.ticket_ttl_seconds,
-                    closed_at=None if outstanding else now,
-                    baseline=outstanding,
-                    exchanges=0,
-                    requests_ok=0,
-                    requests_failed=0,
-                    reconciled=0,
-                )
+                _sql.INSERT_TICKET,
+                {
+                    "ticket": ticket,
+                    "company_id": company_id,
+                    "state": "open" if outstanding else "idle",
+                    "created_at": now,
+                    "expires_at": now + self.settings.ticket_ttl_seconds,
+                    "closed_at": None if outstanding else now,
+                    "baseline": outstanding,
+                    "exchanges": 0,
+                    "requests_ok": 0,
+                    "requests_failed": 0,
+                    "reconciled": 0,
+                },
             )
             if not outstanding:
                 return [ticket, "none", "", min_run]

@@ -271,12 +271,14 @@ def cancel_job(*, session: Session, job_id: str) -> Job:
 def expire_jobs(*, session: Session, company_id: int | None = None, now: float | None = None) -> int:
     """Mark unfinished jobs past their deadline expired; their unsent requests are dropped."""
     now = now or _now()
-    j = Job.__table__.c
-    stmt = select(j.id).where(j.state.in_(("queued", "in_progress")), j.expires_at < now)
-    if company_id is not None:
-        stmt = stmt.where(j.company_id == company_id)
     # Runs on every authenticate: ids first (usually none), so the common case is one cheap SELECT.
-    expired = list(session.scalars(stmt))
+    if company_id is not None:
+        expired = list(session.scalars(_sql.EXPIRED_JOBS, {"company_id": company_id, "now": now}))
+    else:
+        j = Job.__table__.c
+        expired = list(
+            session.scalars(select(j.id).where(j.state.in_(("queued", "in_progress")), j.expires_at < now))
+        )
     if not expired:
         return 0
     session.execute(
