@@ -25,6 +25,7 @@ ACTIVE_REQUEST_STATES = ("pending", "sent", "lost")
 _c, _t, _e, _r, _j = COMPANIES.c, TICKETS.c, EXCHANGES.c, REQUESTS.c, JOBS.c
 
 LOGIN = select(_c.id, _c.password_hash, _c.company_file).where(_c.username == bindparam("username"))
+COMPANY_FILE_IDS = select(_c.name, _c.owner_id, _c.file_id).where(_c.id == bindparam("id"))
 OPEN_TICKETS = select(_t.ticket, _t.pending_exchange_id).where(
     _t.company_id == bindparam("company_id"), _t.state == "open"
 )

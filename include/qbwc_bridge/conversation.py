@@ -37,7 +37,7 @@ from erpsync.qbwc_bridge import _qbxml, _sql
 from erpsync.qbwc_bridge.config import BridgeSettings
 from erpsync.qbwc_bridge.db import Store
 from erpsync.qbwc_bridge.jobs import expire_jobs, settle_jobs
-from erpsync.qbwc_bridge.models import Company, Exchange, JobRequest
+from erpsync.qbwc_bridge.models import Exchange, JobRequest
 from erpsync.qbwc_bridge.passwords import hash_password, verify_password
 
 __all__ = ["SERVER_VERSION", "Conversation"]
@@ -281,7 +281,7 @@ class Conversation:
             ours = tuple(int(x) for x in (t.qbxml_version or self.settings.qbxml_version).split("."))
             low = min(ours, hcp.max_version)
             t.qbxml_version = f"{low[0]}.{low[1]}"
-        company = s.get(Company, t.company_id)
+        company = s.execute(_sql.COMPANY_FILE_IDS, {"id": t.company_id}).one()
         found = hcp.file_ids.get((company.owner_id or "").upper())
         if found and found.upper() != company.file_id.upper():
             return (
