@@ -14,8 +14,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import anyio
 from fastapi import FastAPI, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from sqlalchemy import text
 
@@ -50,6 +50,8 @@ def create_app(settings: BridgeSettings | None = None, *, store: Store | None = 
         description="Jobs API for DAG tasks; the Web Connector itself speaks SOAP at POST /qbwc.",
     )
     app.state.bridge = bridge
+    # The Web Connector's calls get their own small pool (a FIFO limiter), apart from the jobs API's.
+    soap_workers = anyio.CapacityLimiter(settings.soap_workers)
     app.include_router(api.router)
 
     @app.post("/qbwc", include_in_schema=False)
@@ -68,8 +70,12 @@ def create_app(settings: BridgeSettings | None = None, *, store: Store | None = 
                     soap.render_fault(fault), status_code=413, media_type="text/xml; charset=utf-8"
                 )
             chunks.append(chunk)
-        code, body = await run_in_threadpool(
-            soap.handle_soap, bridge.conversation, b"".join(chunks), request.headers.get("soapaction", "")
+        code, body = await anyio.to_thread.run_sync(
+            soap.handle_soap,
+            bridge.conversation,
+            b"".join(chunks),
+            request.headers.get("soapaction", ""),
+            limiter=soap_workers,
         )
         return Response(body, status_code=code, media_type="text/xml; charset=utf-8")
 

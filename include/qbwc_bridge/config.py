@@ -46,6 +46,9 @@ class BridgeSettings(BaseSettings):
     min_run_every_seconds: int = Field(default=0, ge=0)
     #: qbXML version spoken unless the Web Connector reports a lower one.
     qbxml_version: str = "13.0"
+    #: Web Connector calls handled at once; the rest wait their turn in arrival order. A few threads
+    #: contending for the interpreter lock answer 50 polling company files sooner than 40 do.
+    soap_workers: int = Field(default=4, ge=1, le=64)
     #: Largest SOAP body accepted (QuickBooks responses can be big, but not unbounded).
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     #: Log whole qbXML documents (customer data!) only when this is on.
