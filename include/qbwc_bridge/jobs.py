@@ -268,17 +268,11 @@ def cancel_job(*, session: Session, job_id: str) -> Job:
     return job
 
 
-def expire_jobs(*, session: Session, company_id: int | None = None, now: float | None = None) -> int:
-    """Mark unfinished jobs past their deadline expired; their unsent requests are dropped."""
+def expire_jobs(*, session: Session, company_id: int, now: float | None = None) -> int:
+    """Mark the company's unfinished jobs past their deadline expired; their unsent requests are dropped."""
     now = now or _now()
     # Runs on every authenticate: ids first (usually none), so the common case is one cheap SELECT.
-    if company_id is not None:
-        expired = list(session.scalars(_sql.EXPIRED_JOBS, {"company_id": company_id, "now": now}))
-    else:
-        j = Job.__table__.c
-        expired = list(
-            session.scalars(select(j.id).where(j.state.in_(("queued", "in_progress")), j.expires_at < now))
-        )
+    expired = list(session.scalars(_sql.EXPIRED_JOBS, {"company_id": company_id, "now": now}))
     if not expired:
         return 0
     session.execute(
