@@ -122,18 +122,28 @@ class AirflowApi:
     password: str | None = None
     _token: str | None = None
 
+    #: pauses before retrying an idempotent call the server failed (HTTP 5xx): on SQLite the
+    #: standalone's api-server answers "Database error" while the scheduler holds the write lock
+    retry_pauses: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0)
+
     def _request(self, method: str, path: str, body: dict | None = None, *, auth: bool = True) -> dict:
         data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.base_url + path, data=data, method=method)
-        req.add_header("Content-Type", "application/json")
-        if auth:
-            req.add_header("Authorization", f"Bearer {self.token()}")
-        try:
-            with urllib.request.urlopen(req, timeout=30) as resp:
-                return json.loads(resp.read() or b"{}")
-        except urllib.error.HTTPError as exc:
-            detail = exc.read().decode(errors="replace")[:1000]
-            raise RuntimeError(f"{method} {path} -> HTTP {exc.code}: {detail}") from exc
+        idempotent = method in ("GET", "PUT", "PATCH", "DELETE")
+        for attempt in range(len(self.retry_pauses) + 1):
+            req = urllib.request.Request(self.base_url + path, data=data, method=method)
+            req.add_header("Content-Type", "application/json")
+            if auth:
+                req.add_header("Authorization", f"Bearer {self.token()}")
+            try:
+                with urllib.request.urlopen(req, timeout=30) as resp:
+                    return json.loads(resp.read() or b"{}")
+            except urllib.error.HTTPError as exc:
+                detail = exc.read().decode(errors="replace")[:1000]
+                if idempotent and exc.code >= 500 and attempt < len(self.retry_pauses):
+                    time.sleep(self.retry_pauses[attempt])
+                    continue
+                raise RuntimeError(f"{method} {path} -> HTTP {exc.code}: {detail}") from exc
+        raise AssertionError("unreachable")
 
     def token(self) -> str:
         if self._token is None:
