@@ -16,6 +16,7 @@ __all__ = [
     "TXN_KINDS",
     "Failure",
     "fmt_money",
+    "list_name",
     "money",
     "parse_when",
 ]
@@ -31,6 +32,7 @@ LIST_KINDS: dict[str, str] = {
     "PaymentMethod": "paymentmethod",
     "SalesTaxCode": "salestaxcode",
     "StandardTerms": "terms",
+    "SalesRep": "salesrep",  # named by its Initial (SalesRepRet has no Name)
 }
 ITEM_KINDS = ("ItemService", "ItemNonInventory", "ItemInventory")
 TXN_KINDS: dict[str, str] = {
@@ -55,6 +57,7 @@ REF_FAMILIES: dict[str, str] = {
     "CustomerSalesTaxCodeRef": "salestaxcode",
     "PurchaseTaxCodeRef": "salestaxcode",
     "TermsRef": "terms",
+    "SalesRepRef": "salesrep",
 }
 FAMILY_LABEL = {
     "entity": "Customer",
@@ -63,7 +66,15 @@ FAMILY_LABEL = {
     "paymentmethod": "PaymentMethod",
     "salestaxcode": "SalesTaxCode",
     "terms": "Terms",
+    "salesrep": "SalesRep",
 }
+
+
+def list_name(record: dict[str, Any]) -> str:
+    """A list object's name as references and FullName filters use it: a sales rep's is its Initial."""
+    return record.get("FullName") or record.get("Initial") or ""
+
+
 NOT_FOUND_TAIL = (
     "QuickBooks error message: Invalid argument.  The specified record does not exist in the list."
 )

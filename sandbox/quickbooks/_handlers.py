@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from erpsync.qbwc_bridge.qbxml._check import children
 from erpsync.qbwc_bridge.qbxml.parse import record_to_dict
 from erpsync.sandbox.quickbooks import _common as mod
-from erpsync.sandbox.quickbooks._common import Failure
+from erpsync.sandbox.quickbooks._common import Failure, list_name
 
 if TYPE_CHECKING:
     from erpsync.sandbox.quickbooks.company import CompanyFile
@@ -310,7 +310,7 @@ def list_query(kind: str):
                 wanted_ids.append(list_id)
             full_names = _as_list(fields.get("FullName"))
             if full_names:
-                names = {r["FullName"].lower(): r["ListID"] for _, r in company.store.all(kinds)}
+                names = {list_name(r).lower(): r["ListID"] for _, r in company.store.all(kinds)}
                 for full_name in full_names:
                     if full_name.lower() not in names:
                         raise _query_missing(full_name)
@@ -333,7 +333,7 @@ def list_query(kind: str):
                 ):
                     continue
                 if not _name_matches(
-                    record["FullName"], fields.get("NameFilter"), fields.get("NameRangeFilter")
+                    list_name(record), fields.get("NameFilter"), fields.get("NameRangeFilter")
                 ):
                     continue
                 ids.append(record["ListID"])
@@ -873,6 +873,7 @@ for _kind in ("Customer", "ItemService", "ItemNonInventory", "ItemInventory", "A
     HANDLERS[f"{_kind}Query"] = list_query(_kind)
     if _kind != "Account":
         HANDLERS[f"{_kind}Mod"] = list_mod(_kind)
+HANDLERS["SalesRepQuery"] = list_query("SalesRep")  # reps are seeded; SalesRepAdd needs an employee list
 for _kind in ("SalesOrder", "Invoice", "SalesReceipt"):
     HANDLERS[f"{_kind}Add"] = txn_add(_kind)
     HANDLERS[f"{_kind}Mod"] = txn_mod(_kind)

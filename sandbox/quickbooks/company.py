@@ -39,6 +39,7 @@ from erpsync.sandbox.quickbooks._common import (
     NOT_FOUND_TAIL,
     REF_FAMILIES,
     Failure,
+    list_name,
 )
 from erpsync.sandbox.quickbooks._handlers import HANDLERS
 from erpsync.sandbox.quickbooks._store import Store
@@ -51,6 +52,15 @@ from erpsync.sandbox.quickbooks.faults import (
 )
 
 __all__ = ["CompanyFile"]
+
+
+#: (Initial, the person's name) of the sales reps every company file has.
+SEED_SALES_REPS = (
+    ("ADM", "Administrator"),
+    ("AV", "Anna de Vries"),
+    ("BJ", "Bram Jansen"),
+    ("CB", "Carla Bakker"),
+)
 
 
 class CompanyFile:
@@ -90,6 +100,10 @@ class CompanyFile:
             with self.store.transaction():
                 self.store.set_meta("created", self._now_text())
                 self._seed_lists()
+        if self.store.get_meta("sales_reps") is None:  # also for company files made before sales reps
+            with self.store.transaction():
+                self.store.set_meta("sales_reps", self._now_text())
+                self._seed_sales_reps()
 
     # -- public API ---------------------------------------------------------------------------------
     def close(self) -> None:
@@ -314,7 +328,7 @@ class CompanyFile:
                 3140,
                 f'There is an invalid reference to QuickBooks {label} "{shown}" in the {context}.  {NOT_FOUND_TAIL}',
             )
-        return {"ListID": found["ListID"], "FullName": found["FullName"]}
+        return {"ListID": found["ListID"], "FullName": list_name(found)}
 
     def _resolve_refs(self, data: dict[str, Any], context: str) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -379,6 +393,23 @@ class CompanyFile:
             self._put_simple("SalesTaxCode", name, {})
         for name in ("Net 15", "Net 30", "Due on receipt"):
             self._put_simple("StandardTerms", name, {})
+
+    def _seed_sales_reps(self) -> None:
+        """Sales reps: the administrator, and three of the Salesforce sandbox's users (the others
+        have none, so the accounts flow's lookup falls back to its default, ADM)."""
+        for initial, person in SEED_SALES_REPS:
+            now = self._now_text()
+            data = {
+                "ListID": self._new_list_id(),
+                "TimeCreated": now,
+                "TimeModified": now,
+                "EditSequence": self._edit_sequence(),
+                "Initial": initial,
+                "IsActive": "true",
+                # The employee, vendor or other name behind the rep (not modelled as a list here).
+                "SalesRepEntityRef": {"ListID": self._new_list_id(), "FullName": person},
+            }
+            self.store.put(data["ListID"], "SalesRep", LIST_KINDS["SalesRep"], initial.lower(), data)
 
     def _put_simple(self, kind: str, name: str, extra: dict[str, Any]) -> None:
         now = self._now_text()

@@ -97,9 +97,15 @@ def test_first_run_creates_customers_with_salesforce_ids_and_writes_list_ids_bac
     assert landed, "no account reached QuickBooks"
     assert set(target) == landed, (set(target) ^ landed, {k: stuck[k]["message"] for k in stuck})
 
+    # The owner becomes the sales rep by first + last name (QuickBooks' SalesRepQuery), else ADM.
+    users = world["sf"].simulator.org.tables["User"]
+    reps = {("Anna", "de Vries"): "AV", ("Bram", "Jansen"): "BJ", ("Carla", "Bakker"): "CB"}
+    rep_of = {uid: reps.get((u.get("FirstName"), u.get("LastName")), "ADM") for uid, u in users.items()}
+    assert {"AV", "ADM"} <= {rep_of[source[rid]["OwnerId"]] for rid in landed}, "both paths are exercised"
     long_names = 0
     for rid in landed:
         a, c = source[rid], target[rid]
+        assert c["SalesRepRef"]["FullName"] == rep_of[a["OwnerId"]], rid
         assert c["Name"] == qb_name(a["Name"]), rid
         assert len(c["Name"]) <= 41
         long_names += len(a["Name"]) > 41

@@ -223,7 +223,7 @@ def test_the_same_batch_retried_finds_the_same_jobs_and_posts_nothing_twice(live
     assert len(by_name(live, "Idem One BV")) == 1 and len(by_name(live, "Idem Two BV")) == 1
 
 
-def test_read_windows_on_time_modified_and_sales_reps_are_an_empty_table(live):
+def test_read_windows_on_time_modified_and_sales_reps_by_their_persons_names(live):
     qb = adapter()
     everything = pd.concat(list(qb.read("Customer", chunk_rows=3)), ignore_index=True)
     assert len(everything) == len(live.customers()) and everything["ListID"].is_unique
@@ -233,8 +233,17 @@ def test_read_windows_on_time_modified_and_sales_reps_are_an_empty_table(live):
     assert list(recent.columns) == ["ListID", "Name"] and 1 <= len(recent) < len(everything)
     before = list(qb.read("Customer", window=ReadWindow(None, newest)))
     assert sum(len(f) for f in before) == int((stamps < newest).sum())
+    # Sales reps through SalesRepQuery: the person's name split into first word and the rest, so a
+    # Salesforce owner "Anna" + "de Vries" finds the rep AV.
     reps = list(qb.read("SalesRep", columns=["FirstName", "LastName", "Initial"]))
-    assert len(reps) == 1 and reps[0].empty and list(reps[0].columns) == ["FirstName", "LastName", "Initial"]
+    assert len(reps) == 1 and list(reps[0].columns) == ["FirstName", "LastName", "Initial"]
+    assert reps[0].fillna("").to_dict("records") == [
+        {"FirstName": "Administrator", "LastName": "", "Initial": "ADM"},
+        {"FirstName": "Anna", "LastName": "de Vries", "Initial": "AV"},
+        {"FirstName": "Bram", "LastName": "Jansen", "Initial": "BJ"},
+        {"FirstName": "Carla", "LastName": "Bakker", "Initial": "CB"},
+    ]
+    assert any("<SalesRepQueryRq" in doc for doc in live.documents)
 
 
 def test_an_unreachable_bridge_is_a_retriable_error(monkeypatch):

@@ -786,3 +786,24 @@ def test_a_records_data_exts_are_found_by_its_id_not_by_a_scan(company):
     ).fetchall()
     detail = " ".join(str(row[-1]) for row in plan)
     assert "USING INDEX data_ext_object" in detail and "SCAN" not in detail, detail
+
+
+def test_sales_reps_are_listed_by_initial_and_a_customer_must_name_one_that_exists(company):
+    """Every company file has sales reps (seeded: SalesRepAdd needs an employee list the simulator
+    does not keep); SalesRepQuery finds them by Initial, and a customer's SalesRepRef must resolve
+    (3140 otherwise), as in QuickBooks."""
+    reps = run(company, q.sales_rep_query(request_id="r", active_status="All")).responses[0]
+    assert [(r["Initial"], r["SalesRepEntityRef"]["FullName"]) for r in reps.records] == [
+        ("ADM", "Administrator"),
+        ("AV", "Anna de Vries"),
+        ("BJ", "Bram Jansen"),
+        ("CB", "Carla Bakker"),
+    ]
+    one = run(company, q.sales_rep_query(request_id="o", full_names=["bj"])).responses[0]
+    assert [r["Initial"] for r in one.records] == ["BJ"]
+    missing = run(company, q.sales_rep_query(request_id="m", full_names=["ZZ"])).responses[0]
+    assert missing.status_code == 500
+    ok = add_customer(company, "Rep Customer", SalesRepRef={"FullName": "AV"})
+    assert ok.status_code == 0 and ok.records[0]["SalesRepRef"]["FullName"] == "AV"
+    refused = add_customer(company, "No Rep Customer", SalesRepRef={"FullName": "ZZ"})
+    assert refused.status_code == 3140 and 'SalesRep "ZZ"' in refused.message

@@ -31,16 +31,15 @@ task replays the same keys and the bridge returns the jobs it already has: nothi
 and because every later request is built from an earlier job's stored answers, the replay rebuilds the
 same requests. Queries made for planning and verifying carry a fresh key each time.
 
-`SalesRep` (the mapping's `sales_reps` lookup): qbXML 13.0 has SalesRepQuery, but neither the qbXML
-library's rules nor the simulator know it yet; `read("SalesRep")` returns an empty frame with the
-lookup's columns (the mapping's default rep applies) and logs a warning.
+`SalesRep` (the mapping's `sales_reps` lookup): one SalesRepQuery for every rep, active or not.
+SalesRepRet carries the person only as SalesRepEntityRef's FullName, split into FirstName (the first
+word) and LastName (the rest) so a Salesforce owner's names match it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import math
 import uuid
 from collections.abc import Callable, Generator, Iterable, Iterator
@@ -68,7 +67,6 @@ __all__ = [
     "records_of",
 ]
 
-log = logging.getLogger(__name__)
 
 #: Columns named `dataext.<Name>` are public (OwnerID 0) custom fields of the record.
 DATAEXT_PREFIX = "dataext."
@@ -668,15 +666,10 @@ class QuickBooksAdapter:
         columns: list[str] | None = None,
         chunk_rows: int = 50_000,
     ) -> Iterator[pd.DataFrame]:
-        import pandas as pd
 
         meta = self.describe(obj)
         if obj == "SalesRep":
-            log.warning(
-                "QuickBooks SalesRep cannot be read yet (no SalesRepQuery in the qbXML library or the "
-                "simulator); the lookup gets an empty table and falls back to its default"
-            )
-            yield pd.DataFrame(columns=columns or _SALES_REP_COLUMNS)
+            yield _frame(meta, self._sales_reps(), columns or _SALES_REP_COLUMNS)
             return
         start = window.start if window else None
         end = window.end if window else None
@@ -761,6 +754,26 @@ class QuickBooksAdapter:
                 ],
             )
         return self._flat(res, "reading customers by ListID")
+
+    def _sales_reps(self) -> list[dict[str, Any]]:
+        """Every sales rep, active or not, in one query (the list is short: no iterator in qbXML).
+
+        SalesRepRet names its person only through SalesRepEntityRef's FullName ("Anna de Vries"):
+        FirstName is its first word and LastName the rest, which is how a Salesforce owner's first
+        and last name are matched against it.
+        """
+        from erpsync.qbwc_bridge.qbxml import sales_rep_query
+
+        with self.call_log.timed("read", "SalesRep") as entry:
+            rows = self._flat(
+                self._query("sales-reps", [sales_rep_query(request_id="reps", active_status="All")]),
+                "reading sales reps",
+            )
+            for row in rows:
+                first, _, last = (row.get("SalesRepEntityRef.FullName") or "").strip().partition(" ")
+                row["FirstName"], row["LastName"] = first or None, last.strip() or None
+            entry["rows"] = len(rows)
+        return rows
 
     def _scan_customers(
         self, start: datetime | None, end: datetime | None, *, cached: bool = False

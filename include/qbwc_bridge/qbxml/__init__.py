@@ -38,6 +38,7 @@ from erpsync.qbwc_bridge.qbxml.builders import (
     sales_receipt_add,
     sales_receipt_mod,
     sales_receipt_query,
+    sales_rep_query,
     txn_del,
 )
 from erpsync.qbwc_bridge.qbxml.errors import (
@@ -95,6 +96,7 @@ __all__ = [
     "sales_receipt_add",
     "sales_receipt_mod",
     "sales_receipt_query",
+    "sales_rep_query",
     "txn_del",
     "validate_document",
     "validate_request",

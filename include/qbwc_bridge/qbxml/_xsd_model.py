@@ -26,6 +26,7 @@ KINDS: tuple[str, ...] = (
     "CustomerAdd",
     "CustomerMod",
     "CustomerQuery",
+    "SalesRepQuery",
     "ItemServiceAdd",
     "ItemServiceMod",
     "ItemServiceQuery",

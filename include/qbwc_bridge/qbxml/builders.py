@@ -45,6 +45,7 @@ __all__ = [
     "sales_receipt_add",
     "sales_receipt_mod",
     "sales_receipt_query",
+    "sales_rep_query",
     "txn_del",
 ]
 
@@ -194,6 +195,8 @@ item_inventory_add = _list_add("ItemInventoryAdd")
 item_inventory_mod = _list_mod("ItemInventoryMod")
 item_inventory_query = _list_query("ItemInventoryQuery")
 item_query = _list_query("ItemQuery")
+#: Sales reps (no iterator, no DataExt: the list is short and has no custom fields).
+sales_rep_query = _list_query("SalesRepQuery")
 sales_order_add = _list_add("SalesOrderAdd")
 sales_order_mod = _txn_mod("SalesOrderMod")
 sales_order_query = _txn_query("SalesOrderQuery")
