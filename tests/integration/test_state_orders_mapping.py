@@ -51,12 +51,12 @@ def _systems(tmp_path):
     exact = MemoryAdapter(tmp_path / "exact.db", name="exact_online")
     fields = [FieldMeta(n, length=s.max_length) for n, s in mapping.fields.items()]
     exact.define("salesorder/SalesOrders", [*fields, FieldMeta("SalesOrderLines")], id_field="OrderID")
-    exact.define("crm/Accounts", [FieldMeta("Email")], id_field="ID")
+    exact.define("crm/Accounts", [FieldMeta("Email"), FieldMeta("Code")], id_field="ID")
     exact.define("logistics/Items", [FieldMeta("Code")], id_field="ID")
     exact.define(
         "vat/VATCodes", [FieldMeta("Percentage"), FieldMeta("Code"), FieldMeta("VATTransactionType")]
     )
-    exact.seed("crm/Accounts", [{"ID": DEBTOR, "Email": "buyer@customer.test"}])
+    exact.seed("crm/Accounts", [{"ID": DEBTOR, "Email": "buyer@customer.test", "Code": "1001"}])
     exact.seed("logistics/Items", [{"ID": ITEM, "Code": "SKU1"}])
     exact.seed("vat/VATCodes", [{"Id": "v1", "Percentage": 21, "Code": "2", "VATTransactionType": "S"}])
     return mapping, sf, exact, StateStore(f"sqlite:///{tmp_path / 'state.db'}")
