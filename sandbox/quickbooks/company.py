@@ -396,30 +396,23 @@ class CompanyFile:
 
     def _seed_sales_reps(self) -> None:
         """Sales reps: the administrator, and three of the Salesforce sandbox's users (the others
-        have none, so the accounts flow's lookup falls back to its default, ADM)."""
+        have none, so the accounts flow's lookup falls back to its default, ADM). A rep is named by
+        its Initial; the employee, vendor or other name behind it is not modelled as a list here."""
         for initial, person in SEED_SALES_REPS:
-            now = self._now_text()
-            data = {
-                "ListID": self._new_list_id(),
-                "TimeCreated": now,
-                "TimeModified": now,
-                "EditSequence": self._edit_sequence(),
-                "Initial": initial,
-                "IsActive": "true",
-                # The employee, vendor or other name behind the rep (not modelled as a list here).
-                "SalesRepEntityRef": {"ListID": self._new_list_id(), "FullName": person},
-            }
-            self.store.put(data["ListID"], "SalesRep", LIST_KINDS["SalesRep"], initial.lower(), data)
+            entity = {"ListID": self._new_list_id(), "FullName": person}
+            self._put_simple(
+                "SalesRep", initial, {"Initial": initial, "SalesRepEntityRef": entity}, named=False
+            )
 
-    def _put_simple(self, kind: str, name: str, extra: dict[str, Any]) -> None:
+    def _put_simple(self, kind: str, name: str, extra: dict[str, Any], *, named: bool = True) -> None:
+        """Store a list object as QuickBooks has it ready; `named=False` for a kind with no Name element."""
         now = self._now_text()
         data = {
             "ListID": self._new_list_id(),
             "TimeCreated": now,
             "TimeModified": now,
             "EditSequence": self._edit_sequence(),
-            "Name": name,
-            "FullName": name,
+            **({"Name": name, "FullName": name} if named else {}),
             "IsActive": "true",
             **extra,
         }

@@ -4,6 +4,8 @@ the bridge over real HTTP, the Web Connector simulator polling it and the compan
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import pandas as pd
 import pytest
 
@@ -161,6 +163,21 @@ def test_a_change_updates_one_customer_and_a_refused_row_is_quarantined_while_ot
     assert xcom(dr, "verify")["differences"] == 0
 
 
+@contextmanager
+def live_behind(middleware, tmp_path, monkeypatch):
+    """The live QuickBooks stack with `middleware` (an ASGI wrapper class) between Airflow and the
+    bridge, and the test DAG's connection pointed at it; yields (live, the middleware)."""
+    made = []
+
+    def wrap(app):
+        made.append(middleware(app))
+        return made[0]
+
+    with live_quickbooks(tmp_path / "qb", wrap=wrap) as live:
+        monkeypatch.setenv(f"AIRFLOW_CONN_{CONN.upper()}", live.connection_json())
+        yield live, made[0]
+
+
 class RefuseTheFirstWait:
     """ASGI fault between Airflow and the bridge: once the upsert has enqueued its write job, the next
     wait on a job is refused (401), so the trigger ends with an error event and the task try fails,
@@ -205,26 +222,19 @@ def test_a_retry_after_a_failed_wait_reattaches_to_the_same_job(test_dag, tmp_pa
 
     from tests.qb_live import TOKEN
 
-    faults: list[RefuseTheFirstWait] = []
-
-    def wrap(app):
-        faults.append(RefuseTheFirstWait(app))
-        return faults[0]
-
     dag = test_dag("qb_upsert_probe", "qb_upsert_probe.py")
     state_url = f"sqlite:///{tmp_path / 'state.db'}"
-    with live_quickbooks(tmp_path / "qb", wrap=wrap) as live:
-        monkeypatch.setenv(f"AIRFLOW_CONN_{CONN.upper()}", live.connection_json())
+    with live_behind(RefuseTheFirstWait, tmp_path, monkeypatch) as (live, fault):
         accounts = [account(i) for i in range(4)]
         dr, states = run(
             dag, {"state_url": state_url, "mapped": mapped_manifest(tmp_path, state_url, accounts, "m")}
         )
         assert dr.state == "success", states
-        assert faults[0].fired, "the first wait was refused"
+        assert fault.fired, "the first wait was refused"
         assert dr.get_task_instance("upsert").try_number == 2, "the failed try was retried"
         # Both tries enqueued the write job with the same key (the first try never saw it finish, so it
         # saved no answer to resume from); the bridge holds it once.
-        assert len(faults[0].write_posts) == 2 and len(set(faults[0].write_posts)) == 1
+        assert len(fault.write_posts) == 2 and len(set(fault.write_posts)) == 1
         jobs = httpx.get(
             f"{live.bridge.url}/api/v1/jobs", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30
         ).json()["jobs"]
@@ -251,17 +261,10 @@ def test_resuming_after_each_job_posts_every_job_once(test_dag, tmp_path, monkey
     """Five rows in batches of two: three batches, six jobs, a deferral after each. A resume starts from
     the saved progress and the answers of the job it waited for, so each job is posted exactly once
     (before, the k-th resume re-posted every job before it: posts grew with the square of the jobs)."""
-    spies: list[CountEnqueues] = []
-
-    def wrap(app):
-        spies.append(CountEnqueues(app))
-        return spies[0]
-
     dag = test_dag("qb_upsert_probe", "qb_upsert_probe.py")
     state_url = f"sqlite:///{tmp_path / 'state.db'}"
     monkeypatch.setenv("ERPSYNC_STAGING_ROOT", str(tmp_path / "staging"))
-    with live_quickbooks(tmp_path / "qb", wrap=wrap) as live:
-        monkeypatch.setenv(f"AIRFLOW_CONN_{CONN.upper()}", live.connection_json())
+    with live_behind(CountEnqueues, tmp_path, monkeypatch) as (live, spy):
         accounts = [account(i) for i in range(5)]
         dr, states = run(
             dag, {"state_url": state_url, "mapped": mapped_manifest(tmp_path, state_url, accounts, "m")}
@@ -271,7 +274,7 @@ def test_resuming_after_each_job_posts_every_job_once(test_dag, tmp_path, monkey
         assert upsert["counts"]["created"] == 5 and len(upsert["jobs"]) == 6
         # Every job is one call of the report, whichever try or resume ran it.
         assert upsert["calls"]["by_method"] == {"job:write": 3, "job:dataext": 3}, upsert["calls"]
-        posted = [k for k in spies[0].keys if "/upsert/" in k]  # plan and verify post read-only queries
+        posted = [k for k in spy.keys if "/upsert/" in k]  # plan and verify post read-only queries
         phases = sorted(k.split("/upsert/")[1].rsplit("/", 1)[0] for k in posted)
         assert phases == [f"b{b}/{p}" for b in range(3) for p in ("dataext", "write")]
         assert len(set(posted)) == 6, "every job posted once"
