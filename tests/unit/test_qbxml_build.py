@@ -296,3 +296,22 @@ def test_validate_request_accepts_a_standalone_request_with_declaration():
     validate_request('<?xml version="1.0"?>' + rq.xml, use_schema=False)
     with pytest.raises(q.QbxmlValidationError, match="exactly one request"):
         validate_request(rq.xml + rq.xml)
+
+
+def test_rendering_stored_records_unchecked_keeps_schema_order_and_refuses_unknown_elements():
+    """The simulator renders records it already checked on the way in without checking their text
+    again: the order is still the schema's, text is escaped, and an unknown element still fails."""
+    from erpsync.qbwc_bridge.qbxml.build import render_element
+    from erpsync.qbwc_bridge.qbxml.errors import QbxmlValidationError
+
+    record = {"Name": "A & B", "ListID": "1-1", "IsActive": True, "BillAddress": {"City": "X", "Addr1": "Y"}}
+    unchecked = render_element("CustomerRet", record, checked=False)
+    assert unchecked == render_element("CustomerRet", record)
+    assert unchecked.index("<ListID>") < unchecked.index("<Name>A &amp; B</Name>")
+    assert unchecked.index("<Addr1>") < unchecked.index("<City>")
+    long_name = {"ListID": "1-1", "Name": "x" * 60}
+    with pytest.raises(QbxmlValidationError, match="Name"):
+        render_element("CustomerRet", long_name)
+    assert "x" * 60 in render_element("CustomerRet", long_name, checked=False)
+    with pytest.raises(QbxmlValidationError, match="Nickname"):
+        render_element("CustomerRet", {"ListID": "1-1", "Nickname": "n"}, checked=False)

@@ -66,7 +66,9 @@ def escape_attr(text: str) -> str:
     return escape_text(text).replace('"', "&quot;").replace("\n", "&#10;").replace("\t", "&#9;")
 
 
-def _serialize(key: str, content: Mapping[str, Any], where: str, out: list[str]) -> None:
+def _serialize(
+    key: str, content: Mapping[str, Any], where: str, out: list[str], checked: bool = True
+) -> None:
     if not isinstance(content, Mapping):
         raise QbxmlValidationError(where, "needs a mapping of sub-elements", content)
     slots = children(key)
@@ -81,7 +83,8 @@ def _serialize(key: str, content: Mapping[str, Any], where: str, out: list[str])
         if values:
             items.append((child.index, name, child, values))
     items.sort(key=lambda item: item[0])
-    check_content(key, [(name, len(values)) for _, name, _, values in items], where)
+    if checked:
+        check_content(key, [(name, len(values)) for _, name, _, values in items], where)
     for _, name, child, values in items:
         for position, value in enumerate(values):
             field = f"{where}/{name}" + (f"[{position}]" if len(values) > 1 else "")
@@ -89,20 +92,27 @@ def _serialize(key: str, content: Mapping[str, Any], where: str, out: list[str])
                 if isinstance(value, str) and "FullName" in children(child.key):
                     value = {"FullName": value}  # a bare string for a *Ref is its FullName
                 out.append(f"<{name}>")
-                _serialize(child.key, value, field, out)
+                _serialize(child.key, value, field, out, checked)
                 out.append(f"</{name}>")
-            else:
+            elif checked or not isinstance(value, str):
                 out.append(f"<{name}>{escape_text(format_leaf(value, child, field))}</{name}>")
+            else:
+                out.append(f"<{name}>{escape_text(value)}</{name}>")
 
 
-def render_element(name: str, data: Mapping[str, Any], *, key: str | None = None) -> str:
+def render_element(
+    name: str, data: Mapping[str, Any], *, key: str | None = None, checked: bool = True
+) -> str:
     """Serialize one aggregate (a request part or a ``*Ret``) in schema order, with the same checks.
 
     :param name: the element name, e.g. ``CustomerRet``.
     :param key: its rules key when it differs from `name` (local aggregates such as ``X/Y``).
+    :param checked: False for data that passed these checks on its way in (the simulator's stored
+        records): elements still come in schema order and unknown ones are refused, but text is not
+        checked again for length and format and the cardinality is not recounted.
     """
     out = [f"<{name}>"]
-    _serialize(key or name, data, name, out)
+    _serialize(key or name, data, name, out, checked)
     out.append(f"</{name}>")
     return "".join(out)
 
