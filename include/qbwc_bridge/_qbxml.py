@@ -26,7 +26,6 @@ __all__ = [
     "probe_for",
     "read_hcp",
     "retag",
-    "validate_with_library",
 ]
 
 MAX_REQUEST_ID = 50
@@ -51,22 +50,22 @@ def _local(tag: Any) -> str:
     return tag.rsplit("}", 1)[-1] if isinstance(tag, str) else ""
 
 
-def inspect_request(xml: str) -> tuple[str, str | None]:
-    """Return (kind, caller requestID) of one request element, e.g. ("CustomerAddRq", "c1")."""
+def inspect_request(xml: str, *, validate: bool = False) -> tuple[str, str | None]:
+    """Return (kind, caller requestID) of one request element, e.g. ("CustomerAddRq", "c1"); with
+    `validate`, also check it with the shared qbXML library (schema + lengths, field named), on the
+    same parsed element."""
     root = parse_fragment(xml)
     kind = _local(root.tag)
     if not kind.endswith("Rq") or kind in {"QBXMLMsgsRq", "QBXML"}:
         raise BadRequestXml(f"expected one qbXML request element such as <CustomerAddRq>, got <{kind}>")
+    if validate:
+        try:
+            from erpsync.qbwc_bridge.qbxml import validate_request_element
+        except ImportError:  # the library is optional for the bridge; well-formedness was checked
+            pass
+        else:
+            validate_request_element(root)
     return kind, root.get("requestID")
-
-
-def validate_with_library(xml: str) -> None:
-    """Validate with the shared qbXML library when it is installed (schema + lengths, field named)."""
-    try:
-        from erpsync.qbwc_bridge.qbxml import validate_request
-    except ImportError:  # the library is optional for the bridge; well-formedness was checked already
-        return
-    validate_request(xml)
 
 
 def retag(xml: str, *, request_id: str, iterator: str | None = None, iterator_id: str | None = None) -> str:

@@ -76,12 +76,11 @@ def _validate(requests: list[str]) -> list[dict[str, Any]]:
         try:
             if not isinstance(xml, str) or not xml.strip():
                 raise _qbxml.BadRequestXml("empty request; expected one qbXML request element")
-            kind, caller_rid = _qbxml.inspect_request(xml)
+            kind, caller_rid = _qbxml.inspect_request(xml, validate=True)
             if caller_rid is not None and len(caller_rid) > _qbxml.MAX_REQUEST_ID:
                 raise _qbxml.BadRequestXml(
                     f"requestID is {len(caller_rid)} characters, QuickBooks allows {_qbxml.MAX_REQUEST_ID}"
                 )
-            _qbxml.validate_with_library(xml)
             parsed.append({"index": index, "kind": kind, "caller_request_id": caller_rid})
         except SyncError as exc:  # QbxmlValidationError (a RecordError) or an unsafe/malformed-XML error
             field = exc.details.get("field") or getattr(exc, "field", None) or exc.where

@@ -30,7 +30,7 @@ from typing import Any
 from erpsync.qbwc_bridge.qbxml.build import escape_attr, render_element
 from erpsync.qbwc_bridge.qbxml.errors import MalformedXmlError, QbxmlValidationError, UnsafeXmlError
 from erpsync.qbwc_bridge.qbxml.safe_xml import parse_xml
-from erpsync.qbwc_bridge.qbxml.validate import validate_request
+from erpsync.qbwc_bridge.qbxml.validate import validate_request_element
 from erpsync.sandbox.quickbooks._common import (
     FAMILY_LABEL,
     ITEM_KINDS,
@@ -173,7 +173,6 @@ class CompanyFile:
 
     # -- document level -------------------------------------------------------------------------------
     def _read_document(self, request_xml: str | bytes) -> tuple[Any, list[Any], dict[int, tuple[str, str]]]:
-        from lxml import etree
 
         try:
             root = parse_xml(request_xml)
@@ -190,7 +189,7 @@ class CompanyFile:
         too_long: dict[int, tuple[str, str]] = {}
         for index, rq in enumerate(requests):
             try:
-                validate_request(etree.tostring(rq, encoding="unicode"))
+                validate_request_element(rq)
             except QbxmlValidationError as exc:
                 # QuickBooks parses structure strictly but checks lengths per request (3070).
                 if "maxLength" in exc.rule or "maxLength" in str(exc):

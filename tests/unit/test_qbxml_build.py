@@ -315,3 +315,30 @@ def test_rendering_stored_records_unchecked_keeps_schema_order_and_refuses_unkno
     assert "x" * 60 in render_element("CustomerRet", long_name, checked=False)
     with pytest.raises(QbxmlValidationError, match="Nickname"):
         render_element("CustomerRet", {"ListID": "1-1", "Nickname": "n"}, checked=False)
+
+
+@pytest.mark.parametrize("use_schema", [False, True])
+@pytest.mark.parametrize(
+    "xml",
+    [
+        "<CustomerAddRq><CustomerAdd><Name>Ok</Name></CustomerAdd></CustomerAddRq>",
+        "<CustomerAddRq><CustomerAdd><Name>" + "x" * 42 + "</Name></CustomerAdd></CustomerAddRq>",
+        "<CustomerAddRq><CustomerAdd><Phone>1</Phone><Name>Order</Name></CustomerAdd></CustomerAddRq>",
+        "<CustomerAddRq><CustomerAdd><Nickname>n</Nickname></CustomerAdd></CustomerAddRq>",
+        '<CustomerQueryRq iterator="Sideways"><MaxReturned>5</MaxReturned></CustomerQueryRq>',
+    ],
+)
+def test_a_parsed_request_gets_the_same_verdict_as_its_text(xml, use_schema):
+    """`validate_request_element` (the bridge's enqueue and the simulator hold parsed elements) and
+    `validate_request` (text) accept and refuse the same requests, naming the same field."""
+    from erpsync.qbwc_bridge.qbxml.errors import QbxmlValidationError
+
+    def verdict(check, arg):
+        try:
+            check(arg, use_schema=use_schema)
+        except QbxmlValidationError as exc:
+            return exc.field
+        return "ok"
+
+    element = parse_xml(xml)
+    assert verdict(q.validate_request_element, element) == verdict(validate_request, xml)

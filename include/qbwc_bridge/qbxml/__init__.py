@@ -49,7 +49,7 @@ from erpsync.qbwc_bridge.qbxml.errors import (
 )
 from erpsync.qbwc_bridge.qbxml.parse import QbResponse, QbResponseSet, parse_response
 from erpsync.qbwc_bridge.qbxml.status import STATUS_ACTIONS, Outcome, error_for, outcome_for
-from erpsync.qbwc_bridge.qbxml.validate import validate_document, validate_request
+from erpsync.qbwc_bridge.qbxml.validate import validate_document, validate_request, validate_request_element
 
 __all__ = [
     "STATUS_ACTIONS",
@@ -100,4 +100,5 @@ __all__ = [
     "txn_del",
     "validate_document",
     "validate_request",
+    "validate_request_element",
 ]

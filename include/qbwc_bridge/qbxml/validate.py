@@ -30,6 +30,7 @@ __all__ = [
     "schema_load_seconds",
     "validate_document",
     "validate_request",
+    "validate_request_element",
 ]
 
 SCHEMA_DIR_ENV = "ERPSYNC_QBXML_SCHEMA_DIR"
@@ -133,6 +134,27 @@ def validate_request(rq_xml: str | bytes, *, use_schema: bool | None = None) -> 
         _validate_rules(root)
 
 
+def validate_request_element(rq: Any, *, use_schema: bool | None = None) -> None:
+    """Validate one already parsed ``<...Rq>`` element, as `validate_request` does for its text.
+
+    For callers that hold the parsed element (the bridge's enqueue, the simulator's message sets):
+    serializing it and parsing it again cost more than the checks themselves.
+    """
+    directory = schema_dir()
+    if use_schema is None:
+        use_schema = directory is not None
+    if use_schema:
+        import copy
+
+        from lxml import etree
+
+        root = etree.Element("QBXML")
+        etree.SubElement(root, "QBXMLMsgsRq", onError="continueOnError").append(copy.deepcopy(rq))
+        _validate_xsd(root, load_schema(directory), prefix="/QBXML/QBXMLMsgsRq/")
+    else:
+        _check_request(rq)
+
+
 def _validate_xsd(root: Any, schema: Any, *, prefix: str) -> None:
     if schema.validate(root):
         return
@@ -154,15 +176,18 @@ def _validate_rules(root: Any) -> None:
         raise QbxmlValidationError("QBXML", "must contain QBXMLMsgsRq")
     _check_attrs(msgs, "QBXMLMsgsRq", "QBXMLMsgsRq")
     for rq in msgs:
-        if not isinstance(rq.tag, str):
-            continue
-        if rq.tag not in _rules.AGGREGATES or not rq.tag.endswith("Rq"):
-            raise QbxmlValidationError(
-                rq.tag,
-                f"is not covered by the built-in rules; set {SCHEMA_DIR_ENV} to validate it against the XSD",
-            )
-        _check_attrs(rq, rq.tag, rq.tag)
-        _check_element(rq, rq.tag, rq.tag)
+        if isinstance(rq.tag, str):
+            _check_request(rq)
+
+
+def _check_request(rq: Any) -> None:
+    if rq.tag not in _rules.AGGREGATES or not rq.tag.endswith("Rq"):
+        raise QbxmlValidationError(
+            rq.tag,
+            f"is not covered by the built-in rules; set {SCHEMA_DIR_ENV} to validate it against the XSD",
+        )
+    _check_attrs(rq, rq.tag, rq.tag)
+    _check_element(rq, rq.tag, rq.tag)
 
 
 def _check_attrs(element: Any, message: str, where: str) -> None:
