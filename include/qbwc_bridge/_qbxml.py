@@ -23,6 +23,7 @@ __all__ = [
     "envelope",
     "inspect_request",
     "parse_response_doc",
+    "prepare_request",
     "probe_for",
     "read_hcp",
     "retag",
@@ -50,22 +51,39 @@ def _local(tag: Any) -> str:
     return tag.rsplit("}", 1)[-1] if isinstance(tag, str) else ""
 
 
-def inspect_request(xml: str, *, validate: bool = False) -> tuple[str, str | None]:
-    """Return (kind, caller requestID) of one request element, e.g. ("CustomerAddRq", "c1"); with
-    `validate`, also check it with the shared qbXML library (schema + lengths, field named), on the
-    same parsed element."""
+def inspect_request(xml: str) -> tuple[str, str | None]:
+    """Return (kind, caller requestID) of one request element, e.g. ("CustomerAddRq", "c1")."""
+    kind, caller_rid, _root = _request_root(xml)
+    return kind, caller_rid
+
+
+def _request_root(xml: str) -> tuple[str, str | None, Any]:
     root = parse_fragment(xml)
     kind = _local(root.tag)
     if not kind.endswith("Rq") or kind in {"QBXMLMsgsRq", "QBXML"}:
         raise BadRequestXml(f"expected one qbXML request element such as <CustomerAddRq>, got <{kind}>")
-    if validate:
-        try:
-            from erpsync.qbwc_bridge.qbxml import validate_request_element
-        except ImportError:  # the library is optional for the bridge; well-formedness was checked
-            pass
-        else:
-            validate_request_element(root)
-    return kind, root.get("requestID")
+    return kind, root.get("requestID"), root
+
+
+def prepare_request(xml: str, *, request_id: str) -> tuple[str, str | None, str]:
+    """Parse one request once for the queue: check it is a request, validate it with the shared qbXML
+    library (schema + lengths, field named) when installed, and put our requestID on it.
+
+    Returns (kind, caller requestID, the request as stored: sending is then a string join).
+    """
+    from lxml import etree
+
+    kind, caller_rid, root = _request_root(xml)
+    if caller_rid is not None and len(caller_rid) > MAX_REQUEST_ID:
+        raise BadRequestXml(f"requestID is {len(caller_rid)} characters, QuickBooks allows {MAX_REQUEST_ID}")
+    try:
+        from erpsync.qbwc_bridge.qbxml import validate_request_element
+    except ImportError:  # the library is optional for the bridge; well-formedness was checked
+        pass
+    else:
+        validate_request_element(root)
+    root.set("requestID", request_id)
+    return kind, caller_rid, etree.tostring(root, encoding="unicode")
 
 
 def retag(xml: str, *, request_id: str, iterator: str | None = None, iterator_id: str | None = None) -> str:

@@ -69,19 +69,25 @@ def _body_hash(company: str, requests: list[str], on_error: str) -> str:
     return hashlib.sha256(json.dumps([company, requests, on_error]).encode()).hexdigest()
 
 
-def _validate(requests: list[str]) -> list[dict[str, Any]]:
-    """Return [(index, kind, caller requestID)] or raise InvalidRequests naming every bad request."""
+def _validate(requests: list[str], short_id: str) -> list[dict[str, Any]]:
+    """Return one row per request (index, kind, caller requestID, the XML as stored with our
+    requestID `<short_id>.<index>`), or raise InvalidRequests naming every bad request."""
     errors, parsed = [], []
     for index, xml in enumerate(requests):
         try:
             if not isinstance(xml, str) or not xml.strip():
                 raise _qbxml.BadRequestXml("empty request; expected one qbXML request element")
-            kind, caller_rid = _qbxml.inspect_request(xml, validate=True)
-            if caller_rid is not None and len(caller_rid) > _qbxml.MAX_REQUEST_ID:
-                raise _qbxml.BadRequestXml(
-                    f"requestID is {len(caller_rid)} characters, QuickBooks allows {_qbxml.MAX_REQUEST_ID}"
-                )
-            parsed.append({"index": index, "kind": kind, "caller_request_id": caller_rid})
+            qb_rid = f"{short_id}.{index}"
+            kind, caller_rid, stored = _qbxml.prepare_request(xml, request_id=qb_rid)
+            parsed.append(
+                {
+                    "index": index,
+                    "kind": kind,
+                    "caller_request_id": caller_rid,
+                    "qb_rid": qb_rid,
+                    "xml": stored,
+                }
+            )
         except SyncError as exc:  # QbxmlValidationError (a RecordError) or an unsafe/malformed-XML error
             field = exc.details.get("field") or getattr(exc, "field", None) or exc.where
             errors.append({"index": index, "field": field, "message": exc.message})
@@ -131,7 +137,8 @@ def enqueue(
                     where="Idempotency-Key",
                 )
             return existing, False
-    parsed = _validate(requests)
+    job_id = uuid.uuid4().hex
+    parsed = _validate(requests, job_id[:20])
     queued = session.scalar(
         select(func.count(JobRequest.id)).where(
             JobRequest.company_id == found.id, JobRequest.state.in_(ACTIVE_REQUEST_STATES)
@@ -144,7 +151,7 @@ def enqueue(
         )
     now = _now()
     job = Job(
-        id=uuid.uuid4().hex,
+        id=job_id,
         company_id=found.id,
         idempotency_key=idempotency_key or None,
         body_hash=body_hash,
@@ -157,7 +164,6 @@ def enqueue(
     )
     session.add(job)
     session.flush()
-    short = job.id[:20]
     session.execute(
         insert(JobRequest),
         [
@@ -166,10 +172,9 @@ def enqueue(
                 "company_id": found.id,
                 "position": p["index"],
                 "kind": p["kind"],
-                # Stored with the bridge's requestID already in place: sending is then a string join.
-                "request_xml": _qbxml.retag(requests[p["index"]], request_id=f"{short}.{p['index']}"),
+                "request_xml": p["xml"],
                 "caller_request_id": p["caller_request_id"],
-                "qb_request_id": f"{short}.{p['index']}",
+                "qb_request_id": p["qb_rid"],
                 "state": "pending",
                 "record_count": 0,
                 "attempts": 0,

@@ -196,6 +196,30 @@ def test_inspect_request_names_what_is_wrong():
         _qbxml.inspect_request("<CustomerAddRq>")
 
 
+def test_prepare_request_parses_once_validates_and_puts_our_request_id_on():
+    """What the jobs API stores: the caller's request with the bridge's requestID, its kind and the
+    caller's requestID; a request QuickBooks would refuse, or one with a requestID over 50 characters,
+    never reaches the queue."""
+    rq = '<?xml version="1.0"?><CustomerAddRq requestID="mine"><CustomerAdd><Name>A &amp; B</Name></CustomerAdd></CustomerAddRq>'
+    kind, caller, stored = _qbxml.prepare_request(rq, request_id="job.7")
+    assert (kind, caller) == ("CustomerAddRq", "mine")
+    assert (
+        stored
+        == '<CustomerAddRq requestID="job.7"><CustomerAdd><Name>A &amp; B</Name></CustomerAdd></CustomerAddRq>'
+    )
+    assert stored == _qbxml.retag(rq, request_id="job.7")
+    with pytest.raises(RecordError, match="Name"):
+        _qbxml.prepare_request(
+            f"<CustomerAddRq><CustomerAdd><Name>{'x' * 42}</Name></CustomerAdd></CustomerAddRq>",
+            request_id="j.1",
+        )
+    with pytest.raises(RecordError, match="requestID is 51 characters"):
+        _qbxml.prepare_request(
+            f'<CustomerAddRq requestID="{"r" * 51}"><CustomerAdd><Name>A</Name></CustomerAdd></CustomerAddRq>',
+            request_id="j.2",
+        )
+
+
 def test_probes_identify_what_an_add_would_have_created():
     cust = _qbxml.probe_for(
         "CustomerAddRq",
