@@ -101,7 +101,7 @@ class QuickBooksUpsertOperator(_SyncStepOperator, _InputMixin):
     # ---- Airflow entry points ---------------------------------------------------------------------
 
     def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Resume after a job finished: replay the program (stored jobs) and go on to the next phase."""
+        """Resume after a job finished: keep its answers, continue from the saved progress."""
         if not event or event.get("status") == "error":
             from airflow.sdk.exceptions import AirflowException
 
