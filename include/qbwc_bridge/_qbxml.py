@@ -21,7 +21,6 @@ __all__ = [
     "Probe",
     "RsInfo",
     "envelope",
-    "inspect_request",
     "parse_response_doc",
     "prepare_request",
     "probe_for",
@@ -49,12 +48,6 @@ def parse_fragment(xml: str | bytes, *, max_bytes: int = 4_000_000, recover: boo
 
 def _local(tag: Any) -> str:
     return tag.rsplit("}", 1)[-1] if isinstance(tag, str) else ""
-
-
-def inspect_request(xml: str) -> tuple[str, str | None]:
-    """Return (kind, caller requestID) of one request element, e.g. ("CustomerAddRq", "c1")."""
-    kind, caller_rid, _root = _request_root(xml)
-    return kind, caller_rid
 
 
 def _request_root(xml: str) -> tuple[str, str | None, Any]:

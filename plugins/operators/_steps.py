@@ -438,30 +438,17 @@ def upsert_step(
     that, are quarantined with the target's error code and message.
     """
     from erpsync.plan import PlanSpec
-    from erpsync.state import Identity
 
     manifest = Manifest.from_xcom(manifest, where="upsert input")
     spec = PlanSpec.from_mapping(mapping)
-    counts = dict.fromkeys(["created", "updated", "failed", "skipped", "already_written", "linked"], 0)
+    counts = dict.fromkeys(UPSERT_COUNTS, 0)
     writer = ChunkWriter(ctx.staging, "upsert")
     if dry_run:
         planned = manifest.extra.get("counts", {})
         return writer.close(dry_run=True, counts=counts, planned=planned, calls=adapter.call_log.summary())
 
     for plan in read_chunks(manifest):
-        skip = plan[plan["_action"] == "skip"]
-        counts["skipped"] += len(skip)
-        adopt = skip[skip["_record"].astype(bool)]
-        if len(adopt):
-            ctx.store.record_identities(
-                ctx.flow,
-                [Identity(r["_source_key"], r["_target_id"], r["_hash"]) for r in adopt.to_dict("records")],
-                run_id=ctx.run_id,
-            )
-            counts["linked"] += len(adopt)
-        ctx.store.resolve_quarantine(
-            ctx.flow, stage="upsert", keys=skip["_source_key"].tolist(), run_id=ctx.run_id
-        )
+        record_skips(ctx, plan, counts)
         todo = plan[plan["_action"].isin(["create", "update"])]
         if todo.empty:
             continue
@@ -487,6 +474,34 @@ def upsert_step(
     out = writer.close(counts=counts, calls=adapter.call_log.summary())
     log.info("Upsert into %s: %s", spec.target_object, counts)
     return out
+
+
+#: the counts an upsert manifest carries in `extra.counts`
+UPSERT_COUNTS = ("created", "updated", "failed", "skipped", "already_written", "linked")
+
+
+def record_skips(ctx: StepContext, plan: pd.DataFrame, counts: dict[str, int]) -> pd.DataFrame:
+    """Book one plan chunk's skipped rows and return them.
+
+    A skip the plan matched to an existing target record (`_record`) gets its identity recorded
+    (`linked`); every skipped row leaves upsert quarantine (it needs no write any more).
+    """
+    from erpsync.state import Identity
+
+    skip = plan[plan["_action"] == "skip"]
+    counts["skipped"] += len(skip)
+    adopt = skip[skip["_record"].astype(bool)]
+    if len(adopt):
+        ctx.store.record_identities(
+            ctx.flow,
+            [Identity(r["_source_key"], r["_target_id"], r["_hash"]) for r in adopt.to_dict("records")],
+            run_id=ctx.run_id,
+        )
+        counts["linked"] += len(adopt)
+    ctx.store.resolve_quarantine(
+        ctx.flow, stage="upsert", keys=skip["_source_key"].tolist(), run_id=ctx.run_id
+    )
+    return skip
 
 
 def record_results(ctx: StepContext, spec, results: pd.DataFrame) -> pd.DataFrame:

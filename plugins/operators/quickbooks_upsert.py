@@ -41,7 +41,6 @@ __all__ = ["QuickBooksUpsertOperator"]
 
 _TERMINAL = frozenset({"completed", "failed", "cancelled", "expired"})
 _MAX_ROWS_PER_JOB = 4000
-_COUNTS = ("created", "updated", "failed", "skipped", "already_written", "linked")
 
 
 class QuickBooksUpsertOperator(_SyncStepOperator, _InputMixin):
@@ -86,7 +85,9 @@ class QuickBooksUpsertOperator(_SyncStepOperator, _InputMixin):
         super().__init__(**kwargs)
         self._check_manifest(self.task_id, manifest)
         if isinstance(rows_per_job, int) and not 1 <= rows_per_job <= _MAX_ROWS_PER_JOB:
-            raise ValueError(f"{self.task_id}: rows_per_job must be between 1 and 4000, got {rows_per_job!r}")
+            raise ValueError(
+                f"{self.task_id}: rows_per_job must be between 1 and {_MAX_ROWS_PER_JOB}, got {rows_per_job!r}"
+            )
         if poll_interval <= 0 or long_poll < 0:
             raise ValueError(f"{self.task_id}: poll_interval must be > 0 and long_poll >= 0")
         self.manifest = manifest
@@ -362,29 +363,16 @@ def _finish(ctx, spec, plans, pending, results, already, adapter):
     import pandas as pd
 
     from erpsync.chunks import ChunkWriter
-    from erpsync.operators._steps import record_results
-    from erpsync.state import Identity
+    from erpsync.operators._steps import UPSERT_COUNTS, record_results, record_skips
 
-    counts = dict.fromkeys(_COUNTS, 0)
+    counts = dict.fromkeys(UPSERT_COUNTS, 0)
     counts["already_written"] = len(already)
     writeback: list[dict[str, Any]] = [
         {"_source_key": k, "target_id": ident.target_id, "action": "already_written"}
         for k, ident in already.items()
     ]
     for plan in plans:
-        skip = plan[plan["_action"] == "skip"]
-        counts["skipped"] += len(skip)
-        adopt = skip[skip["_record"].astype(bool)]
-        if len(adopt):
-            ctx.store.record_identities(
-                ctx.flow,
-                [Identity(r["_source_key"], r["_target_id"], r["_hash"]) for r in adopt.to_dict("records")],
-                run_id=ctx.run_id,
-            )
-            counts["linked"] += len(adopt)
-        ctx.store.resolve_quarantine(
-            ctx.flow, stage="upsert", keys=skip["_source_key"].tolist(), run_id=ctx.run_id
-        )
+        skip = record_skips(ctx, plan, counts)
         writeback.extend(
             {"_source_key": r["_source_key"], "target_id": r["_target_id"], "action": "skipped"}
             for r in skip.to_dict("records")

@@ -185,15 +185,15 @@ def test_envelope_and_retag():
     assert msgs.get("oldMessageSetID") == "old" and '<?qbxml version="13.0"?>' in doc
 
 
-def test_inspect_request_names_what_is_wrong():
-    assert _qbxml.inspect_request('<CustomerAddRq requestID="x"><CustomerAdd/></CustomerAddRq>') == (
-        "CustomerAddRq",
-        "x",
-    )
+def test_prepare_request_names_what_is_wrong():
+    assert _qbxml.prepare_request(
+        '<CustomerAddRq requestID="x"><CustomerAdd><Name>A</Name></CustomerAdd></CustomerAddRq>',
+        request_id="j.0",
+    )[:2] == ("CustomerAddRq", "x")
     with pytest.raises(RecordError, match="expected one qbXML request element"):
-        _qbxml.inspect_request("<QBXMLMsgsRq/>")
+        _qbxml.prepare_request("<QBXMLMsgsRq/>", request_id="j.1")
     with pytest.raises(RecordError, match="not well-formed"):
-        _qbxml.inspect_request("<CustomerAddRq>")
+        _qbxml.prepare_request("<CustomerAddRq>", request_id="j.2")
 
 
 def test_prepare_request_parses_once_validates_and_puts_our_request_id_on():

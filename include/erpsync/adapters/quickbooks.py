@@ -764,15 +764,14 @@ class QuickBooksAdapter:
         """
         from erpsync.qbwc_bridge.qbxml import sales_rep_query
 
-        with self.call_log.timed("read", "SalesRep") as entry:
-            rows = self._flat(
-                self._query("sales-reps", [sales_rep_query(request_id="reps", active_status="All")]),
-                "reading sales reps",
-            )
-            for row in rows:
-                first, _, last = (row.get("SalesRepEntityRef.FullName") or "").strip().partition(" ")
-                row["FirstName"], row["LastName"] = first or None, last.strip() or None
-            entry["rows"] = len(rows)
+        # One call in the log, the bridge job (as a customer scan is).
+        rows = self._flat(
+            self._query("sales-reps", [sales_rep_query(request_id="reps", active_status="All")]),
+            "reading sales reps",
+        )
+        for row in rows:
+            first, _, last = (row.get("SalesRepEntityRef.FullName") or "").strip().partition(" ")
+            row["FirstName"], row["LastName"] = first or None, last.strip() or None
         return rows
 
     def _scan_customers(
