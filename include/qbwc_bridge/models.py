@@ -11,7 +11,7 @@ from __future__ import annotations
 from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["ApiToken", "Base", "Company", "Exchange", "Job", "JobRequest", "Ticket"]
+__all__ = ["ApiToken", "Base", "Company", "Exchange", "Job", "JobRequest", "LoginThrottle", "Ticket"]
 
 
 class Base(DeclarativeBase):
@@ -36,6 +36,8 @@ class Company(Base):
     description: Mapped[str] = mapped_column(String(200), default="")
     run_every_minutes: Mapped[int] = mapped_column(Integer, default=15)
     created_at: Mapped[float] = mapped_column(Float)
+    #: Highest qbXML version the company file reported (HCP answer / sendRequestXML), once known.
+    qbxml_version: Mapped[str | None] = mapped_column(String(8), nullable=True)
 
 
 class ApiToken(Base):
@@ -47,6 +49,12 @@ class ApiToken(Base):
     name: Mapped[str] = mapped_column(String(100))
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[float] = mapped_column(Float)
+    #: JSON list of company names the token may touch; NULL = every company.
+    companies: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: Comma-separated rights: read, write, delete (ListDelRq/TxnDelRq need delete).
+    rights: Mapped[str] = mapped_column(String(40), default="read,write")
+    expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    revoked_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class Job(Base):
@@ -71,6 +79,8 @@ class Job(Base):
     expires_at: Mapped[float] = mapped_column(Float)
     finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: Name of the API token that enqueued the job (for the audit trail; never the secret).
+    created_by: Mapped[str | None] = mapped_column(String(100), nullable=True)
 
 
 class JobRequest(Base):
@@ -94,7 +104,8 @@ class JobRequest(Base):
     caller_request_id: Mapped[str | None] = mapped_column(String(50), nullable=True)
     #: The requestID the bridge sends; unique, so responses route back whatever else is in the batch.
     qb_request_id: Mapped[str] = mapped_column(String(50), unique=True)
-    #: pending -> sent -> done | failed; sent -> lost (unacknowledged) -> pending | done | failed; cancelled.
+    #: pending -> sent -> done | failed; sent -> lost (unacknowledged) -> pending | done | failed |
+    #: in_doubt (probes could not tell whether it was applied: an operator decides); cancelled.
     state: Mapped[str] = mapped_column(String(12))
     status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
     status_severity: Mapped[str | None] = mapped_column(String(10), nullable=True)
@@ -112,6 +123,8 @@ class JobRequest(Base):
     #: Send alone next time: the batch it was in was rejected as a whole (HRESULT parse error).
     solo: Mapped[bool] = mapped_column(Boolean, default=False)
     updated_at: Mapped[float] = mapped_column(Float)
+    #: Reconciliation probes answered with something other than a clear "found" / "absent".
+    probe_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Exchange(Base):
@@ -165,3 +178,16 @@ class Ticket(Base):
     requests_ok: Mapped[int] = mapped_column(Integer, default=0)
     requests_failed: Mapped[int] = mapped_column(Integer, default=0)
     reconciled: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class LoginThrottle(Base):
+    """Failed Web Connector logins per user and per client address, shared by every replica."""
+
+    __tablename__ = "login_throttle"
+
+    #: "user:<name>" or "addr:<ip>".
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer)
+    #: No login for this key is checked before this time (epoch seconds).
+    blocked_until: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
