@@ -6,6 +6,8 @@ outside development, so a forgotten `.env` fails loudly instead of exposing the 
 
 from __future__ import annotations
 
+import math
+from collections import Counter
 from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
@@ -16,6 +18,25 @@ from erpsync.errors import ConfigError
 __all__ = ["BridgeSettings", "load_settings"]
 
 _PLACEHOLDERS = ("change-me", "changeme", "placeholder")
+#: A static API token is a master key (every company, every right): at least this long ...
+MIN_TOKEN_LENGTH = 32
+#: ... and at least this many bits by a per-character Shannon estimate (`secrets.token_hex(16)`
+#: scores 93 or more, `token_urlsafe(32)` 180; "abcd" * 10 scores 80).
+MIN_TOKEN_BITS = 88
+
+
+def token_weakness(token: str) -> str | None:
+    """Why `token` is too weak to be a static API token, or None. A heuristic, not a proof of randomness."""
+    if len(token) < MIN_TOKEN_LENGTH:
+        return f"it has {len(token)} characters; at least {MIN_TOKEN_LENGTH} are required"
+    counts = Counter(token)
+    bits = -sum(n / len(token) * math.log2(n / len(token)) for n in counts.values()) * len(token)
+    if bits < MIN_TOKEN_BITS:
+        return f"it looks like about {bits:.0f} bits of randomness; at least {MIN_TOKEN_BITS} are required"
+    trigrams = [token[i : i + 3] for i in range(len(token) - 2)]
+    if len(set(trigrams)) < 0.75 * len(trigrams):
+        return "it repeats the same pieces (a pattern, not a random secret)"
+    return None
 
 
 class BridgeSettings(BaseSettings):
@@ -53,6 +74,15 @@ class BridgeSettings(BaseSettings):
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     #: Log whole qbXML documents (customer data!) only when this is on.
     debug_qbxml: bool = False
+    #: Web Connector login backoff (per user name and per client address, shared by replicas through
+    #: the login_throttle table): this many failures are free, then each one blocks that user / address
+    #: for LOGIN_BACKOFF_SECONDS doubling per further failure up to LOGIN_BACKOFF_MAX_SECONDS. Capped,
+    #: so an attacker can slow a real user down but never lock them out for good.
+    login_free_failures: int = Field(default=3, ge=0)
+    login_backoff_seconds: float = Field(default=1.0, gt=0)
+    login_backoff_max_seconds: float = Field(default=900.0, gt=0)
+    #: Failures older than this are forgotten (a fresh start the next day).
+    login_failure_memory_seconds: float = Field(default=24 * 3600.0, gt=0)
 
     @field_validator("database_url")
     @classmethod
@@ -78,6 +108,13 @@ class BridgeSettings(BaseSettings):
         if self.environment != "development" and any(p in token for p in _PLACEHOLDERS):
             raise ValueError(
                 "QBWC_BRIDGE_API_TOKEN is still a placeholder; set a real token "
+                "(or QBWC_BRIDGE_ENVIRONMENT=development on a laptop)"
+            )
+        weakness = token_weakness(self.api_token) if self.api_token else None
+        if self.environment != "development" and weakness:
+            raise ValueError(
+                f"QBWC_BRIDGE_API_TOKEN is too weak for a key to every company ({weakness}); make one with "
+                "`python -c 'import secrets; print(secrets.token_urlsafe(32))'` "
                 "(or QBWC_BRIDGE_ENVIRONMENT=development on a laptop)"
             )
         return self

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from erpsync.qbwc_bridge import _qbxml, _sql
+from erpsync.qbwc_bridge import _qbxml, _sql, throttle
 from erpsync.qbwc_bridge.config import BridgeSettings
 from erpsync.qbwc_bridge.db import Store
 from erpsync.qbwc_bridge.jobs import expire_jobs, settle_jobs
@@ -181,18 +181,42 @@ class Conversation:
             return f"W:This bridge is tested with Web Connector 2.1.0.30 or later; you run {version}."
         return ""
 
-    def authenticate(self, username: str, password: str) -> list[str]:
-        """[ticket, ""|company file|"none"|"nvu", postpone seconds, minimum run interval seconds]."""
+    def authenticate(self, username: str, password: str, client_addr: str = "") -> list[str]:
+        """[ticket, ""|company file|"none"|"nvu", postpone seconds, minimum run interval seconds].
+
+        `client_addr` (the caller's IP) feeds the login backoff: see throttle.py.
+        """
         min_run = str(self.settings.min_run_every_seconds) if self.settings.min_run_every_seconds else ""
+        keys = throttle.Keys.of(username or "", client_addr)
+        verdict = throttle.check(self.store, self.settings, keys)
+        if verdict.wait > 0:  # backing off: answer without looking at the password
+            log.warning(
+                "authenticate for user %r from %s refused unchecked (login backoff, %.0f s left)",
+                (username or "")[:100],
+                client_addr or "?",
+                verdict.wait,
+            )
+            return ["", "nvu", "", ""]
         with self.store.reading() as s:
             company = s.execute(_sql.LOGIN, {"username": username or ""}).first()
             stored = company.password_hash if company else _DUMMY_HASH
             company_id = company.id if company else None
             company_file = company.company_file if company else ""
-        # scrypt is slow on purpose: check it outside any transaction, so no lock waits on it.
+        # scrypt is slow on purpose: check it outside any transaction, so no lock waits on it. An
+        # unknown user pays the same scrypt (against the dummy hash), so timing tells no names.
+        if company_id is None:
+            verify_password(password or "", stored)
         if company_id is None or not self._password_ok(company_id, password or "", stored):
-            log.warning("authenticate refused for user %r", (username or "")[:100])
+            blocked = throttle.record_failure(self.store, self.settings, keys)
+            log.warning(
+                "authenticate refused for user %r from %s%s",
+                (username or "")[:100],
+                client_addr or "?",
+                f"; logins blocked for {blocked:.0f} s" if blocked else "",
+            )
             return ["", "nvu", "", ""]
+        if verdict.needs_write:
+            throttle.record_success(self.store, keys)
         with self.store.session() as s:
             now = _now()
             # A new session while an older one is open means the older one died: whatever it sent and

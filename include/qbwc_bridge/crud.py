@@ -5,6 +5,7 @@ Jobs and the Web Connector conversation have their own modules (jobs.py, convers
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 
@@ -21,9 +22,17 @@ __all__ = [
     "company_by_name",
     "company_by_username",
     "create_token",
+    "find_token",
     "list_companies",
+    "list_tokens",
+    "parse_duration",
+    "parse_rights",
+    "revoke_token",
     "set_password",
+    "token_companies",
     "token_is_valid",
+    "token_state",
+    "token_view",
 ]
 
 
@@ -90,12 +99,162 @@ def list_companies(*, session: Session) -> list[Company]:
     return list(session.scalars(select(Company).order_by(Company.name)))
 
 
-def create_token(*, session: Session, name: str) -> str:
-    """Create a jobs-API token and return it; only its hash is stored, so show it once."""
+#: What a jobs-API token may do. read: jobs, status page, .qwc and metrics of its companies; write:
+#: enqueue and cancel jobs; delete: enqueue ListDelRq/TxnDelRq as well; admin: manage tokens (only
+#: on a token for every company, or it could mint itself a wider one).
+RIGHTS = ("read", "write", "delete", "admin")
+DEFAULT_RIGHTS = ("read", "write")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_rights(value: str | list[str] | tuple[str, ...], *, where: str = "rights") -> tuple[str, ...]:
+    """'read,write' or ['read', 'write'] -> ('read', 'write') in canonical order; unknown names refused."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    names = {str(i).strip().lower() for i in items if str(i).strip()}
+    unknown = sorted(names - set(RIGHTS))
+    if unknown:
+        raise ConfigError(
+            f"unknown right(s) {', '.join(unknown)}; choose from {', '.join(RIGHTS)}", where=where
+        )
+    if not names:
+        raise ConfigError(f"a token needs at least one right ({', '.join(RIGHTS)})", where=where)
+    return tuple(r for r in RIGHTS if r in names)
+
+
+def parse_duration(value: str, *, where: str = "--expires-in") -> float:
+    """'30d', '12h', '90m', '3600s', '2w' or plain seconds -> seconds (> 0)."""
+    text = str(value).strip().lower()
+    number, unit = (text[:-1], text[-1]) if text[-1:] in _UNITS else (text, "s")
+    try:
+        seconds = float(number) * _UNITS[unit]
+    except ValueError:
+        raise ConfigError(f"{value!r} is not a duration like 30d, 12h, 90m or 3600", where=where) from None
+    if not seconds > 0 or seconds != seconds or seconds > 100 * 365 * 86400:
+        raise ConfigError(f"{value!r}: a duration must be positive and under 100 years", where=where)
+    return seconds
+
+
+def token_companies(token: ApiToken) -> frozenset[str] | None:
+    """The company names a token may touch; None means every company."""
+    return None if token.companies is None else frozenset(json.loads(token.companies))
+
+
+def token_state(token: ApiToken, now: float | None = None) -> str:
+    now = time.time() if now is None else now
+    if token.revoked_at is not None:
+        return "revoked"
+    if token.expires_at is not None and token.expires_at <= now:
+        return "expired"
+    return "active"
+
+
+def _token_name(name: str) -> str:
+    name = (name or "").strip()
+    if not name or len(name) > 100 or any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
+        raise ConfigError("a token name must be 1 to 100 printable characters", where="token.name")
+    if name.isdigit():
+        raise ConfigError(
+            f"token name {name!r} is all digits; it would read as a token id", where="token.name"
+        )
+    return name
+
+
+def create_token(
+    *,
+    session: Session,
+    name: str,
+    companies: list[str] | None = None,
+    rights: str | list[str] | tuple[str, ...] = DEFAULT_RIGHTS,
+    expires_in: float | None = None,
+) -> str:
+    """Create a jobs-API token and return it; only its hash is stored, so show it once.
+
+    `companies` None = every company (also ones added later); names must be registered now.
+    """
+    name = _token_name(name)
+    granted = parse_rights(rights)
+    now = time.time()
+    scope = None
+    if companies is not None:
+        scope = sorted({c.strip() for c in companies if c and c.strip()})
+        if not scope:
+            raise ConfigError(
+                "a token scoped to companies needs at least one company name", where="companies"
+            )
+        missing = [c for c in scope if company_by_name(session=session, name=c) is None]
+        if missing:
+            raise ConfigError(f"no company named {', '.join(map(repr, missing))}", where="companies")
+        if "admin" in granted:
+            raise ConfigError(
+                "the admin right needs a token for every company (it can create tokens for any company)",
+                where="rights",
+            )
+    if expires_in is not None and not expires_in > 0:
+        raise ConfigError("expires_in must be a positive number of seconds", where="expires_in")
+    if any(
+        token_state(t, now) == "active"
+        for t in session.scalars(select(ApiToken).where(ApiToken.name == name))
+    ):
+        raise ConfigError(
+            f"an active token named {name!r} exists; revoke it or pick another name", where="token.name"
+        )
     token = new_token()
-    session.add(ApiToken(name=name, token_hash=hash_token(token), created_at=time.time()))
+    session.add(
+        ApiToken(
+            name=name,
+            token_hash=hash_token(token),
+            created_at=now,
+            companies=None if scope is None else json.dumps(scope),
+            rights=",".join(granted),
+            expires_at=None if expires_in is None else now + expires_in,
+        )
+    )
+    session.flush()
     return token
 
 
+def find_token(*, session: Session, token: str, now: float | None = None) -> ApiToken | None:
+    """The active (not revoked, not expired) token with this secret, or None."""
+    found = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token)))
+    if found is None or token_state(found, now) != "active":
+        return None
+    return found
+
+
 def token_is_valid(*, session: Session, token: str) -> bool:
-    return session.scalar(select(ApiToken.id).where(ApiToken.token_hash == hash_token(token))) is not None
+    return find_token(session=session, token=token) is not None
+
+
+def list_tokens(*, session: Session) -> list[ApiToken]:
+    return list(session.scalars(select(ApiToken).order_by(ApiToken.id)))
+
+
+def token_view(token: ApiToken) -> dict:
+    """A token as the CLI and the API show it: never the secret or its hash."""
+    scope = token_companies(token)
+    return {
+        "id": token.id,
+        "name": token.name,
+        "companies": None if scope is None else sorted(scope),
+        "rights": token.rights.split(","),
+        "created_at": token.created_at,
+        "expires_at": token.expires_at,
+        "revoked_at": token.revoked_at,
+        "state": token_state(token),
+    }
+
+
+def revoke_token(*, session: Session, ref: str) -> list[ApiToken]:
+    """Revoke the token with this id, or the active token(s) with this name; return what was revoked."""
+    ref = str(ref).strip()
+    if ref.isdigit():
+        found = [t for t in [session.get(ApiToken, int(ref))] if t is not None]
+    else:
+        found = list(session.scalars(select(ApiToken).where(ApiToken.name == ref)))
+    if not found:
+        raise ConfigError(f"no token with id or name {ref!r}", where="token")
+    now = time.time()
+    revoked = [t for t in found if t.revoked_at is None]
+    for t in revoked:
+        t.revoked_at = now
+    return revoked

@@ -44,11 +44,16 @@ class Method:
     failure: object
 
 
-def _methods(c: Conversation) -> dict[str, Method]:
+def _methods(c: Conversation, client_addr: str = "") -> dict[str, Method]:
     return {
         "serverVersion": Method((), "string", lambda: c.server_version(), ""),
         "clientVersion": Method(("strVersion",), "string", c.client_version, ""),
-        "authenticate": Method(("strUserName", "strPassword"), "array", c.authenticate, ["", "busy", "", ""]),
+        "authenticate": Method(
+            ("strUserName", "strPassword"),
+            "array",
+            lambda user, password: c.authenticate(user, password, client_addr),
+            ["", "busy", "", ""],
+        ),
         "sendRequestXML": Method(
             (
                 "ticket",
@@ -141,15 +146,20 @@ def render_fault(fault: SoapFault) -> bytes:
     ).encode()
 
 
-def handle_soap(conversation: Conversation, body: bytes, soap_action: str = "") -> tuple[int, bytes]:
-    """Answer one SOAP request: (HTTP status, body). The single error boundary of the endpoint."""
+def handle_soap(
+    conversation: Conversation, body: bytes, soap_action: str = "", client_addr: str = ""
+) -> tuple[int, bytes]:
+    """Answer one SOAP request: (HTTP status, body). The single error boundary of the endpoint.
+
+    `client_addr` is the caller's IP address (the login backoff counts failures per address).
+    """
     started = time.perf_counter()
     try:
         method, args = parse_call(body, soap_action, max_bytes=conversation.settings.max_body_bytes)
     except SoapFault as fault:
         metrics.SOAP_CALLS.inc(method="invalid", outcome="fault")
         return 500, render_fault(fault)
-    spec = _methods(conversation).get(method)
+    spec = _methods(conversation, client_addr).get(method)
     if spec is None:
         metrics.SOAP_CALLS.inc(method="unknown", outcome="fault")
         return 500, render_fault(SoapFault(f"unknown Web Connector method {method[:60]!r}"))
@@ -170,6 +180,8 @@ def handle_soap(conversation: Conversation, body: bytes, soap_action: str = "") 
         except Exception:
             log.exception("could not store the error for getLastError")
         result, outcome = spec.failure, "error"
+    if method == "authenticate" and isinstance(result, list) and result[1:2] == ["nvu"]:
+        outcome = "refused"  # wrong password, unknown user or login backoff: no hint which
     metrics.SOAP_CALLS.inc(method=method, outcome=outcome)
     metrics.SOAP_SECONDS.observe(time.perf_counter() - started, method=method)
     return 200, render(method, result)
