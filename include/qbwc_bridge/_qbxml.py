@@ -20,10 +20,12 @@ __all__ = [
     "HcpInfo",
     "Probe",
     "RsInfo",
+    "Verdict",
     "envelope",
     "parse_response_doc",
     "prepare_request",
     "probe_for",
+    "probe_verdict",
     "read_hcp",
     "retag",
 ]
@@ -186,11 +188,13 @@ def parse_response_doc(xml: str, *, max_bytes: int = 64_000_000) -> tuple[int | 
         except ValueError:
             info.remaining = 0
         info.rets = [child for child in rs if _local(child.tag).endswith("Ret")]
-        if info.rets:
-            first = info.rets[0]
-            info.list_id = _first_text(first, "ListID")
-            info.txn_id = _first_text(first, "TxnID")
-            info.edit_sequence = _first_text(first, "EditSequence")
+        # An error-recovery answer may carry only the schema's ErrorRecovery aggregate instead of the
+        # *Ret (ListID | TxnID, EditSequence): the ids settle the request all the same.
+        ids = info.rets[0] if info.rets else _child(rs, "ErrorRecovery")
+        if ids is not None:
+            info.list_id = _first_text(ids, "ListID")
+            info.txn_id = _first_text(ids, "TxnID")
+            info.edit_sequence = _first_text(ids, "EditSequence")
         out.append(info)
     return (int(set_status) if set_status not in (None, "") else None), out
 
@@ -227,13 +231,29 @@ def read_hcp(xml: str) -> HcpInfo:
 
 @dataclass
 class Probe:
-    """A query that tells whether an unacknowledged Add landed, and how to recognise the record."""
+    """A query that tells whether an unacknowledged write landed, and how to recognise the record."""
 
     query_xml: str
     key: str  # what is matched (for the audit message)
-    customer: str | None = None  # for transactions: the CustomerRef FullName/ListID that must match
-    #: For a Mod: the EditSequence it was sent with; a record that no longer has it was modified.
+    #: For transactions: the CustomerRef value that must match, and which child holds it (ListID or
+    #: FullName, as the request gave it; the Ret's CustomerRef is compared on that same child).
+    customer: str | None = None
+    customer_by: str = "FullName"
+    #: For a Mod: the EditSequence it was sent with, and the Mod aggregate whose fields are compared.
     edit_sequence: str | None = None
+    sent: Any = None
+
+
+@dataclass
+class Verdict:
+    """What a probe answer proves: `found` (applied: `ret`), `absent` (safe to send again), `stale`
+    (a Mod that is not there: resend with `ret`'s EditSequence) or `unknown` (no proof either way)."""
+
+    outcome: str
+    ret: Any = None
+    status_code: int | None = None
+    severity: str | None = None
+    reason: str = ""
 
 
 _LIST_ADDS = {
@@ -261,17 +281,28 @@ _MODS = {
 SAFE_TO_RESEND_SUFFIXES = ("QueryRq",)
 #: Writes whose replay QuickBooks refuses by itself (a stale EditSequence answers 3200).
 EDIT_GUARDED_SUFFIXES = ("ModRq",)
+#: Writes whose replay QuickBooks refuses as a duplicate (3180: a value already exists for the object):
+#: replayed after a lost answer, and that refusal then means the lost send had applied it.
+REPLAY_SAFE_KINDS = ("DataExtAddRq",)
+#: Probe answers that prove absence: 1 = the exact-key query matched nothing, 500 = no such object.
+ABSENT_CODES = (1, 500)
+_MOD_KEYS = {"ListID", "TxnID", "EditSequence"}
 
 
 def _child(el, name: str):
     return next((c for c in el if _local(c.tag) == name), None)
 
 
+def _text(el) -> str:
+    return (el.text or "").strip() if el is not None else ""
+
+
 def probe_for(kind: str, request_xml: str, probe_id: str) -> Probe | None:
-    """Build the probe query for an unacknowledged Add, or None when nothing identifies its result.
+    """Build the probe query for an unacknowledged write, or None when nothing identifies its result.
 
     Lists are found by full name (unique in QuickBooks); transactions by RefNumber plus customer,
-    since QuickBooks allows duplicate RefNumbers and only the pair is a useful identity.
+    since QuickBooks allows duplicate RefNumbers and only the pair is a useful identity; a Mod by its
+    ListID/TxnID, to compare the record as it is now with the fields sent.
     """
     root = parse_fragment(request_xml)
     if kind in _MODS:
@@ -281,25 +312,26 @@ def probe_for(kind: str, request_xml: str, probe_id: str) -> Probe | None:
         seq = _child(mod, "EditSequence") if mod is not None else None
         if ident is None or seq is None:
             return None
-        value = (ident.text or "").strip()
+        value = _text(ident)
         return Probe(
             f"<{query} requestID={quoteattr(probe_id)}><{id_name}>{escape(value)}</{id_name}></{query}>",
-            key=f"{id_name} {value!r} no longer at EditSequence {(seq.text or '').strip()!r}",
-            edit_sequence=(seq.text or "").strip(),
+            key=f"{id_name} {value!r}",
+            edit_sequence=_text(seq),
+            sent=mod,
         )
     if kind in _LIST_ADDS:
         query, agg = _LIST_ADDS[kind]
         add = _child(root, agg)
         name = _child(add, "Name") if add is not None else None
-        if name is None or not (name.text or "").strip():
+        if not _text(name):
             return None
-        full = name.text.strip()
+        full = _text(name)
         parent = _child(add, "ParentRef")
         if parent is not None:
             parent_name = _child(parent, "FullName")
             if parent_name is None:
                 return None  # parent given by ListID only: its full name is unknown here
-            full = f"{parent_name.text.strip()}:{full}"
+            full = f"{_text(parent_name)}:{full}"
         return Probe(
             f"<{query} requestID={quoteattr(probe_id)}><FullName>{escape(full)}</FullName></{query}>",
             key=f"name {full!r}",
@@ -307,36 +339,113 @@ def probe_for(kind: str, request_xml: str, probe_id: str) -> Probe | None:
     if kind in _TXN_ADDS:
         query, agg = _TXN_ADDS[kind]
         add = _child(root, agg)
-        ref = _child(add, "RefNumber") if add is not None else None
-        if ref is None or not (ref.text or "").strip():
+        ref = _text(_child(add, "RefNumber")) if add is not None else ""
+        if not ref:
             return None
-        customer = None
+        customer, customer_by = None, "FullName"
         cref = _child(add, "CustomerRef")
         if cref is not None:
-            node = _child(cref, "ListID") or _child(cref, "FullName")
-            customer = (node.text or "").strip() if node is not None else None
+            # An element with text and no children is false in lxml: test for None, never truthiness.
+            node = _child(cref, "ListID")
+            if node is not None:
+                customer_by = "ListID"
+            else:
+                node = _child(cref, "FullName")
+            customer = _text(node) if node is not None else None
         return Probe(
-            f"<{query} requestID={quoteattr(probe_id)}><RefNumber>{escape(ref.text.strip())}</RefNumber>"
-            f"</{query}>",
-            key=f"RefNumber {ref.text.strip()!r}",
+            f"<{query} requestID={quoteattr(probe_id)}><RefNumber>{escape(ref)}</RefNumber></{query}>",
+            key=f"RefNumber {ref!r}" + (f" for customer {customer_by} {customer!r}" if customer else ""),
             customer=customer,
+            customer_by=customer_by,
         )
     return None
 
 
 def probe_match(probe: Probe, rs: RsInfo) -> Any | None:
-    """The Ret element in a probe's response that is the unacknowledged Add's record, if any."""
+    """The Ret element in a probe's clean answer that is the unacknowledged Add's record, if any."""
     if rs.status_code != 0:
         return None
     for ret in rs.rets:
-        if probe.edit_sequence is not None:
-            return ret if (ret.findtext("EditSequence") or "").strip() != probe.edit_sequence else None
         if probe.customer is None:
             return ret
         cref = _child(ret, "CustomerRef")
-        if cref is None:
-            continue
-        values = {(c.text or "").strip() for c in cref}
-        if probe.customer in values:
+        if cref is not None and _text(_child(cref, probe.customer_by)) == probe.customer:
             return ret
     return None
+
+
+def probe_verdict(probe: Probe, rs: RsInfo | None) -> Verdict:
+    """Read a probe answer. Only a clean answer proves anything: 0 (then the records decide), 1 or 500.
+
+    Any other status (1000 internal error, 1010, 3260 permissions, a lock message...) or no answer at
+    all says nothing about the write: `unknown`, so the request is probed again, never resent on it.
+    """
+    if rs is None:
+        return Verdict("unknown", reason="QuickBooks returned no answer to the probe")
+    answer = f"{rs.status_code} {rs.severity}: {rs.message}".strip()
+    if rs.status_code in ABSENT_CODES:
+        return Verdict("absent", status_code=rs.status_code, severity=rs.severity, reason=answer)
+    if rs.status_code != 0 or rs.severity == "Error":
+        return Verdict("unknown", status_code=rs.status_code, severity=rs.severity, reason=answer)
+    if probe.sent is None:
+        ret = probe_match(probe, rs)
+        return Verdict("found" if ret is not None else "absent", ret=ret, reason=answer)
+    if not rs.rets:
+        return Verdict("unknown", status_code=0, severity=rs.severity, reason="status 0 without a record")
+    ret = rs.rets[0]
+    seq = _text(_child(ret, "EditSequence"))
+    if seq == probe.edit_sequence:
+        return Verdict("absent", ret=ret, reason=f"EditSequence still {seq!r}: the Mod did not run")
+    if mod_applied(probe.sent, ret):
+        return Verdict("found", ret=ret, reason=f"EditSequence {probe.edit_sequence!r} -> {seq!r}")
+    return Verdict("stale", ret=ret, reason=f"EditSequence {probe.edit_sequence!r} -> {seq!r}")
+
+
+def _same_value(sent: str, now: str) -> bool:
+    if sent == now:
+        return True
+    if sent.lower() in {"true", "false"} and now.lower() in {"true", "false"}:
+        return sent.lower() == now.lower()
+    from decimal import Decimal, InvalidOperation
+
+    try:
+        return Decimal(sent) == Decimal(now)
+    except (InvalidOperation, ValueError):
+        return False
+
+
+def _holds(sent, now, skip: frozenset[str] | set[str] = frozenset()) -> bool:
+    """Whether the record element `now` holds every value of the sent element `sent` (but `skip`)."""
+    kids = [c for c in sent if isinstance(c.tag, str) and _local(c.tag) not in skip]
+    if not kids and not skip:
+        return _same_value(_text(sent), _text(now))
+    groups: dict[str, list[Any]] = {}
+    for c in kids:
+        groups.setdefault(_local(c.tag), []).append(c)
+    for name, sent_kids in groups.items():
+        now_kids = [c for c in now if _local(c.tag) == name] if now is not None else []
+        if not now_kids and all(len(c) == 0 and not _text(c) for c in sent_kids):
+            continue  # an empty element clears the field: absent from the record means cleared
+        if len(now_kids) != len(sent_kids):
+            return False  # e.g. a *LineMod has no same-named counterpart in the Ret: not comparable
+        if not all(_holds(a, b) for a, b in zip(sent_kids, now_kids, strict=True)):
+            return False
+    return True
+
+
+def mod_applied(mod, ret) -> bool:
+    """Whether the record `ret` (a probe's *Ret) holds every field the Mod aggregate `mod` set."""
+    return _holds(mod, ret, _MOD_KEYS)
+
+
+def with_edit_sequence(request_xml: str, edit_sequence: str) -> str:
+    """The stored Mod request with its EditSequence replaced (to resend it over a newer record)."""
+    from lxml import etree
+
+    root = parse_fragment(request_xml)
+    mod = next((c for c in root if isinstance(c.tag, str)), None)
+    seq = _child(mod, "EditSequence") if mod is not None else None
+    if seq is None:
+        raise BadRequestXml(f"{_local(root.tag)} has no EditSequence to replace")
+    seq.text = edit_sequence
+    return etree.tostring(root, encoding="unicode")
