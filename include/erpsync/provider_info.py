@@ -38,6 +38,11 @@ EXACT_ONLINE_CONNECTION: dict[str, Any] = {
             "description": "SQLAlchemy URL shared by all workers (PostgreSQL when workers run on several hosts)",
             "schema": {"type": ["string", "null"], "format": "password"},
         },
+        "token_encryption_key": {
+            "label": "Token encryption key",
+            "description": "Fernet key for the tokens in the store (default: Airflow's fernet key)",
+            "schema": {"type": ["string", "null"], "format": "password"},
+        },
         "ca_bundle": {"label": "CA bundle path", "schema": {"type": ["string", "null"]}},
         "timeout": {"label": "HTTP timeout (s)", "schema": {"type": ["number", "null"], "default": 60}},
         "minutely_margin": {

@@ -15,24 +15,35 @@ HTTP response, and nothing can close it since Exact has no grace period for the 
 
 The row also remembers a hash of the bootstrap refresh token it was seeded from: a *different*
 token in the connection means a human consented again, and it replaces the stored chain.
+
+At rest the access and refresh tokens are Fernet-encrypted (`fernet:` + token) with the connection
+extra `token_encryption_key` if set, else Airflow's `[core] fernet_key`; several comma-separated keys
+rotate as in Airflow (the first encrypts). Rows written in plain text before stay readable and are
+encrypted on their next write. With no key anywhere the tokens are kept as plain text, as Airflow
+keeps its own connections then, and a warning says which setting is missing. A SQLite store file is
+created with mode 0600.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from erpsync.errors import AuthError, ConfigError, RetriableSourceError
+from erpsync.secure import private_sqlite_file, redact_url
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
 __all__ = ["TokenPair", "TokenStore", "default_store_url"]
+
+log = logging.getLogger(__name__)
 
 REFRESH_LIFETIME = 30 * 86_400
 
@@ -43,8 +54,8 @@ _ENGINES: dict[tuple[str, int], Engine] = {}
 class TokenPair:
     """What the token endpoint returned, with `expires_in` already turned into seconds."""
 
-    access_token: str
-    refresh_token: str
+    access_token: str = field(repr=False)
+    refresh_token: str = field(repr=False)
     expires_in: float
 
 
@@ -88,6 +99,7 @@ def _engine(url: str) -> Engine:
 
     try:
         if url.startswith("sqlite"):
+            private_sqlite_file(url)  # tokens inside: 0600 before SQLite creates it world-readable
             engine = sa.create_engine(url, connect_args={"timeout": 60})
 
             # pysqlite starts transactions lazily and deferred; take the write lock up front instead,
@@ -102,7 +114,13 @@ def _engine(url: str) -> Engine:
         else:
             engine = sa.create_engine(url, pool_pre_ping=True)
     except (sa.exc.ArgumentError, ImportError) as exc:
-        raise ConfigError(f"token_store_url '{_redact(url)}' is not a usable SQLAlchemy URL: {exc}") from exc
+        # The driver's message may quote the URL, password and all: say what is wrong without it.
+        reason = str(exc).replace(url, redact_url(url))
+        raise ConfigError(
+            f"token_store_url '{redact_url(url)}' is not a usable SQLAlchemy URL "
+            f"(expected e.g. sqlite:///path or postgresql+psycopg://user:***@host/db): {reason}",
+            where="token_store_url",
+        ) from None
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             # Concurrent CREATE TABLE races on PostgreSQL's catalog; serialize the first use.
@@ -112,22 +130,110 @@ def _engine(url: str) -> Engine:
     return engine
 
 
-def _redact(url: str) -> str:
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
-    return url
+_PREFIX = "fernet:"
+_WARNED_PLAINTEXT: set[str] = set()
+_KEY_HINT = (
+    "set the connection extra 'token_encryption_key' (or Airflow's AIRFLOW__CORE__FERNET_KEY) "
+    "to the key that wrote them, or forget the row and consent again"
+)
+
+
+class _Cipher:
+    """Encrypts the tokens of one store; `None` inner cipher means plain text (no key configured)."""
+
+    def __init__(self, key: str | None):
+        self.source = "token_encryption_key" if key else "AIRFLOW__CORE__FERNET_KEY"
+        self._fernet = self._from_key(key) if key else self._from_airflow()
+
+    @staticmethod
+    def _from_key(key: str):
+        from cryptography.fernet import Fernet, MultiFernet
+
+        try:
+            return MultiFernet([Fernet(part.strip().encode()) for part in key.split(",")])
+        except (ValueError, TypeError):
+            raise ConfigError(
+                "connection extra 'token_encryption_key' is not a Fernet key (32 url-safe base64 bytes; "
+                "make one with `python -c 'from cryptography.fernet import Fernet; "
+                "print(Fernet.generate_key().decode())'`)",
+                where="token_encryption_key",
+            ) from None
+
+    @staticmethod
+    def _from_airflow():
+        try:
+            from airflow.models.crypto import get_fernet
+
+            fernet = get_fernet()
+        except ImportError:  # outside Airflow (tools, tests of the store alone)
+            return None
+        except Exception as exc:  # AirflowException: the configured key is malformed
+            raise ConfigError(
+                f"Airflow's fernet key cannot encrypt the Exact tokens ({exc}); fix AIRFLOW__CORE__FERNET_KEY "
+                "or set the connection extra 'token_encryption_key'",
+                where="AIRFLOW__CORE__FERNET_KEY",
+            ) from None
+        return fernet if getattr(fernet, "is_encrypted", False) else None
+
+    def seal(self, value: str | None, *, where: str) -> str | None:
+        if value is None:
+            return None
+        if self._fernet is None:
+            if where not in _WARNED_PLAINTEXT:
+                _WARNED_PLAINTEXT.add(where)
+                log.warning(
+                    "Exact tokens of %s are stored unencrypted: set AIRFLOW__CORE__FERNET_KEY or the "
+                    "connection extra 'token_encryption_key'",
+                    where,
+                )
+            return value
+        return _PREFIX + self._fernet.encrypt(value.encode()).decode()
+
+    def open(self, value: str | None, *, where: str) -> str | None:
+        if value is None or not value.startswith(_PREFIX):
+            return value  # written before encryption (or without a key): re-encrypted on next write
+        if self._fernet is None:
+            raise ConfigError(
+                f"the stored Exact tokens are encrypted but no key is configured: {_KEY_HINT}", where=where
+            )
+        from cryptography.fernet import InvalidToken
+
+        try:
+            return self._fernet.decrypt(value[len(_PREFIX) :].encode()).decode()
+        except InvalidToken:
+            raise ConfigError(
+                f"the stored Exact tokens were encrypted with another key than {self.source}: {_KEY_HINT}",
+                where=where,
+            ) from None
 
 
 class TokenStore:
     """Access and refresh tokens of Exact connections, shared by every worker that sees the same URL.
 
     :param url: SQLAlchemy URL (`sqlite:///...` or `postgresql+psycopg://...`).
+    :param encryption_key: Fernet key(s) for the tokens at rest; default: Airflow's fernet key.
     """
 
-    def __init__(self, url: str | None = None):
+    def __init__(self, url: str | None = None, *, encryption_key: str | None = None):
         self.url = url or default_store_url()
         self.table = _table()
+        self._encryption_key = encryption_key
+        self._cipher_obj: _Cipher | None = None
+
+    def __repr__(self) -> str:
+        return f"TokenStore({redact_url(self.url)!r})"
+
+    @property
+    def _cipher(self) -> _Cipher:
+        if self._cipher_obj is None:
+            self._cipher_obj = _Cipher(self._encryption_key)
+        return self._cipher_obj
+
+    def _decrypted(self, row, key: str) -> dict:
+        out = dict(row)
+        for name in ("access_token", "refresh_token"):
+            out[name] = self._cipher.open(out.get(name), where=key)
+        return out
 
     @property
     def engine(self) -> Engine:
@@ -138,7 +244,7 @@ class TokenStore:
 
         values = {
             "store_key": key,
-            "refresh_token": bootstrap,
+            "refresh_token": self._cipher.seal(bootstrap, where=key),
             "seed_hash": _hash(bootstrap) if bootstrap else None,
             "refresh_count": 0,
             "updated_at": time.time(),
@@ -167,7 +273,7 @@ class TokenStore:
 
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(self.table).where(self.table.c.store_key == key)).mappings().first()
-            return dict(row) if row else None
+            return self._decrypted(row, key) if row else None
 
     def access_token(self, key: str, **kwargs) -> str:
         """Return a usable access token (see `lease`)."""
@@ -201,7 +307,7 @@ class TokenStore:
         with self.engine.begin() as conn:
             self._ensure_row(conn, key, bootstrap)
             row = conn.execute(sa.select(t).where(t.c.store_key == key).with_for_update()).mappings().one()
-            row = dict(row)
+            row = self._decrypted(row, key)
             if self._reseeded(row, bootstrap):
                 row.update(
                     refresh_token=bootstrap,
@@ -238,9 +344,9 @@ class TokenStore:
                 sa.update(t)
                 .where(t.c.store_key == key)
                 .values(
-                    access_token=pair.access_token,
+                    access_token=self._cipher.seal(pair.access_token, where=key),
                     access_expires_at=issued + pair.expires_in,
-                    refresh_token=pair.refresh_token,
+                    refresh_token=self._cipher.seal(pair.refresh_token, where=key),
                     issued_at=issued,
                     refresh_expires_at=issued + REFRESH_LIFETIME,
                     seed_hash=row["seed_hash"],

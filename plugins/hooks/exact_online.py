@@ -7,6 +7,7 @@ Connection (`exact_online`, default id `exact_online_default`):
 * extra: `division` (code) or `division_name` (the administration's exact name, as App4Sales asks),
   `refresh_token` (from the consent flow; seeds the token store), `redirect_uri`, `token_store_url`
   (SQLAlchemy URL; SQLite under AIRFLOW_HOME by default, PostgreSQL when workers run on several hosts),
+  `token_encryption_key` (Fernet key for the tokens at rest; default: Airflow's fernet key),
   `store_key`, `ca_bundle`, `timeout`, `minutely_margin` (calls kept in reserve per minute),
   `daily_reserve` (calls kept in reserve per day), `refresh_margin`, `max_rate_limit_wait`,
   `max_retries` and `retry_backoff` (GET/PUT on 5xx and transport errors).
@@ -154,12 +155,12 @@ class WriteResult:
 class _Settings:
     base_url: str
     client_id: str
-    client_secret: str
+    client_secret: str = field(repr=False)
     division: int | None
     division_name: str | None
-    refresh_token: str | None
+    refresh_token: str | None = field(repr=False)
     redirect_uri: str | None
-    token_store_url: str | None
+    token_store_url: str | None = field(repr=False)
     store_key: str
     verify: Any
     timeout: float
@@ -169,7 +170,7 @@ class _Settings:
     max_rate_limit_wait: float
     max_retries: int
     retry_backoff: float
-    extra: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict, repr=False)  # may hold the refresh token and keys
 
 
 def _blank_to_none(value: Any) -> Any:
@@ -296,7 +297,9 @@ class ExactOnlineHook(BaseHook):
     def token_store(self) -> TokenStore:
         from erpsync.hooks._exact_tokens import TokenStore
 
-        return TokenStore(self.settings.token_store_url)
+        return TokenStore(
+            self.settings.token_store_url, encryption_key=self.settings.extra.get("token_encryption_key")
+        )
 
     def close(self) -> None:
         if "client" in self.__dict__:
