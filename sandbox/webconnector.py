@@ -19,6 +19,7 @@ failures (timeouts, 5xx) end the update the way QBWC does: no further calls in t
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -381,7 +382,7 @@ def start_bridge(
     *,
     database_url: str | None = None,
     companies: dict[str, str] | None = None,
-    api_token: str = "sandbox-token",
+    api_token: str | None = None,
     port: int = 0,
     migrate: bool = True,
     wrap: Callable[[Any], Any] | None = None,
@@ -409,6 +410,7 @@ def start_bridge(
         for name, password in (companies or {}).items():
             if company_by_name(session=s, name=name) is None:
                 add_company(session=s, name=name, password=password)
+    api_token = api_token or secrets.token_urlsafe(32)  # never a guessable default, even in a sandbox
     cfg = load_settings(database_url=url, api_token=api_token, environment="development", **settings)
     app = create_app(cfg, store=store)
     running = serve_in_thread(ServiceSpec("qbwc_bridge", wrap(app) if wrap else app, tls=tls), ctx, port=port)
