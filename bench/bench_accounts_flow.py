@@ -45,6 +45,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -57,7 +58,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 DAG_ID = "sf_accounts_to_qb_customers"
-TOKEN = "bench-token"
+TOKEN = secrets.token_urlsafe(32)  # a real-looking secret: weak static tokens are refused
 COMPANY = "acme"
 WARMUP = 50
 

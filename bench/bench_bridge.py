@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import secrets
 import sys
 import tempfile
 import threading
@@ -26,7 +27,7 @@ from erpsync.sandbox.quickbooks import CompanyFile
 from erpsync.sandbox.runner import SandboxCA, SandboxContext
 from erpsync.sandbox.webconnector import WebConnectorSimulator, start_bridge
 
-TOKEN = "bench-token"
+TOKEN = secrets.token_urlsafe(32)  # a real-looking secret: weak static tokens are refused
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -281,7 +282,7 @@ def many_companies(companies: int, n: int, workdir: Path, db_url: str | None = N
         sims = {name: WebConnectorSimulator(f"{url}/qbwc", name, names[name], files[name]) for name in names}
         for sim in sims.values():
             sim.call("serverVersion")
-        before = httpx.get(f"{url}/metrics").text
+        before = httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {TOKEN}"}).text
         barrier = threading.Barrier(companies)
 
         def run(name: str):
@@ -297,7 +298,7 @@ def many_companies(companies: int, n: int, workdir: Path, db_url: str | None = N
             t.join()
         wall = time.perf_counter() - t0
         calls = [s for r in reports.values() for _, s in r.timings]
-        text = httpx.get(f"{url}/metrics").text
+        text = httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {TOKEN}"}).text
         cross_talk = 0
         for name, qb in files.items():
             cross_talk += sum(

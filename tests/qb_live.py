@@ -10,6 +10,7 @@ QuickBooks user editing a record between two of our exchanges.
 from __future__ import annotations
 
 import json
+import secrets
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-TOKEN = "live-test-token"
+TOKEN = secrets.token_urlsafe(32)  # a real-looking secret: weak static tokens are refused
 COMPANY = "acme"
 
 

@@ -2,11 +2,15 @@
 
 POST /qbwc                          SOAP 1.1 endpoint (every Web Connector method)
 GET  /qbwc?wsdl                     a WSDL of that endpoint
-GET  /qbwc/companies/{name}.qwc     the .qwc file (also /companies/{name}/qwc)
-/api/v1/jobs...                     jobs API (api.py), OpenAPI at /openapi.json, docs at /docs
-GET  /status                        queue per company and last sessions (HTML)
-GET  /health, /healthz              database reachable
-GET  /metrics                       Prometheus text
+GET  /qbwc/companies/{name}.qwc     the .qwc file (also /companies/{name}/qwc)        token: read on it
+/api/v1/jobs..., /api/v1/tokens     jobs and tokens API (api.py), OpenAPI at /openapi.json, docs at /docs
+GET  /status                        queue per company and last sessions (HTML)         token: read
+GET  /metrics                       Prometheus text                                    token: read
+GET  /support                       the .qwc AppSupport page: public, names nothing
+GET  /health, /healthz              database reachable                                 public
+
+/status and /metrics show only the companies the token may read: user names, company names and
+Web Connector errors are not for the public (user names are half of a login).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import logging
 from dataclasses import dataclass
 
 import anyio
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from sqlalchemy import text
 
@@ -75,6 +79,7 @@ def create_app(settings: BridgeSettings | None = None, *, store: Store | None = 
             bridge.conversation,
             b"".join(chunks),
             request.headers.get("soapaction", ""),
+            request.client.host if request.client else "",
             limiter=soap_workers,
         )
         return Response(body, status_code=code, media_type="text/xml; charset=utf-8")
@@ -83,7 +88,11 @@ def create_app(settings: BridgeSettings | None = None, *, store: Store | None = 
     def wsdl_endpoint() -> Response:
         return Response(soap.wsdl(f"{bridge.settings.public_url}/qbwc"), media_type="text/xml; charset=utf-8")
 
-    def _qwc(name: str) -> Response:
+    Reader = Depends(api.require("read"))
+
+    def _qwc(name: str, principal: api.Principal) -> Response:
+        if not principal.may("read", name):  # before the lookup: a scoped token cannot probe names
+            return JSONResponse({"detail": f"token {principal.name!r} may not read company {name!r}"}, 403)
         with store.reading() as s:
             company = company_by_name(session=s, name=name)
             if company is None:
@@ -102,17 +111,22 @@ def create_app(settings: BridgeSettings | None = None, *, store: Store | None = 
         )
 
     @app.get("/qbwc/companies/{name}.qwc", tags=["companies"])
-    def qwc_file(name: str) -> Response:
-        return _qwc(name)
+    def qwc_file(name: str, principal: api.Principal = Reader) -> Response:
+        return _qwc(name, principal)
 
     @app.get("/companies/{name}/qwc", tags=["companies"])
-    def qwc_file_alias(name: str) -> Response:
-        return _qwc(name)
+    def qwc_file_alias(name: str, principal: api.Principal = Reader) -> Response:
+        return _qwc(name, principal)
 
     @app.get("/status", response_class=HTMLResponse, tags=["operations"])
-    def status_page() -> HTMLResponse:
+    def status_page(principal: api.Principal = Reader) -> HTMLResponse:
         with store.reading() as s:
-            return HTMLResponse(status.render_status(s))
+            return HTMLResponse(status.render_status(s, companies=principal.companies))
+
+    @app.get("/support", response_class=HTMLResponse, tags=["operations"])
+    def support_page() -> HTMLResponse:
+        """The .qwc AppSupport URL: the Web Connector wants a 200 there, the public gets no names."""
+        return HTMLResponse(status.SUPPORT_PAGE)
 
     def _health() -> JSONResponse:
         try:
@@ -132,9 +146,9 @@ def create_app(settings: BridgeSettings | None = None, *, store: Store | None = 
         return _health()
 
     @app.get("/metrics", response_class=PlainTextResponse, tags=["operations"])
-    def metrics_endpoint() -> PlainTextResponse:
+    def metrics_endpoint(principal: api.Principal = Reader) -> PlainTextResponse:
         with store.reading() as s:
-            body = metrics.render(status.gauges(s))
+            body = metrics.render(status.gauges(s, companies=principal.companies))
         return PlainTextResponse(body, media_type="text/plain; version=0.0.4")
 
     return app

@@ -2,7 +2,7 @@
 
 Rules from the Web Connector guide: AppURL must be https unless the host is localhost (QBWC1010) and a
 host name rather than an IP address (QBWC1001); AppSupport must be on the same domain (QBWC1000) and
-answer 200 (the status page does); OwnerID/FileID stay stable per company (a new FileID makes QBWC ask
+answer 200 (the public /support page does); OwnerID/FileID stay stable per company (a new FileID makes QBWC ask
 to replace or add a second application).
 """
 
@@ -48,7 +48,7 @@ def render_qwc(company: Company, *, public_url: str, app_name: str) -> str:
         ("AppID", ""),
         ("AppURL", app_url),
         ("AppDescription", (company.description or f"{app_name} sync for {company.name}")[:80]),
-        ("AppSupport", f"{base}/status"),
+        ("AppSupport", f"{base}/support"),  # public and names nothing; /status needs a token
         ("UserName", company.username),
         ("OwnerID", company.owner_id),
         ("FileID", company.file_id),

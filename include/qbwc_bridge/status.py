@@ -1,7 +1,8 @@
 """The status page (queue per company, last sessions with counts and errors) and the store gauges.
 
-It doubles as the .qwc AppSupport page, which the Web Connector requires to answer 200, and is where
-users look first when a sync "did nothing" (what Apatar's "last synchronization results" page was).
+It is where users look first when a sync "did nothing" (what Apatar's "last synchronization results"
+page was). It names Web Connector users and their errors, so it needs a token and shows only the
+companies that token may read; the .qwc AppSupport URL (which must answer 200) is SUPPORT_PAGE.
 """
 
 from __future__ import annotations
@@ -14,7 +15,15 @@ from sqlalchemy.orm import Session
 
 from erpsync.qbwc_bridge.models import Company, Exchange, Job, JobRequest, Ticket
 
-__all__ = ["gauges", "render_status"]
+__all__ = ["SUPPORT_PAGE", "gauges", "render_status"]
+
+#: The public AppSupport page: says what this is and names no company, user or error.
+SUPPORT_PAGE = (
+    "<!doctype html><html><head><meta charset='utf-8'><title>QuickBooks Web Connector bridge</title>"
+    "</head><body><h1>QuickBooks Web Connector bridge</h1><p>This service exchanges data with QuickBooks "
+    "through the Web Connector. For help, contact the administrator who gave you the .qwc file; the "
+    "status of each company is on <code>/status</code> (a token is required).</p></body></html>"
+)
 
 
 def _when(ts: float | None) -> str:
@@ -33,8 +42,11 @@ def _queue(s: Session) -> dict[int, dict[str, int]]:
     return out
 
 
-def render_status(s: Session, *, sessions: int = 20) -> str:
-    companies = list(s.scalars(select(Company).order_by(Company.name)))
+def render_status(s: Session, *, sessions: int = 20, companies: frozenset[str] | None = None) -> str:
+    """The page for a reader of `companies` (None = every company); nothing of the others."""
+    scope = companies
+    stmt = select(Company).order_by(Company.name)
+    companies = list(s.scalars(stmt if scope is None else stmt.where(Company.name.in_(sorted(scope)))))
     names = {c.id: c.name for c in companies}
     queue = _queue(s)
     job_counts = dict(
@@ -52,7 +64,10 @@ def render_status(s: Session, *, sessions: int = 20) -> str:
             f"<td>{q.get('pending', 0)}</td><td>{q.get('sent', 0) + q.get('lost', 0)}</td>"
             f"<td>{q.get('done', 0)}</td><td>{q.get('failed', 0)}</td></tr>"
         )
-    last = s.scalars(select(Ticket).order_by(Ticket.created_at.desc()).limit(sessions))
+    last_stmt = select(Ticket).order_by(Ticket.created_at.desc()).limit(sessions)
+    if scope is not None:
+        last_stmt = last_stmt.where(Ticket.company_id.in_(list(names)))
+    last = s.scalars(last_stmt)
     srows = []
     for t in last:
         srows.append(
@@ -74,10 +89,15 @@ def render_status(s: Session, *, sessions: int = 20) -> str:
     )
 
 
-def gauges(s: Session) -> list[tuple[str, str, dict[str, str], float]]:
+def gauges(
+    s: Session, *, companies: frozenset[str] | None = None
+) -> list[tuple[str, str, dict[str, str], float]]:
+    """Store gauges; per-company series only for `companies` (None = all), the totals for everyone."""
     names = dict(s.execute(select(Company.id, Company.name)).all())
     out: list[tuple[str, str, dict[str, str], float]] = []
     for company_id, states in _queue(s).items():
+        if companies is not None and names.get(company_id) not in companies:
+            continue
         for state, n in states.items():
             out.append(
                 (

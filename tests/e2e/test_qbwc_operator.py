@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 import sys
 import threading
 from pathlib import Path
@@ -14,6 +15,8 @@ from test_bridge_support import count_customers, customer_add, make_company_file
 
 from erpsync.sandbox.runner import SandboxCA, SandboxContext
 from erpsync.sandbox.webconnector import WebConnectorSimulator, start_bridge
+
+TOKEN = secrets.token_urlsafe(32)  # a real-looking secret: weak static tokens are refused
 
 
 def _register(dag):
@@ -49,7 +52,7 @@ def _dag(dag_id: str, requests: list[str]):
 def live(tmp_path, monkeypatch):
     """A bridge, a company file and a Web Connector that polls every 0.3 s, like a short Auto-Run."""
     ctx = SandboxContext(data_dir=tmp_path, ca=SandboxCA(tmp_path / "ca"))
-    bridge = start_bridge(ctx, companies={"acme": "pw"}, api_token="e2e-token")
+    bridge = start_bridge(ctx, companies={"acme": "pw"}, api_token=TOKEN)
     host, port = bridge.url.split("://")[1].rsplit(":", 1)
     monkeypatch.setenv(
         "AIRFLOW_CONN_QBWC_BRIDGE_DEFAULT",
@@ -59,7 +62,7 @@ def live(tmp_path, monkeypatch):
                 "host": host,
                 "port": int(port),
                 "schema": "http",
-                "password": "e2e-token",
+                "password": TOKEN,
                 "extra": {"company": "acme"},
             }
         ),

@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_bridge_support import (
     AUTH,
+    TOKEN,
     count_customers,
     count_invoices,
     customer_add,
@@ -179,7 +180,7 @@ def _serve(db_url: str, port: int) -> subprocess.Popen:
     env = {
         **os.environ,
         "QBWC_BRIDGE_DATABASE_URL": db_url,
-        "QBWC_BRIDGE_API_TOKEN": "test-token",
+        "QBWC_BRIDGE_API_TOKEN": TOKEN,
         "QBWC_BRIDGE_ENVIRONMENT": "development",
     }
     proc = subprocess.Popen(

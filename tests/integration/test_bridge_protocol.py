@@ -219,6 +219,7 @@ def test_zeep_client_built_from_the_served_wsdl(bridge, qb):
 def test_serve_command_as_docker_compose_runs_it(tmp_path):
     """`qbwc-bridge serve --migrate --ssl-certfile --ssl-keyfile` on a fresh database answers /health over TLS."""
     import os
+    import secrets
     import socket
     import subprocess
     import sys
@@ -234,7 +235,7 @@ def test_serve_command_as_docker_compose_runs_it(tmp_path):
     env = {
         **os.environ,
         "QBWC_BRIDGE_DATABASE_URL": f"sqlite:///{tmp_path / 'fresh' / 'bridge.db'}",
-        "QBWC_BRIDGE_API_TOKEN": "a-real-token-value",
+        "QBWC_BRIDGE_API_TOKEN": secrets.token_urlsafe(32),
     }
     argv = [sys.executable, "-m", "erpsync.qbwc_bridge.cli", "serve", "--port", str(port), "--migrate"]
     proc = subprocess.Popen(

@@ -101,7 +101,7 @@ def test_connection_error_is_recorded_and_answered_done(bridge, qb):
     enqueue(bridge, [customer_add("Conn Co")])
     report = wc(bridge, qb, faults=Faults(open_fails=True)).run_once()
     assert report.calls[-2:] == ["connectionError", "closeConnection"]
-    status = httpx.get(f"{bridge.url}/status").text
+    status = httpx.get(f"{bridge.url}/status", headers=AUTH).text
     assert "Could not start QuickBooks" in status
     assert wc(bridge, qb).run_once().status == "ok"  # the next run delivers it
     assert count_customers(qb, "Conn Co") == 1
@@ -135,11 +135,11 @@ def test_two_companies_never_see_each_others_work(bridge, tmp_path):
 def test_status_health_metrics_and_wsdl(bridge, qb):
     enqueue(bridge, [customer_add("Page Co")])
     wc(bridge, qb).run_once()
-    page = httpx.get(f"{bridge.url}/status")
+    page = httpx.get(f"{bridge.url}/status", headers=AUTH)
     assert page.status_code == 200 and "acme" in page.text and "Last synchronization sessions" in page.text
     assert httpx.get(f"{bridge.url}/health").json()["status"] == "ok"
     assert httpx.get(f"{bridge.url}/healthz").status_code == 200
-    metrics = httpx.get(f"{bridge.url}/metrics").text
+    metrics = httpx.get(f"{bridge.url}/metrics", headers=AUTH).text
     assert 'qbwc_bridge_soap_calls_total{method="sendRequestXML",outcome="ok"}' in metrics
     assert 'qbwc_bridge_requests{company="acme",state="done"} 1' in metrics
     wsdl = httpx.get(f"{bridge.url}/qbwc?wsdl")
@@ -151,7 +151,7 @@ def test_status_health_metrics_and_wsdl(bridge, qb):
 
 
 def test_qwc_download(bridge):
-    first = httpx.get(f"{bridge.url}/qbwc/companies/acme.qwc")
+    first = httpx.get(f"{bridge.url}/qbwc/companies/acme.qwc", headers=AUTH)
     assert first.status_code == 200 and first.headers["content-type"].startswith("application/x-qwc")
     for field in (
         "AppName",
@@ -168,19 +168,19 @@ def test_qwc_download(bridge):
     ):
         assert f"<{field}>" in first.text, field
     assert f"<AppURL>{bridge.url.replace('127.0.0.1', 'localhost')}/qbwc</AppURL>" in first.text
-    again = httpx.get(f"{bridge.url}/companies/acme/qwc")
+    again = httpx.get(f"{bridge.url}/companies/acme/qwc", headers=AUTH)
     assert again.text == first.text  # stable GUIDs
-    other = httpx.get(f"{bridge.url}/companies/globex/qwc").text
+    other = httpx.get(f"{bridge.url}/companies/globex/qwc", headers=AUTH).text
     owner = lambda text: text.split("<FileID>")[1].split("<")[0]  # noqa: E731
     assert owner(other) != owner(first.text)
-    assert httpx.get(f"{bridge.url}/companies/nope/qwc").status_code == 404
+    assert httpx.get(f"{bridge.url}/companies/nope/qwc", headers=AUTH).status_code == 404
 
 
 def test_qwc_refuses_plain_http_for_a_remote_host(bridge):
     bridge.running.spec.app.state.bridge.settings = bridge.settings.model_copy(
         update={"public_url": "http://sync.example.com"}
     )
-    resp = httpx.get(f"{bridge.url}/companies/acme/qwc")
+    resp = httpx.get(f"{bridge.url}/companies/acme/qwc", headers=AUTH)
     assert resp.status_code == 409 and "QBWC1010" in resp.json()["detail"]
 
 
@@ -207,8 +207,8 @@ def test_web_connector_pointed_at_another_companys_file_sends_nothing(bridge, tm
     from erpsync.sandbox.webconnector import WebConnectorSimulator
 
     acme_file = make_company_file(tmp_path / "acme.qbw")
-    acme_qwc = httpx.get(f"{bridge.url}/companies/acme/qwc").text
-    globex_qwc = httpx.get(f"{bridge.url}/companies/globex/qwc").text
+    acme_qwc = httpx.get(f"{bridge.url}/companies/acme/qwc", headers=AUTH).text
+    globex_qwc = httpx.get(f"{bridge.url}/companies/globex/qwc", headers=AUTH).text
     enqueue(bridge, [customer_add("Acme Own")], company="acme")
     sim = WebConnectorSimulator.from_qwc(acme_qwc, "pw", acme_file, url=bridge.soap_url, noop_wait=0.05)
     assert sim.run_once().status == "ok"  # first contact: QBWC registers acme's FileID in the file

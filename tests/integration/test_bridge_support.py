@@ -7,6 +7,7 @@ it only provides fixtures and helpers.
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 from xml.sax.saxutils import escape
 
@@ -16,7 +17,7 @@ import pytest
 from erpsync.sandbox.runner import SandboxCA, SandboxContext
 from erpsync.sandbox.webconnector import LocalBridge, WebConnectorSimulator, start_bridge
 
-TOKEN = "test-token"
+TOKEN = secrets.token_urlsafe(32)  # a real-looking secret: weak static tokens are refused
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 

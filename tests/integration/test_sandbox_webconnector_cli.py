@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -14,12 +15,14 @@ from erpsync.sandbox.quickbooks import CompanyFile
 from erpsync.sandbox.runner import SandboxCA, SandboxContext
 from erpsync.sandbox.webconnector import start_bridge
 
+TOKEN = secrets.token_urlsafe(32)  # a real-looking secret: weak static tokens are refused
+
 SANDBOX = str(Path(sys.executable).with_name("sandbox"))
 
 
 def test_one_update_from_the_command_line_applies_the_queued_job(tmp_path):
     ctx = SandboxContext(data_dir=tmp_path, ca=SandboxCA(tmp_path / "ca"))
-    bridge = start_bridge(ctx, companies={"acme": "s3cret-pw"}, api_token="cli-test-token")
+    bridge = start_bridge(ctx, companies={"acme": "s3cret-pw"}, api_token=TOKEN)
     company_file = tmp_path / "acme.sqlite"
     try:
         job = httpx.post(
@@ -28,7 +31,7 @@ def test_one_update_from_the_command_line_applies_the_queued_job(tmp_path):
                 "company": "acme",
                 "requests": [customer_add({"Name": "Shell Test BV"}, request_id="1").xml],
             },
-            headers={"Authorization": "Bearer cli-test-token", "Idempotency-Key": "cli-1"},
+            headers={"Authorization": f"Bearer {TOKEN}", "Idempotency-Key": "cli-1"},
         ).json()
         env = {**os.environ, "WC_PASSWORD": "s3cret-pw"}
         argv = [
@@ -48,7 +51,7 @@ def test_one_update_from_the_command_line_applies_the_queued_job(tmp_path):
         assert done.returncode == 0, done.stdout + done.stderr
         assert "1 exchanges" in done.stdout
         state = httpx.get(
-            f"{bridge.url}/api/v1/jobs/{job['id']}", headers={"Authorization": "Bearer cli-test-token"}
+            f"{bridge.url}/api/v1/jobs/{job['id']}", headers={"Authorization": f"Bearer {TOKEN}"}
         ).json()
         assert state["state"] == "completed", state
         names = [c["Name"] for c in CompanyFile(company_file).records("Customer")]

@@ -116,7 +116,7 @@ def test_qwc_has_every_required_field():
     root = etree.fromstring(text.encode())
     fields = {el.tag: el.text for el in root}
     assert fields["AppName"] == "erpsync (acme & co)" and fields["AppURL"] == "https://sync.example.com/qbwc"
-    assert fields["AppSupport"] == "https://sync.example.com/status" and fields["UserName"] == "acme"
+    assert fields["AppSupport"] == "https://sync.example.com/support" and fields["UserName"] == "acme"
     assert fields["OwnerID"] == "{A}" and fields["FileID"] == "{B}" and fields["QBType"] == "QBFS"
     assert fields["IsReadOnly"] == "false" and root.findtext("Scheduler/RunEveryNMinutes") == "5"
     assert "AppID" in fields and "AppDescription" in fields
