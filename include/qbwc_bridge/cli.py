@@ -1,23 +1,33 @@
 """`qbwc-bridge`: run the bridge and manage its companies and tokens.
 
     qbwc-bridge serve [--host H] [--port P] [--database-url URL] [--migrate] [--ssl-certfile F --ssl-keyfile F]
+                      [--allow-plain-http]        plain HTTP off loopback only with this flag
     qbwc-bridge migrate [--database-url URL]
     qbwc-bridge company add NAME [--user U] [--company-file PATH] [--every MINUTES] [--password-env VAR]
     qbwc-bridge company set-password NAME [--password-env VAR]
     qbwc-bridge company list
     qbwc-bridge qwc NAME                      print the .qwc file
-    qbwc-bridge token create [--name N]       print a new jobs-API token (shown once)
+    qbwc-bridge token create --name N [--company A --company B] [--rights read,write[,delete][,admin]]
+                             [--expires-in 30d]   print a new jobs-API token (shown once)
+    qbwc-bridge token list                    names, companies, rights, expiry, state (never secrets)
+    qbwc-bridge token revoke NAME|ID
 
 Every option also comes from the environment (QBWC_BRIDGE_DATABASE_URL, QBWC_BRIDGE_HOST, ...).
 Passwords are read from stdin or from the environment variable named by --password-env, never from
 the command line (where `ps` and shell history would keep them). `add-company`/`set-password` are
 accepted as aliases of the `company` subcommands.
+
+`serve` refuses plain HTTP on an address other than loopback (Web Connector passwords and API tokens
+would cross the network in clear) unless --allow-plain-http / QBWC_BRIDGE_ALLOW_PLAIN_HTTP=1 says TLS
+is terminated in front of it. A token without --company may touch every company; rights: read (jobs,
+status, .qwc, metrics), write (enqueue, cancel), delete (ListDelRq/TxnDelRq), admin (manage tokens).
 """
 
 from __future__ import annotations
 
 import argparse
 import getpass
+import ipaddress
 import os
 import sys
 
@@ -63,6 +73,24 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def plain_http_refusal(host: str, ssl_certfile: str | None, allow_plain_http: bool) -> str | None:
+    """Why `serve` must not start on `host` without TLS, or None (loopback, TLS, or allowed)."""
+    if ssl_certfile or allow_plain_http:
+        return None
+    name = (host or "").strip("[]")
+    try:
+        loopback = ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        loopback = name == "localhost"
+    if loopback:
+        return None
+    return (
+        f"refusing to serve plain HTTP on {host}: Web Connector passwords and API tokens would cross the "
+        "network unencrypted. Pass --ssl-certfile/--ssl-keyfile, or --allow-plain-http "
+        "(QBWC_BRIDGE_ALLOW_PLAIN_HTTP=1) when a TLS proxy in front of the bridge is the only way in"
+    )
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -70,10 +98,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from erpsync.qbwc_bridge.db import migrate
 
     settings = _settings(args)
-    if args.migrate:
-        migrate(settings.database_url)
     if bool(args.ssl_certfile) != bool(args.ssl_keyfile):
         raise ConfigError("--ssl-certfile and --ssl-keyfile go together", where="serve")
+    refusal = plain_http_refusal(args.host, args.ssl_certfile, args.allow_plain_http)
+    if refusal:  # before anything is migrated or served
+        raise ConfigError(refusal, where="serve --host")
+    if args.migrate:
+        migrate(settings.database_url)
     app = create_app(settings)
     kwargs = {}
     if args.ssl_certfile:
@@ -142,10 +173,46 @@ def cmd_qwc(args: argparse.Namespace) -> int:
 
 
 def cmd_token_create(args: argparse.Namespace) -> int:
-    from erpsync.qbwc_bridge.crud import create_token
+    from erpsync.qbwc_bridge.crud import create_token, parse_duration
+
+    expires = parse_duration(args.expires_in) if args.expires_in else None
+    with _store(args).session() as s:
+        token = create_token(
+            session=s, name=args.name, companies=args.company, rights=args.rights, expires_in=expires
+        )
+    print(token)
+    scope = ", ".join(args.company) if args.company else "every company"
+    print(f"token {args.name!r} for {scope}, rights {args.rights}; shown once, store it now", file=sys.stderr)
+    return 0
+
+
+def cmd_token_list(args: argparse.Namespace) -> int:
+    import time
+
+    from erpsync.qbwc_bridge.crud import list_tokens, token_view
+
+    def when(ts):
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts)) if ts else "-"
 
     with _store(args).session() as s:
-        print(create_token(session=s, name=args.name))
+        for t in list_tokens(session=s):
+            v = token_view(t)
+            print(
+                f"{v['id']}\t{v['name']}\t{v['state']}\tcompanies={','.join(v['companies'] or ['*'])}"
+                f"\trights={','.join(v['rights'])}\texpires={when(v['expires_at'])}"
+            )
+    return 0
+
+
+def cmd_token_revoke(args: argparse.Namespace) -> int:
+    from erpsync.qbwc_bridge.crud import revoke_token
+
+    with _store(args).session() as s:
+        revoked = [(t.id, t.name) for t in revoke_token(session=s, ref=args.ref)]
+    if not revoked:
+        print(f"qbwc-bridge: {args.ref!r} was already revoked", file=sys.stderr)
+    for token_id, name in revoked:
+        print(f"revoked token {name!r} (id {token_id})")
     return 0
 
 
@@ -162,6 +229,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--ssl-certfile", default=env("QBWC_BRIDGE_SSL_CERTFILE"))
     serve.add_argument("--ssl-keyfile", default=env("QBWC_BRIDGE_SSL_KEYFILE"))
     serve.add_argument("--log-level", default=env("QBWC_BRIDGE_LOG_LEVEL", "info"))
+    serve.add_argument(
+        "--allow-plain-http",
+        action="store_true",
+        default=env("QBWC_BRIDGE_ALLOW_PLAIN_HTTP", "").lower() in {"1", "true", "yes"},
+        help="serve plain HTTP on a non-loopback address (only behind a TLS-terminating proxy)",
+    )
     serve.add_argument("--database-url", dest="database_url", default=argparse.SUPPRESS)
     serve.set_defaults(func=cmd_serve)
 
@@ -203,9 +276,23 @@ def _parser() -> argparse.ArgumentParser:
 
     token = sub.add_parser("token", help="jobs-API tokens").add_subparsers(dest="action", required=True)
     create = token.add_parser("create", help="create a token and print it (shown once)")
-    create.add_argument("--name", default="default")
+    create.add_argument(
+        "--name", default="default", help="unique among active tokens; named in the audit log"
+    )
+    create.add_argument(
+        "--company", action="append", help="a company the token may touch (repeat); default: every company"
+    )
+    create.add_argument("--rights", default="read,write", help="comma-separated: read, write, delete, admin")
+    create.add_argument("--expires-in", help="e.g. 30d, 12h, 90m, 3600 (seconds); default: never")
     create.add_argument("--database-url", dest="database_url", default=argparse.SUPPRESS)
     create.set_defaults(func=cmd_token_create)
+    lst_tokens = token.add_parser("list", help="list tokens (never their secrets)")
+    lst_tokens.add_argument("--database-url", dest="database_url", default=argparse.SUPPRESS)
+    lst_tokens.set_defaults(func=cmd_token_list)
+    revoke = token.add_parser("revoke", help="revoke a token by name or id")
+    revoke.add_argument("ref", metavar="NAME|ID")
+    revoke.add_argument("--database-url", dest="database_url", default=argparse.SUPPRESS)
+    revoke.set_defaults(func=cmd_token_revoke)
     return parser
 
 

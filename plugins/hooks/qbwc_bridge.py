@@ -1,7 +1,8 @@
 """`QbwcBridgeHook`: DAG tasks reach QuickBooks Desktop through the bridge's jobs API.
 
 Connection (conn type `qbwc_bridge`, default id `qbwc_bridge_default`): host, port, schema = `http` or
-`https` (the URL scheme), password = the jobs-API token; extras `ca_bundle` (PEM file to trust),
+`https` (the URL scheme; left blank it means http only for a bridge on this machine, and is refused
+for any other host, where the token would travel in clear), password = the jobs-API token; extras `ca_bundle` (PEM file to trust),
 `company` (default company name) and `timeout` (seconds per HTTP call).
 Precedence: call argument > hook argument > connection extra > default.
 
@@ -57,16 +58,37 @@ class BridgeConfig:
     timeout: float
 
 
+def _is_local(host: str) -> bool:
+    """localhost or a loopback address: the only hosts a blank schema may mean http for."""
+    import ipaddress
+
+    name = host.strip().strip("[]").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
 def bridge_config(conn: Any, *, company: str | None = None, timeout: float | None = None) -> BridgeConfig:
     """Resolve a `qbwc_bridge` connection (shared by the hook and the async trigger)."""
     extra = conn.extra_dejson or {}
-    scheme = (conn.schema or "http").lower()
+    if not conn.host:
+        raise ConfigError(f"connection {conn.conn_id} has no host", where="host")
+    scheme = (conn.schema or "").strip().lower()
+    if not scheme:
+        if not _is_local(conn.host):
+            raise ConfigError(
+                f"connection {conn.conn_id}: schema is blank for host {conn.host!r}; set it to https "
+                "(the bearer token must not cross the network in clear), or http on purpose",
+                where="schema",
+            )
+        scheme = "http"
     if scheme not in {"http", "https"}:
         raise ConfigError(
             f"connection {conn.conn_id}: schema must be http or https, got {scheme!r}", where="schema"
         )
-    if not conn.host:
-        raise ConfigError(f"connection {conn.conn_id} has no host", where="host")
     port = f":{conn.port}" if conn.port else ""
     # The UI stores empty strings for unset extras; treat them as absent.
     ca_bundle = extra.get("ca_bundle") or None
