@@ -12,7 +12,7 @@ import time
 import uuid
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from erpsync.errors import ConfigError, FatalSourceError, RateLimitedError, RecordError, SyncError
@@ -23,6 +23,7 @@ from erpsync.qbwc_bridge.models import Company, Job, JobRequest
 
 __all__ = [
     "ACTIVE_REQUEST_STATES",
+    "REQUEST_STATES",
     "TERMINAL_JOB_STATES",
     "InvalidRequests",
     "JobConflict",
@@ -39,6 +40,15 @@ __all__ = [
 ]
 
 TERMINAL_JOB_STATES = frozenset({"completed", "failed", "cancelled", "expired"})
+#: Every request state, as `counts` reports them. `in_doubt`: sent, never acknowledged, and the probes
+#: could not tell whether QuickBooks applied it; final, never resent, its job ends `failed`.
+REQUEST_STATES = ("pending", "sent", "lost", "done", "failed", "in_doubt", "cancelled")
+#: Final request states that keep a job from `completed`, counted when the job settles.
+_UNAPPLIED_IN_JOB = (
+    select(JobRequest.state, func.count())
+    .where(JobRequest.job_id == bindparam("job_id"), JobRequest.state.in_(("failed", "in_doubt")))
+    .group_by(JobRequest.state)
+)
 
 
 class UnknownCompany(ConfigError):
@@ -208,6 +218,7 @@ def _result(jr: JobRequest) -> dict[str, Any]:
         "edit_sequence": jr.edit_sequence,
         "record_count": jr.record_count,
         "response_xml": jr.response_xml,
+        "probe_attempts": jr.probe_attempts or 0,
     }
 
 
@@ -228,7 +239,7 @@ def job_view(*, session: Session, job: Job, with_results: bool = True) -> dict[s
         "on_error": job.on_error,
         "idempotency_key": job.idempotency_key,
         "request_count": job.request_count,
-        "counts": {s: counts.get(s, 0) for s in ("pending", "sent", "lost", "done", "failed", "cancelled")},
+        "counts": {s: counts.get(s, 0) for s in REQUEST_STATES},
         "created_at": job.created_at,
         "updated_at": job.updated_at,
         "expires_at": job.expires_at,
@@ -322,14 +333,28 @@ def settle_jobs(*, session: Session, job_ids: set[str]) -> None:
         if row.active:
             change["b_state"] = "in_progress" if row.touched else row.state
         else:
-            failed = session.scalar(_sql.FAILED_IN_JOB, {"job_id": row.id})
+            unapplied = dict(session.execute(_UNAPPLIED_IN_JOB, {"job_id": row.id}).all())
             change["b_finished_at"] = now
-            if failed:
+            if unapplied:
+                # Never `completed` while a write may be missing: in_doubt requests fail the job too.
                 change["b_state"] = "failed"
-                change["b_error"] = f"{failed} of {row.request_count} requests failed"
+                change["b_error"] = _settle_error(unapplied, row.request_count)
             else:
                 change["b_state"] = "completed"
         change["b_updated_at"] = now
         changes.append(change)
     if changes:
         session.execute(_sql.SETTLE, changes)
+
+
+def _settle_error(unapplied: dict[str, int], total: int) -> str:
+    """The error of a finished job that is not `completed`: how many requests failed / are in doubt."""
+    parts = []
+    if unapplied.get("failed"):
+        parts.append(f"{unapplied['failed']} of {total} requests failed")
+    if unapplied.get("in_doubt"):
+        parts.append(
+            f"{unapplied['in_doubt']} of {total} requests in doubt (sent, never acknowledged, and QuickBooks "
+            "could not be asked whether they were applied; not resent: check QuickBooks)"
+        )
+    return "; ".join(parts)

@@ -270,7 +270,7 @@ def test_serve_command_as_docker_compose_runs_it(tmp_path):
 
 
 def test_answers_that_match_no_request_are_reported_per_request(bridge, qb):
-    """A response whose requestIDs match nothing: each request is failed with the reason, the run goes on."""
+    """A response whose requestIDs match nothing: each request ends in doubt with the reason, the queue goes on."""
     import re
 
     jid = enqueue(bridge, [customer_add("Unmatched Co")]).json()["id"]
@@ -278,11 +278,16 @@ def test_answers_that_match_no_request_are_reported_per_request(bridge, qb):
     def scrambled(doc: str) -> str:
         return re.sub(r'requestID="[^"]*"', 'requestID="somebody-else"', qb.process(doc))
 
+    from erpsync.qbwc_bridge.conversation import MAX_PROBE_ATTEMPTS
+
     report = WebConnectorSimulator(bridge.soap_url, "acme", "pw", scrambled).run_once()
-    assert report.status == "ok" and report.exchanges == 1 + 3  # the work, then three recovery attempts
+    assert report.status == "ok" and report.exchanges == 1 + 1  # the work, then one probe round per session
+    for _ in range(MAX_PROBE_ATTEMPTS - 1):  # no answer to the probe proves nothing: asked again later
+        assert job(bridge, jid)["state"] == "in_progress"
+        assert WebConnectorSimulator(bridge.soap_url, "acme", "pw", scrambled).run_once().exchanges == 1
     result = job(bridge, jid)
-    assert result["state"] == "failed"
-    assert "could not confirm" in result["results"][0]["status_message"]
+    assert result["state"] == "failed" and result["results"][0]["state"] == "in_doubt"
+    assert result["results"][0]["status_message"].startswith("in doubt:")
     assert count_customers(qb, "Unmatched Co") == 1  # never resent while unconfirmed
     later = enqueue(bridge, [customer_add("Later Co")]).json()["id"]
     assert WebConnectorSimulator(bridge.soap_url, "acme", "pw", qb).run_once().status == "ok"
