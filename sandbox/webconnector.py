@@ -34,10 +34,12 @@ log = logging.getLogger(__name__)
 INTUIT_NS = "http://developer.intuit.com/"
 SOAP_NS = "http://schemas.xmlsoap.org/soap/envelope/"
 HCP_REQUEST = (
-    '<?xml version="1.0" encoding="utf-8"?><?qbxml version="13.0"?><QBXML>'
+    '<?xml version="1.0" encoding="utf-8"?><?qbxml version="{version}"?><QBXML>'
     '<QBXMLMsgsRq onError="continueOnError"><HostQueryRq requestID="hcp1"/>'
     '<CompanyQueryRq requestID="hcp2"/><PreferencesQueryRq requestID="hcp3"/></QBXMLMsgsRq></QBXML>'
 )
+#: What the Web Connector assumes when the QuickBooks processor cannot say what it speaks.
+DEFAULT_QBXML_VERSION = (13, 0)
 
 
 @dataclass
@@ -88,6 +90,10 @@ class WebConnectorSimulator:
         FileID in the company file on first contact and reads it back in the HCP company query.
     :param send_hcp: run the Host/Company/Preferences queries first and send their answers on the
         first sendRequestXML, as QBWC does (off: tests whose QuickBooks faults count documents).
+    :param qbxml_version: (major, minor) passed as qbXMLMajorVers/qbXMLMinorVers. None (the default)
+        does what QBWC does: the highest version the QuickBooks installation supports, read from the
+        HCP HostRet SupportedQBXMLVersion list (or the company file's `supported_versions`), 13.0 when
+        the processor says nothing.
     """
 
     def __init__(
@@ -99,7 +105,7 @@ class WebConnectorSimulator:
         *,
         company_file: str = "",
         version: str = "2.3.0.36",
-        qbxml_version: tuple[int, int] = (13, 0),
+        qbxml_version: tuple[int, int] | None = None,
         country: str = "US",
         timeout: float = 30.0,
         verify: Any = True,
@@ -225,7 +231,7 @@ class WebConnectorSimulator:
             r.close_message = self._c(r, "closeConnection", [("ticket", ticket)])
             return
         hcp = self._hcp() if self.send_hcp else ""
-        major, minor = self.qbxml_version
+        major, minor = self.qbxml_version or self._installed_version(hcp)
         while r.exchanges < self.max_exchanges:
             doc = self._c(
                 r,
@@ -321,9 +327,38 @@ class WebConnectorSimulator:
             **kwargs,
         )
 
+    def _installed_version(self, hcp: str) -> tuple[int, int]:
+        """The highest qbXML version the QuickBooks installation supports, as QBWC passes it on."""
+        from erpsync.sandbox.quickbooks.versions import version_key
+
+        found: list[str] = []
+        if hcp:
+            from lxml import etree
+
+            try:
+                root = etree.fromstring(
+                    hcp.encode(), etree.XMLParser(resolve_entities=False, no_network=True)
+                )
+                found = [el.text or "" for el in root.iter("SupportedQBXMLVersion")]
+            except etree.XMLSyntaxError:
+                found = []
+        if not found:
+            found = list(getattr(self.quickbooks, "supported_versions", ()) or ())
+        keys = []
+        for text in found:
+            try:
+                keys.append(version_key(text.strip()))
+            except ValueError:
+                continue  # e.g. "CA3.0" from a Canadian installation: not a U.S. version
+        return max(keys) if keys else DEFAULT_QBXML_VERSION
+
     def _hcp(self) -> str:
         """The Host/Company/Preferences answers QBWC collects itself and sends on the first call."""
-        request = HCP_REQUEST
+        versions = getattr(self.quickbooks, "supported_versions", None)
+        hcp_version = (
+            versions[-1] if versions else "{}.{}".format(*(self.qbxml_version or DEFAULT_QBXML_VERSION))
+        )
+        request = HCP_REQUEST.replace("{version}", hcp_version)
         if self.owner_id and self.file_id:
             has = getattr(self.quickbooks, "data_ext", None)
             if (

@@ -4,8 +4,11 @@
 (seeded with demo data when `ctx.seed` and the file is new). The Web Connector client simulator runs in
 the same process and drives the same object: ``company_for(ctx).process(qbxml)``.
 
-Options (`SandboxContext.options["quickbooks"]`): ``recovery_history`` (message sets remembered for
-oldMessageSetID; 1 = strict QuickBooks behaviour), ``company_name``.
+Options (`SandboxContext.options["quickbooks"]`, the `CompanyFile` keywords): ``recovery_history``
+(message sets remembered for oldMessageSetID; 1, the default, is what QuickBooks does),
+``recovery_shape`` (``"full"`` or ``"error_recovery"``), ``supported_versions`` / ``max_version``
+(the qbXML versions the installation speaks), ``company_name``. The admin API changes the first four
+at run time (``PUT /api/settings``).
 """
 
 from __future__ import annotations

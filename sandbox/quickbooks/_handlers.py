@@ -22,7 +22,6 @@ if TYPE_CHECKING:
 
 OK = (0, "Info", "Status OK")
 EMPTY = (1, "Info", "A query request did not find a matching object in QuickBooks")
-SUPPORTED_VERSIONS = [f"{v}.0" for v in range(1, 17)] + ["2.1", "4.1", "1.1"]
 
 
 def _fail(code: int, message: str, severity: str = "Error") -> Failure:
@@ -780,12 +779,15 @@ def data_ext_del(company: CompanyFile, rq, session):
 
 # -- host and company ----------------------------------------------------------------------------------
 def host_query(company: CompanyFile, rq, session):
+    from erpsync.sandbox.quickbooks.versions import host_product
+
+    product, major = host_product(company.max_version)
     data = {
-        "ProductName": "QuickBooks Pro 2024 (erpsync simulator)",
-        "MajorVersion": "34",
+        "ProductName": product,
+        "MajorVersion": major,
         "MinorVersion": "0",
         "Country": "US",
-        "SupportedQBXMLVersion": sorted(set(SUPPORTED_VERSIONS), key=lambda v: tuple(map(int, v.split(".")))),
+        "SupportedQBXMLVersion": list(company.supported_versions),
         "IsAutomaticLogin": "false",
         "QBFileMode": "SingleUser",
     }

@@ -14,7 +14,21 @@ writes. Sending that id again (or old == new) is a status check: the stored answ
 nothing runs (9001 if the requests differ). ``oldMessageSetID`` puts the old set's stored answers
 first (messageSetStatusCode 0, or 600 when none is stored) and then runs the document's own requests,
 typically probe queries. Ids over 24 characters get 9004. Real QuickBooks keeps only the most recent
-set per application; ``recovery_history`` sets how many are kept here.
+set (per application); so does the simulator by default (``recovery_history=1``; more can be kept to
+test a bridge against a lenient QuickBooks). ``recovery_shape`` says how stored answers come back:
+``"full"`` replays each ``*Rs`` as it was sent; ``"error_recovery"`` answers as the schema's
+``ErrorRecovery`` aggregate allows (qbXML 11.0 and later): each Add/Mod ``*Rs`` keeps its status
+attributes and carries only ``<ErrorRecovery>`` (ListID | OwnerID | TxnID, TxnNumber, EditSequence,
+ExternalGUID), queries keep only their status (QuickBooks saves the state of what a message set changed,
+not query results: Intuit's SDK guide, "error recovery"; no query ``*Rs`` type has an ErrorRecovery
+slot), deletes keep their required ``*DelRet`` fields. Below qbXML 11.0 an Add/Mod comes back with its
+status only.
+
+qbXML versions (`versions`): the company file speaks `supported_versions` (default every U.S. version
+up to 16.0; ``max_version="11.0"`` for a QuickBooks 2012) and says so in ``HostRet``. A document whose
+``<?qbxml version?>`` it does not speak is refused whole with HRESULT 0x80040423; a request or element
+newer than the document's version is refused whole with 0x80040400 (not in that version's schema). A
+document without the processing instruction is read at the newest supported version.
 """
 
 from __future__ import annotations
@@ -23,7 +37,7 @@ import datetime as dt
 import hashlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +52,7 @@ from erpsync.sandbox.quickbooks._common import (
     MAX_MESSAGE_SET_ID,
     NOT_FOUND_TAIL,
     REF_FAMILIES,
+    TXN_KINDS,
     Failure,
     list_name,
 )
@@ -49,9 +64,23 @@ from erpsync.sandbox.quickbooks.faults import (
     Faults,
     RequestProcessorError,
     ResponseLostError,
+    probe_error,
 )
+from erpsync.sandbox.quickbooks.versions import (
+    UNSUPPORTED_VERSION,
+    first_too_new,
+    version_key,
+)
+from erpsync.sandbox.quickbooks.versions import supported_versions as supported_versions_for
 
-__all__ = ["CompanyFile"]
+__all__ = ["RECOVERY_SHAPES", "CompanyFile"]
+
+#: How stored message-set answers come back (see the module docstring).
+RECOVERY_SHAPES = ("full", "error_recovery")
+#: The ErrorRecovery aggregate exists since qbXML 11.0 (Intuit's annotated qbxmlops130.xml: "opt, v11.0").
+ERROR_RECOVERY_SINCE = "11.0"
+#: The queries the Web Connector runs itself (HCP); fault schedules for probes leave them alone.
+_HCP_QUERIES = ("HostQuery", "CompanyQuery", "PreferencesQuery")
 
 
 #: (Initial, the person's name) of the sales reps every company file has.
@@ -70,8 +99,13 @@ class CompanyFile:
     :param clock: returns epoch seconds; tests inject one to control TimeModified and EditSequence.
     :param tz: the company's local time zone (TimeCreated/TimeModified carry its offset).
     :param recovery_history: how many message sets to remember for ``oldMessageSetID``. Real
-        QuickBooks keeps the most recent one per application; the default keeps more so a bridge
-        with several batches in flight can be tested, ``1`` simulates the strict behaviour.
+        QuickBooks keeps the most recent one (per application), as does the default; more simulates
+        a lenient QuickBooks.
+    :param recovery_shape: ``"full"`` (stored ``*Rs`` replayed whole) or ``"error_recovery"`` (Add/Mod
+        answers carry only the ``ErrorRecovery`` aggregate, queries only their status).
+    :param supported_versions: the qbXML versions this installation speaks (HostRet
+        SupportedQBXMLVersion); default every U.S. version up to 16.0.
+    :param max_version: keep only the supported versions up to this one (``"11.0"`` = QuickBooks 2012).
     :param company_name: shown by CompanyQuery.
     """
 
@@ -81,7 +115,10 @@ class CompanyFile:
         *,
         clock: Callable[[], float] = time.time,
         tz: dt.tzinfo | None = None,
-        recovery_history: int = 1000,
+        recovery_history: int = 1,
+        recovery_shape: str = "full",
+        supported_versions: Sequence[str] | None = None,
+        max_version: str | None = None,
         company_name: str = "Sandbox Trading Co",
         iterator_ttl_seconds: float = 600.0,
     ):
@@ -89,12 +126,20 @@ class CompanyFile:
         self.store = Store(path)
         self.clock = clock
         self.tz = tz or dt.timezone(dt.timedelta(hours=-5))
-        self.recovery_history = recovery_history
+        self._lock = threading.RLock()
+        self.recovery_history = 1
+        self.recovery_shape = "full"
+        self.supported_versions: tuple[str, ...] = ()
+        self.configure(
+            recovery_history=recovery_history,
+            recovery_shape=recovery_shape,
+            supported_versions=supported_versions,
+            max_version=max_version,
+        )
         self.company_name = company_name
         self.iterator_ttl_seconds = iterator_ttl_seconds
         self.faults = Faults()
         self._iterators: dict[str, dict[str, Any]] = {}
-        self._lock = threading.RLock()
         self.stats = {"documents": 0, "requests": 0, "parse_errors": 0}
         if self.store.get_meta("created") is None:
             with self.store.transaction():
@@ -108,6 +153,50 @@ class CompanyFile:
     # -- public API ---------------------------------------------------------------------------------
     def close(self) -> None:
         self.store.close()
+
+    @property
+    def max_version(self) -> str:
+        """The newest qbXML version this installation speaks (what the Web Connector passes on)."""
+        return self.supported_versions[-1]
+
+    def configure(
+        self,
+        *,
+        recovery_history: int | None = None,
+        recovery_shape: str | None = None,
+        supported_versions: Sequence[str] | None = None,
+        max_version: str | None = None,
+    ) -> dict[str, Any]:
+        """Change settings; None leaves a setting as it is. Passing either version argument rebuilds the
+        range from both (`supported_versions` None = every U.S. version). ValueError names a bad value."""
+        if recovery_history is not None and (
+            isinstance(recovery_history, bool)
+            or not isinstance(recovery_history, int)
+            or recovery_history < 1
+        ):
+            raise ValueError("recovery_history must be a positive integer")
+        if recovery_shape is not None and recovery_shape not in RECOVERY_SHAPES:
+            raise ValueError(f"recovery_shape must be one of {', '.join(RECOVERY_SHAPES)}")
+        versions = None
+        if supported_versions is not None or max_version is not None or not self.supported_versions:
+            versions = supported_versions_for(supported_versions, max_version=max_version)
+        with self._lock:
+            if recovery_history is not None:
+                self.recovery_history = recovery_history
+            if recovery_shape is not None:
+                self.recovery_shape = recovery_shape
+            if versions is not None:
+                self.supported_versions = versions
+        return self.settings()
+
+    def settings(self) -> dict[str, Any]:
+        """The settings `configure` takes, as JSON-friendly values."""
+        return {
+            "recovery_history": self.recovery_history,
+            "recovery_shape": self.recovery_shape,
+            "supported_versions": list(self.supported_versions),
+            "max_version": self.max_version,
+        }
 
     def end_session(self, session: str = "default") -> None:
         """Forget the iterators of a Web Connector session (QuickBooks drops them at EndSession)."""
@@ -137,8 +226,8 @@ class CompanyFile:
             self.stats["documents"] += 1
             if self.faults.take("busy"):
                 raise RequestProcessorError(*BUSY)
-            msgs, requests, too_long = self._read_document(request_xml)
-            response, set_id = self._process_set(msgs, requests, too_long, session)
+            msgs, requests, too_long, version = self._read_document(request_xml)
+            response, set_id = self._process_set(msgs, requests, too_long, session, version)
             if self.faults.take("lose_responses"):
                 raise ResponseLostError(response, set_id)
             return response
@@ -156,6 +245,68 @@ class CompanyFile:
 
             seed_company(self)
 
+    def user_edit(self, kind: str, key: str, **fields: Any) -> dict[str, Any]:
+        """Change a record as a QuickBooks user does in the desktop window (between two exchanges).
+
+        `key` is the record's ListID/TxnID, or its FullName (lists) / RefNumber (transactions). The
+        given ``*Ret`` fields replace the record's (an aggregate such as BillAddress whole; a
+        reference such as ``SalesRepRef="BJ"`` by name or ``{"ListID": ...}``), the EditSequence
+        changes and TimeModified becomes now, as after any edit in QuickBooks; a renamed list object
+        must keep a unique name and its sub-objects follow. Transaction lines are not edited here.
+        Returns the record as a query shows it. KeyError: no such record; ValueError: a field the
+        ``*Ret`` does not have, a bad reference or a name in use.
+        """
+        from erpsync.qbwc_bridge.qbxml._check import children
+        from erpsync.sandbox.quickbooks._handlers import _rename_children, fit
+
+        if kind not in LIST_KINDS and kind not in TXN_KINDS:
+            raise ValueError(
+                f"user_edit does not know {kind!r}; known: {', '.join([*LIST_KINDS, *TXN_KINDS])}"
+            )
+        fixed = {"ListID", "TxnID", "EditSequence", "TimeCreated", "TimeModified", "FullName", "TxnNumber"}
+        slots = children(f"{kind}Ret")
+        lines = f"{TXN_KINDS[kind]}Ret" if kind in TXN_KINDS else None
+        bad = sorted(name for name in fields if name not in slots or name in fixed or name == lines)
+        if bad:
+            raise ValueError(f"a user cannot set {', '.join(bad)} on a {kind} here")
+        with self._lock, self.store.transaction():
+            record = self._find_record(kind, key)
+            if record is None:
+                raise KeyError(f"no {kind} {key!r} in the company file")
+            object_id = record.get("ListID") or record["TxnID"]
+            try:
+                changes = self._resolve_refs(fields, kind)
+            except Failure as failure:
+                raise ValueError(failure.message) from None
+            old_name = list_name(record)
+            record.update(changes)
+            family = LIST_KINDS.get(kind)
+            if family is not None and "Name" in fields:
+                parent = record.get("ParentRef")
+                record["FullName"] = f"{parent['FullName']}:{fields['Name']}" if parent else fields["Name"]
+                clash = self.store.by_name(family, record["FullName"])
+                if clash is not None and clash[1]["ListID"] != object_id:
+                    raise ValueError(
+                        f'The name "{record["FullName"]}" of the list element is already in use.'
+                    )
+            record["EditSequence"] = self._edit_sequence(record["EditSequence"])
+            record["TimeModified"] = self._now_text()
+            record = fit(record, f"{kind}Ret")
+            name_key = list_name(record).lower() if family is not None else None
+            self.store.put(object_id, kind, family or "txn", name_key, record)
+            if family is not None and old_name != list_name(record) and "FullName" in record:
+                _rename_children(self, kind, family, old_name, record["FullName"])
+            return self._with_ext(record)
+
+    def _find_record(self, kind: str, key: str) -> dict[str, Any] | None:
+        got = self.store.get(key)
+        if got is not None and got[0] == kind:
+            return got[1]
+        if kind in LIST_KINDS:
+            got = self.store.by_name(LIST_KINDS[kind], key)
+            return got[1] if got is not None and got[0] == kind else None
+        return next((r for _, r in self.store.all((kind,)) if r.get("RefNumber") == key), None)
+
     # -- inspection (admin API, tests) --------------------------------------------------------------
     def records(self, kind: str) -> list[dict[str, Any]]:
         """Return the stored ``*Ret`` dicts of one kind (``Customer``, ``Item`` = all items, ``Invoice``...)."""
@@ -172,13 +323,15 @@ class CompanyFile:
             return self.store.get_ext(owner_id, name, object_id)
 
     # -- document level -------------------------------------------------------------------------------
-    def _read_document(self, request_xml: str | bytes) -> tuple[Any, list[Any], dict[int, tuple[str, str]]]:
-
+    def _read_document(
+        self, request_xml: str | bytes
+    ) -> tuple[Any, list[Any], dict[int, tuple[str, str]], str]:
         try:
             root = parse_xml(request_xml)
         except (MalformedXmlError, UnsafeXmlError) as exc:
             self.stats["parse_errors"] += 1
             raise RequestProcessorError(*PARSE_ERROR, detail=str(exc)) from None
+        version = self._document_version(root)
         msgs = root.find("QBXMLMsgsRq") if root.tag == "QBXML" else None
         if msgs is None or msgs.get("onError") not in ("stopOnError", "continueOnError", "rollbackOnError"):
             self.stats["parse_errors"] += 1
@@ -188,6 +341,12 @@ class CompanyFile:
         requests = [rq for rq in msgs if isinstance(rq.tag, str)]
         too_long: dict[int, tuple[str, str]] = {}
         for index, rq in enumerate(requests):
+            newer = first_too_new(rq, version)
+            if newer is not None:
+                self.stats["parse_errors"] += 1
+                raise RequestProcessorError(
+                    *PARSE_ERROR, detail=f"{newer[0]} needs qbXML {newer[1]}; the document asks for {version}"
+                )
             try:
                 validate_request_element(rq)
             except QbxmlValidationError as exc:
@@ -198,9 +357,25 @@ class CompanyFile:
                     continue
                 self.stats["parse_errors"] += 1
                 raise RequestProcessorError(*PARSE_ERROR, detail=str(exc)) from None
-        return msgs, requests, too_long
+        return msgs, requests, too_long, version
 
-    def _process_set(self, msgs, requests, too_long, session) -> tuple[str, str | None]:
+    def _document_version(self, root: Any) -> str:
+        """The ``<?qbxml version?>`` before the root (the newest supported one when there is none);
+        HRESULT 0x80040423 when this installation does not speak it."""
+        asked = None
+        for node in root.itersiblings(preceding=True):
+            if getattr(node, "target", None) == "qbxml":
+                asked = (node.get("version") or "").strip()
+        if asked is None:
+            return self.max_version
+        if asked not in self.supported_versions:
+            raise RequestProcessorError(
+                *UNSUPPORTED_VERSION,
+                detail=f"qbXML {asked!r} asked; this QuickBooks speaks {', '.join(self.supported_versions)}",
+            )
+        return asked
+
+    def _process_set(self, msgs, requests, too_long, session, version) -> tuple[str, str | None]:
         from lxml import etree
 
         new_id, old_id = msgs.get("newMessageSetID"), msgs.get("oldMessageSetID")
@@ -218,7 +393,8 @@ class CompanyFile:
                         [], {"newMessageSetID": new_id, "messageSetStatusCode": "9001"}
                     ), None
                 return self._document(
-                    [stored[1]], {"newMessageSetID": new_id, "messageSetStatusCode": "0"}
+                    [self._replay(stored[1], version)],
+                    {"newMessageSetID": new_id, "messageSetStatusCode": "0"},
                 ), new_id
             if old_id is not None:
                 return self._document([], {"messageSetStatusCode": "9002"}), None
@@ -230,7 +406,7 @@ class CompanyFile:
             stored = self.store.get_message_set(old_id)
             set_status = "0" if stored is not None else "600"
             if stored is not None:
-                prefix.append(stored[1])
+                prefix.append(self._replay(stored[1], version))
         mode = msgs.get("onError")
         include_none = msgs.get("responseData") == "includeNone"
         parts: list[str] = []
@@ -256,6 +432,31 @@ class CompanyFile:
         attrs = {"newMessageSetID": new_id, "messageSetStatusCode": set_status}
         return self._document([*prefix, body], attrs), new_id or old_id
 
+    def _replay(self, body: str, version: str) -> str:
+        """A stored message set's answers in this file's `recovery_shape`, for a document at `version`."""
+        if self.recovery_shape == "full" or not body:
+            return body
+        from lxml import etree
+
+        holder = etree.fromstring(f"<stored>{body}</stored>")
+        with_recovery = version_key(version) >= version_key(ERROR_RECOVERY_SINCE)
+        parts = []
+        for rs in holder:
+            kind = rs.tag[:-2]
+            ret = next((c for c in rs if isinstance(c.tag, str) and c.tag.endswith("Ret")), None)
+            if ret is not None and kind.endswith(("Add", "Mod")):
+                for child in list(rs):
+                    rs.remove(child)
+                if with_recovery:
+                    rs.append(_error_recovery(ret))
+            elif kind.endswith("Query"):
+                for child in list(rs):
+                    rs.remove(child)
+            rs.text = None
+            rs.tail = "\n"
+            parts.append(etree.tostring(rs, encoding="unicode"))
+        return "".join(parts)
+
     def _document(self, bodies: list[str], attrs: dict[str, str]) -> str:
         shown = "".join(f' {k}="{escape_attr(v)}"' for k, v in attrs.items() if v is not None)
         return f'<?xml version="1.0" ?>\n<QBXML>\n<QBXMLMsgsRs{shown}>\n{"".join(bodies)}</QBXMLMsgsRs>\n</QBXML>\n'
@@ -270,6 +471,11 @@ class CompanyFile:
             if too_long is not None:
                 field, value = too_long
                 raise Failure(3070, f'The string "{value}" in the field "{field}" is too long.')
+            if kind.endswith("Query"):
+                injected = self.faults.take_probe_error(kind, hcp=kind in _HCP_QUERIES)
+                if injected is not None:  # fault: this query answers a status instead of running
+                    code, severity, message = probe_error(injected)
+                    raise Failure(code, message, severity)
             handler = HANDLERS.get(kind)
             if handler is None:
                 raise Failure(3250, f"{kind} is not implemented by the QuickBooks simulator.")
@@ -417,6 +623,22 @@ class CompanyFile:
             **extra,
         }
         self.store.put(data["ListID"], kind, LIST_KINDS[kind], name.lower(), data)
+
+
+def _error_recovery(ret: Any) -> Any:
+    """The schema's ErrorRecovery aggregate for one stored ``*Ret``: (ListID | OwnerID | TxnID),
+    TxnNumber, EditSequence, ExternalGUID, each when the record has it."""
+    from lxml import etree
+
+    recovery = etree.Element("ErrorRecovery")
+    found = {child.tag: child.text or "" for child in ret if isinstance(child.tag, str)}
+    if "DataExtName" in found:  # a DataExt or DataExtDef answer is keyed by its owner ("0" = public)
+        found.setdefault("OwnerID", "0")
+    key = next((k for k in ("ListID", "TxnID", "OwnerID") if k in found), None)
+    for name in (key, "TxnNumber", "EditSequence", "ExternalGUID"):
+        if name is not None and name in found:
+            etree.SubElement(recovery, name).text = found[name]
+    return recovery
 
 
 class _Rollback(Exception):
