@@ -25,9 +25,21 @@ ACTIVE_REQUEST_STATES = ("pending", "sent", "lost")
 _c, _t, _e, _r, _j = COMPANIES.c, TICKETS.c, EXCHANGES.c, REQUESTS.c, JOBS.c
 
 LOGIN = select(_c.id, _c.password_hash, _c.company_file).where(_c.username == bindparam("username"))
-COMPANY_FILE_IDS = select(_c.name, _c.owner_id, _c.file_id).where(_c.id == bindparam("id"))
-OPEN_TICKETS = select(_t.ticket, _t.pending_exchange_id).where(
+COMPANY_FILE_IDS = select(_c.name, _c.owner_id, _c.file_id, _c.qbxml_version).where(_c.id == bindparam("id"))
+SET_COMPANY_VERSION = (
+    update(COMPANIES).where(_c.id == bindparam("b_id")).values(qbxml_version=bindparam("b_version"))
+)
+#: PostgreSQL: every write transaction of a Web Connector call takes this lock first (authenticate,
+#: send, receive, close...), so the calls of one company run one at a time, in every replica, and
+#: never interleave with another session's. NO KEY UPDATE: inserts referencing the company (jobs,
+#: requests) take KEY SHARE and do not wait for it. SQLite's single write lock already serializes.
+LOCK_COMPANY = select(_c.id).where(_c.id == bindparam("id")).with_for_update(key_share=True)
+OPEN_TICKETS = select(_t.ticket, _t.pending_exchange_id, _t.expires_at).where(
     _t.company_id == bindparam("company_id"), _t.state == "open"
+)
+#: Documents of the company still awaiting an answer: once no session is open, none can come.
+SENT_EXCHANGES = (
+    select(_e.id).where(_e.company_id == bindparam("company_id"), _e.state == "sent").order_by(_e.id)
 )
 SUPERSEDE = (
     update(TICKETS)
@@ -43,7 +55,6 @@ EXPIRED_JOBS = select(_j.id).where(
 
 #: Every ticket column but the HCP answer (kilobytes, written once per session, never read back).
 TICKET = select(*(c for c in _t if c.name != "hcp_response")).where(_t.ticket == bindparam("ticket"))
-TICKET_FOR_UPDATE = TICKET.with_for_update()
 
 
 @lru_cache(maxsize=64)
@@ -85,14 +96,14 @@ PENDING_BATCH = (
     .limit(bindparam("limit"))
 )
 INSERT_EXCHANGE = insert(EXCHANGES)
-#: A document's requests are a prefix of the pending rows in id order, so a range selects exactly it.
+#: Exactly the document's requests, and only while still pending: the caller checks the row count.
+#: (Not an id range: on PostgreSQL an enqueue committing late can put a pending row inside it.)
 MARK_SENT = (
     update(REQUESTS)
     .where(
+        _r.id.in_(bindparam("b_ids", expanding=True)),
         _r.company_id == bindparam("b_company_id"),
         _r.state == "pending",
-        _r.id >= bindparam("b_first"),
-        _r.id <= bindparam("b_last"),
     )
     .values(
         state="sent",

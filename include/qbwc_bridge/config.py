@@ -53,6 +53,11 @@ class BridgeSettings(BaseSettings):
     environment: str = "production"
     app_name: str = "erpsync"
     ticket_ttl_seconds: int = Field(default=1800, ge=10)
+    #: One live session per company file: while a session has called within this many seconds (and its
+    #: ticket has not expired), another login for the company gets `busy`. A session quiet for longer
+    #: (its Web Connector crashed or hung) is superseded and its unanswered document reconciled.
+    #: 0 = a new login always supersedes (the behaviour before issue 11; still never posts twice).
+    session_stale_seconds: int = Field(default=300, ge=0)
     #: Batching: at most this many requests and bytes in one sendRequestXML document.
     max_batch_requests: int = Field(default=100, ge=1, le=10_000)
     max_batch_bytes: int = Field(default=2_000_000, ge=1_000)

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from erpsync.errors import RetriableSourceError
 from erpsync.qbwc_bridge import _qbxml, _sql, throttle
 from erpsync.qbwc_bridge.config import BridgeSettings
 from erpsync.qbwc_bridge.db import Store
@@ -62,6 +63,15 @@ _DUMMY_HASH = hash_password("timing-equaliser")  # verify against it for unknown
 
 def _now() -> float:
     return time.time()
+
+
+def _version_key(text: str) -> tuple[int, int]:
+    major, _, minor = text.partition(".")
+    return int(major), int(minor or 0)
+
+
+def _version_text(key: tuple[int, int]) -> str:
+    return f"{key[0]}.{key[1]}"
 
 
 def _message_set_id() -> str:
@@ -118,12 +128,28 @@ class Conversation:
     def _load_ticket(self, s: Session, ticket: str) -> _TicketRow | None:
         if not ticket:
             return None
-        stmt = _sql.TICKET_FOR_UPDATE if self.store.is_postgres else _sql.TICKET
-        row = s.execute(stmt, {"ticket": ticket}).first()
+        row = s.execute(_sql.TICKET, {"ticket": ticket}).first()
         return _TicketRow(row) if row is not None else None
 
-    def _ticket(self, s: Session, ticket: str) -> _TicketRow | None:
+    def _lock_company(self, s: Session, company_id: int | None) -> None:
+        """PostgreSQL: wait for, then hold, the company's lock until commit (see `_sql.LOCK_COMPANY`).
+
+        Taken first in every write of a Web Connector call, so two sessions of one company (two PCs,
+        a retry storm, several replicas) never pick, mark or settle the same rows at once.
+        """
+        if company_id is not None and self.store.is_postgres:
+            s.execute(_sql.LOCK_COMPANY, {"id": company_id})
+
+    def _locked_ticket(self, s: Session, ticket: str) -> _TicketRow | None:
+        """The ticket, read again once its company is locked (a concurrent call may have changed it)."""
         t = self._load_ticket(s, ticket)
+        if t is None or t.company_id is None or not self.store.is_postgres:
+            return t
+        self._lock_company(s, t.company_id)
+        return self._load_ticket(s, ticket)
+
+    def _ticket(self, s: Session, ticket: str) -> _TicketRow | None:
+        t = self._locked_ticket(s, ticket)
         if t is None or t.state != "open" or t.expires_at < _now():
             return None
         t.expires_at = _now() + self.settings.ticket_ttl_seconds  # sliding: long runs stay valid
@@ -133,7 +159,7 @@ class Conversation:
     def _session(self, ticket: str, *, live: bool = True) -> Iterator[tuple[Session, _TicketRow | None]]:
         """A write transaction with the ticket loaded (`live`: only an open, unexpired one); saves it."""
         with self.store.session() as s:
-            t = self._ticket(s, ticket) if live else self._load_ticket(s, ticket)
+            t = self._ticket(s, ticket) if live else self._locked_ticket(s, ticket)
             yield s, t
             if t is not None:
                 t.save(s)
@@ -222,26 +248,42 @@ class Conversation:
         if verdict.needs_write:
             throttle.record_success(self.store, keys)
         with self.store.session() as s:
+            self._lock_company(s, company_id)
             now = _now()
-            # A new session while an older one is open means the older one died: whatever it sent and
-            # never had acknowledged is now unknown and must be reconciled.
-            superseded = s.execute(_sql.OPEN_TICKETS, {"company_id": company_id}).all()
-            for _old, pending in superseded:
-                self._mark_lost(s, pending)
-            if superseded:
-                s.execute(_sql.SUPERSEDE, {"b_tickets": [old for old, _ in superseded], "b_now": now})
-            expire_jobs(session=s, company_id=company_id, now=now)
-            outstanding = self._outstanding(s, company_id)
+            busy_error = None
+            open_tickets = s.execute(_sql.OPEN_TICKETS, {"company_id": company_id}).all()
+            live = [row for row in open_tickets if self._is_live(row.expires_at, now)]
+            if live:
+                # One company file, one session: the other one is still talking to QuickBooks.
+                outstanding, state = 0, "busy"
+                busy_error = (
+                    "Another Web Connector session for this company file is running (last call "
+                    f"{now - (live[0].expires_at - self.settings.ticket_ttl_seconds):.0f} s ago); "
+                    "this update was refused with 'busy'. Try again later."
+                )
+            else:
+                # Any open session is dead (quiet past the bound): supersede it. Whatever the company
+                # has sent and never had acknowledged is now unknown and must be reconciled.
+                if open_tickets:
+                    s.execute(
+                        _sql.SUPERSEDE, {"b_tickets": [row.ticket for row in open_tickets], "b_now": now}
+                    )
+                for exchange_id in s.scalars(_sql.SENT_EXCHANGES, {"company_id": company_id}).all():
+                    self._mark_lost(s, exchange_id)
+                expire_jobs(session=s, company_id=company_id, now=now)
+                outstanding = self._outstanding(s, company_id)
+                state = "open" if outstanding else "idle"
             ticket = secrets.token_urlsafe(24)
             s.execute(
                 _sql.INSERT_TICKET,
                 {
                     "ticket": ticket,
                     "company_id": company_id,
-                    "state": "open" if outstanding else "idle",
+                    "state": state,
                     "created_at": now,
                     "expires_at": now + self.settings.ticket_ttl_seconds,
-                    "closed_at": None if outstanding else now,
+                    "closed_at": None if state == "open" else now,
+                    "last_error": busy_error,
                     "baseline": outstanding,
                     "exchanges": 0,
                     "requests_ok": 0,
@@ -249,9 +291,20 @@ class Conversation:
                     "reconciled": 0,
                 },
             )
+            if state == "busy":
+                log.warning("authenticate for company %s answered busy: another session is live", company_id)
+                return [ticket, "busy", "", min_run]
             if not outstanding:
                 return [ticket, "none", "", min_run]
             return [ticket, company_file or "", "", min_run]
+
+    def _is_live(self, expires_at: float, now: float) -> bool:
+        """An open session is live while its ticket is valid and it called within the stale bound.
+
+        The ticket's expiry slides by the TTL on each call, so its last call was `expires_at - TTL`.
+        """
+        last_call = expires_at - self.settings.ticket_ttl_seconds
+        return expires_at > now and now - last_call < self.settings.session_stale_seconds
 
     def _password_ok(self, company_id: int, password: str, stored: str) -> bool:
         """Verify with scrypt, remembering a success as a keyed HMAC for this process.
@@ -281,13 +334,16 @@ class Conversation:
             if t is None:
                 return ""
             t.country = (country or t.country or "US")[:4]
-            t.qbxml_version = self._version(major, minor, t.qbxml_version)
+            company, hcp_max = None, None
+            if hcp_response or t.qbxml_version is None:  # the session's first document: negotiate
+                company = s.execute(_sql.COMPANY_FILE_IDS, {"id": t.company_id}).one()
             if hcp_response:
                 t.hcp_response = hcp_response[:1_000_000]
-                refusal = self._check_hcp(s, t, hcp_response)
+                refusal, hcp_max = self._check_hcp(t, hcp_response, company)
                 if refusal:
                     t.last_error = refusal
                     return ""
+            t.qbxml_version = self._version(s, t, major, minor, hcp_max, company)
             if t.pending_exchange_id is not None:
                 # sendRequestXML twice in a row: the answer to the previous document was lost.
                 self._mark_lost(s, t.pending_exchange_id)
@@ -298,35 +354,50 @@ class Conversation:
                 return ""
             return doc
 
-    def _check_hcp(self, s: Session, t: _TicketRow, hcp_response: str) -> str | None:
-        """Cap the qbXML version at what QuickBooks supports; refuse a company file that is not ours."""
+    def _check_hcp(
+        self, t: _TicketRow, hcp_response: str, company
+    ) -> tuple[str | None, tuple[int, int] | None]:
+        """(refusal if the company file is not ours, highest SupportedQBXMLVersion QuickBooks listed)."""
         try:
             hcp = _qbxml.read_hcp(hcp_response)
         except _qbxml.BadRequestXml as exc:
             log.warning("unreadable HCP response for ticket %s...: %s", t.ticket[:8], exc.message)
-            return None  # the version from qbXMLMajorVers still applies
-        if hcp.max_version:
-            ours = tuple(int(x) for x in (t.qbxml_version or self.settings.qbxml_version).split("."))
-            low = min(ours, hcp.max_version)
-            t.qbxml_version = f"{low[0]}.{low[1]}"
-        company = s.execute(_sql.COMPANY_FILE_IDS, {"id": t.company_id}).one()
+            return None, None  # the version from qbXMLMajorVers still applies
         found = hcp.file_ids.get((company.owner_id or "").upper())
         if found and found.upper() != company.file_id.upper():
             return (
                 f"The company file open in QuickBooks belongs to another application entry (FileID {found}, "
                 f"expected {company.file_id} for {company.name}); nothing was sent. Open the right company "
                 "file or re-add the .qwc for this one."
-            )
-        return None
+            ), None
+        return None, (tuple(hcp.max_version) if hcp.max_version else None)
 
-    def _version(self, major: str, minor: str, current: str | None) -> str:
-        ours = tuple(int(x) for x in self.settings.qbxml_version.split("."))
+    def _version(
+        self, s: Session, t: _TicketRow, major: str, minor: str, hcp_max: tuple[int, int] | None, company
+    ) -> str:
+        """The session's qbXML version: never above ours, the client's, QuickBooks' HCP answer, nor any
+        version this session already used (later calls carry no HCP answer; the cap must stay).
+
+        `company` is given on the session's first document: what QuickBooks reports is kept as the
+        company's version (enqueue refuses requests it cannot take), and used when a session reports
+        nothing.
+        """
         try:
-            theirs = (int(major), int(minor or 0))
+            client = (int(major), int(minor or 0))
         except (TypeError, ValueError):
-            return current or self.settings.qbxml_version
-        low = min(ours, theirs)
-        return f"{low[0]}.{low[1]}"
+            client = None
+        reported = [v for v in (client, hcp_max) if v is not None]
+        if company is not None:
+            if reported:
+                known = _version_text(min(reported))
+                if known != company.qbxml_version:
+                    s.execute(_sql.SET_COMPANY_VERSION, {"b_id": t.company_id, "b_version": known})
+            elif company.qbxml_version:
+                reported = [_version_key(company.qbxml_version)]
+        caps = [_version_key(self.settings.qbxml_version), *reported]
+        if t.qbxml_version:
+            caps.append(_version_key(t.qbxml_version))
+        return _version_text(min(caps))
 
     def _new_exchange(self, s: Session, t: _TicketRow, *, kind: str, count: int, doc: str, **extra) -> int:
         """Record the document as `sent` (committed before it is returned); the ticket now awaits it."""
@@ -480,16 +551,23 @@ class Conversation:
                 .where(_sql.REQUESTS.c.id.in_(restarted))
                 .values(iterator_id=None, response_xml=None, record_count=0, iterator_ticket=t.ticket)
             )
-        s.execute(
+        marked = s.execute(
             _sql.MARK_SENT,
             {
+                "b_ids": [jr.id for jr in picked],
                 "b_company_id": t.company_id,
-                "b_first": picked[0].id,
-                "b_last": picked[-1].id,
                 "b_exchange_id": ex_id,
                 "b_now": now,
             },
-        )
+        ).rowcount
+        if marked != len(picked):
+            # Another session took some of these rows: sending them would post them twice. The company
+            # lock (PostgreSQL) and the write lock (SQLite) rule this out; this is the last line.
+            raise RetriableSourceError(
+                f"company {t.company_id}: {len(picked) - marked} of {len(picked)} requests picked for a document "
+                "were no longer pending when marked sent (another session holds them); nothing was sent",
+                where="sendRequestXML",
+            )
         queued = sorted({jr.job_id for jr in picked if jr.job_state == "queued"})
         if queued:
             s.execute(_sql.START_JOBS, {"b_ids": queued, "b_now": now})

@@ -182,6 +182,7 @@ def _serve(db_url: str, port: int) -> subprocess.Popen:
         "QBWC_BRIDGE_DATABASE_URL": db_url,
         "QBWC_BRIDGE_API_TOKEN": TOKEN,
         "QBWC_BRIDGE_ENVIRONMENT": "development",
+        "QBWC_BRIDGE_SESSION_STALE_SECONDS": "0",  # the restarted client may supersede at once
     }
     proc = subprocess.Popen(
         [

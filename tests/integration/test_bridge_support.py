@@ -99,6 +99,9 @@ def bridge_factory(sandbox_ctx):
     started: list[LocalBridge] = []
 
     def start(database_url: str | None = None, **settings) -> LocalBridge:
+        # The fault tests model "the Web Connector crashed, its next run comes later" by running again
+        # at once: a quiet session may be superseded immediately. The busy rule has its own tests.
+        settings.setdefault("session_stale_seconds", 0)
         b = start_bridge(
             sandbox_ctx,
             database_url=database_url,
