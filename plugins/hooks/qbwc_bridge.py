@@ -123,13 +123,20 @@ def classify_response(status: int, body: Any, where: str, retry_after: str | Non
 
 
 def job_errors(job: dict[str, Any], limit: int = 20) -> list[str]:
-    """One line per failed request of a job: index, requestID, status code and QuickBooks' message."""
+    """One line per failed or in-doubt request of a job: index, requestID, status code and the message.
+
+    `in_doubt` (sent, never acknowledged, QuickBooks could not be asked whether it was applied) is
+    named as such: it may or may not be in QuickBooks, so it must be checked there, never re-sent blindly.
+    """
     lines = []
     for r in job.get("results") or []:
-        if r.get("state") == "failed" or (r.get("status_code") or 0) >= 1000:
+        where = f"request {r['index']} ({r.get('request_id')})"
+        if r.get("state") == "in_doubt":
             lines.append(
-                f"request {r['index']} ({r.get('request_id')}): {r.get('status_code')} {r.get('status_message')}"
+                f"{where}: IN DOUBT, check QuickBooks before sending it again: {r.get('status_message')}"
             )
+        elif r.get("state") == "failed" or (r.get("status_code") or 0) >= 1000:
+            lines.append(f"{where}: {r.get('status_code')} {r.get('status_message')}")
     if len(lines) > limit:
         lines = [*lines[:limit], f"... and {len(lines) - limit} more"]
     return lines

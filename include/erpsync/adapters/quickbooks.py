@@ -290,7 +290,7 @@ def job_key(prefix: str, phase: str, digest: str, requests: list[QbRequest]) -> 
 
 def _failed_request(result: dict[str, Any]) -> bool:
     code = result.get("status_code")
-    return result.get("state") in ("failed", "cancelled") or code is None or code >= 1000
+    return result.get("state") in ("failed", "cancelled", "in_doubt") or code is None or code >= 1000
 
 
 def _query_error(result: dict[str, Any], what: str) -> SyncError:
@@ -339,6 +339,10 @@ def _refusal(result: dict[str, Any], label: str) -> tuple[str, str, bool]:
 
     code = result.get("status_code")
     message = result.get("status_message") or result.get("state") or "no answer"
+    if result.get("state") == "in_doubt":
+        # Sent, never acknowledged, and the bridge could not find out whether QuickBooks applied it:
+        # neither written nor safe to send again. Quarantined (never retried) for someone to check.
+        return f"{label}: in doubt, not counted as written and not re-sent: {message}", "in_doubt", False
     if code is None:
         return f"{label}: not applied ({message})", str(result.get("state") or "unanswered"), True
     outcome = outcome_for(int(code), message)
@@ -490,7 +494,7 @@ class UpsertProgram:
                             for rec in records_of(r)
                             if str(rec.get("OwnerID", OWNER_ID)) == OWNER_ID
                         }
-                elif r.get("status_code") == 3200:
+                elif r.get("status_code") == 3200 and r.get("state") != "in_doubt":
                     stale.append(i)
                 elif _failed_request(r):
                     self._fail(i, *_refusal(r, self._label(i)))
