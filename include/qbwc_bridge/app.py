@@ -148,7 +148,9 @@ def create_app(settings: BridgeSettings | None = None, *, store: Store | None = 
     @app.get("/metrics", response_class=PlainTextResponse, tags=["operations"])
     def metrics_endpoint(principal: api.Principal = Reader) -> PlainTextResponse:
         with store.reading() as s:
-            body = metrics.render(status.gauges(s, companies=principal.companies))
+            body = metrics.render(
+                status.gauges(s, companies=principal.companies), companies=principal.companies
+            )
         return PlainTextResponse(body, media_type="text/plain; version=0.0.4")
 
     return app

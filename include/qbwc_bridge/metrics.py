@@ -1,7 +1,8 @@
 """Prometheus metrics in the text exposition format, without a client library.
 
 Process counters (SOAP calls, latency) live in memory per replica, as Prometheus expects; queue
-gauges are read from the store at scrape time so every replica reports the same queue.
+gauges are read from the store at scrape time so every replica reports the same queue. A scrape
+needs a read token, and series labelled with a company the token may not read are left out.
 """
 
 from __future__ import annotations
@@ -24,6 +25,11 @@ def _labels(labels: dict[str, str]) -> str:
     return "{" + inner + "}"
 
 
+def _visible(labels: dict[str, str], companies: frozenset[str] | None) -> bool:
+    """A series without a company label is for everyone; one with it only for readers of that company."""
+    return companies is None or "company" not in labels or labels["company"] in companies
+
+
 class Counter:
     def __init__(self, name: str, help_text: str):
         self.name, self.help = name, help_text
@@ -34,10 +40,14 @@ class Counter:
         with self._lock:
             self._values[tuple(sorted(labels.items()))] += amount
 
-    def lines(self) -> list[str]:
+    def lines(self, companies: frozenset[str] | None = None) -> list[str]:
         out = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} counter"]
         with self._lock:
-            out += [f"{self.name}{_labels(dict(k))} {v}" for k, v in sorted(self._values.items())]
+            out += [
+                f"{self.name}{_labels(dict(k))} {v}"
+                for k, v in sorted(self._values.items())
+                if _visible(dict(k), companies)
+            ]
         return out
 
 
@@ -57,7 +67,7 @@ class Histogram:
             row[-2] += 1  # count
             row[-1] += value  # sum
 
-    def lines(self) -> list[str]:
+    def lines(self, companies: frozenset[str] | None = None) -> list[str]:
         out = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} histogram"]
         with self._lock:
             for key, row in sorted(self._data.items()):
@@ -75,11 +85,16 @@ SOAP_SECONDS = Histogram("qbwc_bridge_soap_call_seconds", "Time to answer a Web 
 JOBS_ENQUEUED = Counter("qbwc_bridge_jobs_enqueued_total", "Jobs accepted by the jobs API.")
 
 
-def render(gauges: list[tuple[str, str, dict[str, str], float]]) -> str:
-    """All metrics as Prometheus text; `gauges` are (name, help, labels, value) read from the store."""
+def render(
+    gauges: list[tuple[str, str, dict[str, str], float]], *, companies: frozenset[str] | None = None
+) -> str:
+    """All metrics as Prometheus text; `gauges` are (name, help, labels, value) read from the store.
+
+    `companies`: the scrape token's companies (None = all); other companies' series are left out.
+    """
     lines: list[str] = []
     for metric in (SOAP_CALLS, SOAP_SECONDS, JOBS_ENQUEUED):
-        lines += metric.lines()
+        lines += metric.lines(companies)
     seen: set[str] = set()
     for name, help_text, labels, value in gauges:
         if name not in seen:

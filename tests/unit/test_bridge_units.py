@@ -279,7 +279,9 @@ def test_hook_config_and_error_classes():
         "acme",
         12.0,
     )
-    blank = Connection(conn_id="c", conn_type="qbwc_bridge", host="h", extra=json.dumps({"ca_bundle": ""}))
+    blank = Connection(
+        conn_id="c", conn_type="qbwc_bridge", host="h", schema="https", extra=json.dumps({"ca_bundle": ""})
+    )
     assert bridge_config(blank).verify is True and bridge_config(blank, company="x").company == "x"
     assert isinstance(classify_response(401, {"detail": "no"}, "w"), AuthError)
     assert isinstance(classify_response(404, {"detail": "x", "where": "company"}, "w"), ConfigError)
