@@ -10,11 +10,19 @@ Never posting twice rests on three rules:
 2. An exchange whose answer never arrived (a second sendRequestXML, connectionError, closeConnection,
    or a new authenticate while it is outstanding, or a bridge crash) becomes `lost`.
 3. Before any new work, a lost exchange is reconciled: one recovery document asks QuickBooks about the
-   old message set (`oldMessageSetID`) and carries a probe query for each unacknowledged Add (by name
-   for list objects, by RefNumber plus customer for transactions). A stored answer or a found record
-   settles the request without resending it; "not found" makes it safe to send again; an Add with
-   nothing to probe is reported failed rather than risk a duplicate. Queries are simply resent, Mods
-   are resent because EditSequence makes a replay fail (3200) instead of applying twice.
+   old message set (`oldMessageSetID`) and carries a probe query for each unacknowledged write (Adds by
+   name for list objects, by RefNumber plus customer, matched on the CustomerRef child the request
+   used, ListID or FullName, for transactions; Mods by ListID/TxnID). A stored answer, whole `*Rs` or
+   ErrorRecovery ids only, settles the request. Otherwise only a clean probe answer decides: a found
+   record settles it without resending; 1 (no match) or 500 (no such object) makes it safe to send
+   again. Any other answer (1000, 1010, 3260, a lock code, an HRESULT for the whole document, no
+   answer) proves nothing: the request stays `lost`, is probed again in the next session (one probe
+   round per lost exchange per session, counted in `probe_attempts`) and after MAX_PROBE_ATTEMPTS
+   becomes `in_doubt` with the last answer, never resent; its job ends `failed`. A Mod counts as
+   applied only when the record holds every field it sent; an unchanged EditSequence means it did not
+   run (resent as is), a changed record that lacks our values (a user edit) gets the Mod resent over
+   the fresh EditSequence. An Add with nothing to probe is `in_doubt` at once. Queries are resent; a
+   DataExtAdd is replayed, QuickBooks refusing a duplicate (3180) meaning the lost send had applied it.
 """
 
 from __future__ import annotations
