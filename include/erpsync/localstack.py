@@ -119,8 +119,8 @@ class AirflowApi:
 
     base_url: str
     username: str | None = None
-    password: str | None = None
-    _token: str | None = None
+    password: str | None = field(default=None, repr=False)
+    _token: str | None = field(default=None, repr=False)
 
     #: pauses before retrying an idempotent call the server failed (HTTP 5xx): on SQLite the
     #: standalone's api-server answers "Database error" while the scheduler holds the write lock

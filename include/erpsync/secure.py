@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import stat
 
-__all__ = ["private_sqlite_file", "redact_url"]
+__all__ = ["private_sqlite_file", "redact_url", "sqlite_path"]
 
 
 def redact_url(url: str | None) -> str:
@@ -28,7 +28,7 @@ def redact_url(url: str | None) -> str:
     return f"{scheme}{sep}***@{rest.rsplit('@', 1)[1]}"
 
 
-def _sqlite_path(url: str) -> str | None:
+def sqlite_path(url: str) -> str | None:
     """The file of a file-backed SQLite URL, or None (another database, memory, unparsable)."""
     if not url.startswith("sqlite"):
         return None
@@ -50,7 +50,7 @@ def private_sqlite_file(url: str) -> None:
     SQLite creates the -wal, -shm and journal files with the database file's mode, so they follow.
     An existing file readable by others is narrowed to 0600 as well; other URLs are left alone.
     """
-    path = _sqlite_path(url)
+    path = sqlite_path(url)
     if path is None:
         return
     folder = os.path.dirname(os.path.abspath(path))

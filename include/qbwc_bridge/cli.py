@@ -11,6 +11,11 @@
                              [--expires-in 30d]   print a new jobs-API token (shown once)
     qbwc-bridge token list                    names, companies, rights, expiry, state (never secrets)
     qbwc-bridge token revoke NAME|ID
+    qbwc-bridge prune [--older-than DAYS]     remove the qbXML of jobs finished DAYS ago (default:
+                                              QBWC_BRIDGE_PAYLOAD_RETENTION_DAYS, 30)
+
+Every command but `migrate` (and `serve --migrate`) first checks that the database is at the code's
+schema and otherwise says to run `qbwc-bridge migrate`.
 
 Every option also comes from the environment (QBWC_BRIDGE_DATABASE_URL, QBWC_BRIDGE_HOST, ...).
 Passwords are read from stdin or from the environment variable named by --password-env, never from
@@ -172,6 +177,76 @@ def cmd_qwc(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prune(args: argparse.Namespace) -> int:
+    from erpsync.qbwc_bridge.retention import prune_payloads
+
+    settings = _settings(args)
+    days = settings.payload_retention_days if args.older_than is None else args.older_than
+    if days <= 0 and args.older_than is None:
+        raise ConfigError(
+            "QBWC_BRIDGE_PAYLOAD_RETENTION_DAYS is 0 (pruning off); pass --older-than DAYS to prune anyway",
+            where="prune",
+        )
+    store = _store(args)
+    try:
+        report = prune_payloads(store, older_than_days=days)
+    finally:
+        store.dispose()
+    print(
+        f"pruned the qbXML of {report.jobs} jobs finished more than {days:g} days ago "
+        f"({report.requests} requests) and the HCP answers of {report.sessions} sessions"
+    )
+    return 0
+
+
+def _check_schema(args: argparse.Namespace) -> None:
+    """Refuse to work on a store that is not at the code's schema, naming the command that fixes it.
+
+    Without this a fresh database answers `company add` with a raw "no such table" traceback.
+    """
+    from alembic.config import Config
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+    from sqlalchemy import create_engine
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from erpsync.qbwc_bridge.db import MIGRATIONS
+    from erpsync.secure import redact_url, sqlite_path
+
+    url = _settings(args).database_url
+    shown = redact_url(url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    head = ScriptDirectory.from_config(cfg).get_current_head()
+    path = sqlite_path(url)
+    current = None
+    if path is None or os.path.exists(path):  # never create an empty SQLite file just to look
+        engine = create_engine(url)
+        try:
+            with engine.connect() as conn:
+                current = MigrationContext.configure(conn).get_current_revision()
+        except SQLAlchemyError as exc:
+            reason = str(getattr(exc, "orig", None) or exc).splitlines()[0][:200]
+            raise ConfigError(
+                f"cannot open the bridge database {shown}: {reason.replace(url, shown)}",
+                where="--database-url",
+            ) from None
+        finally:
+            engine.dispose()
+    if current is None:
+        raise ConfigError(
+            f"the bridge database {shown} was never migrated (no schema): run `qbwc-bridge migrate` "
+            "(or `qbwc-bridge serve --migrate`) first",
+            where="--database-url",
+        )
+    if current != head:
+        raise ConfigError(
+            f"the bridge database {shown} is at schema {current}, this version needs {head}: "
+            "run `qbwc-bridge migrate`",
+            where="--database-url",
+        )
+
+
 def cmd_token_create(args: argparse.Namespace) -> int:
     from erpsync.qbwc_bridge.crud import create_token, parse_duration
 
@@ -274,6 +349,17 @@ def _parser() -> argparse.ArgumentParser:
     qwc.add_argument("--database-url", dest="database_url", default=argparse.SUPPRESS)
     qwc.set_defaults(func=cmd_qwc)
 
+    prune = sub.add_parser("prune", help="remove the qbXML (customer data) of jobs finished long ago")
+    prune.add_argument(
+        "--older-than",
+        type=float,
+        default=None,
+        metavar="DAYS",
+        help="jobs finished more than DAYS ago (default: QBWC_BRIDGE_PAYLOAD_RETENTION_DAYS, 30)",
+    )
+    prune.add_argument("--database-url", dest="database_url", default=argparse.SUPPRESS)
+    prune.set_defaults(func=cmd_prune)
+
     token = sub.add_parser("token", help="jobs-API tokens").add_subparsers(dest="action", required=True)
     create = token.add_parser("create", help="create a token and print it (shown once)")
     create.add_argument(
@@ -299,6 +385,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        if args.func is not cmd_migrate and not (args.func is cmd_serve and args.migrate):
+            _check_schema(args)
         return args.func(args)
     except ConfigError as exc:
         print(f"qbwc-bridge: {exc}", file=sys.stderr)

@@ -14,6 +14,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from erpsync.errors import ConfigError
+from erpsync.secure import redact_url
 
 __all__ = ["BridgeSettings", "load_settings"]
 
@@ -79,6 +80,9 @@ class BridgeSettings(BaseSettings):
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     #: Log whole qbXML documents (customer data!) only when this is on.
     debug_qbxml: bool = False
+    #: Days the qbXML of a finished job (customer data) is kept; then pruned, at most hourly, by the
+    #: serving bridge and by `qbwc-bridge prune` (retention.py). 0 = no automatic pruning.
+    payload_retention_days: float = Field(default=30.0, ge=0)
     #: Web Connector login backoff (per user name and per client address, shared by replicas through
     #: the login_throttle table): this many failures are free, then each one blocks that user / address
     #: for LOGIN_BACKOFF_SECONDS doubling per further failure up to LOGIN_BACKOFF_MAX_SECONDS. Capped,
@@ -88,6 +92,15 @@ class BridgeSettings(BaseSettings):
     login_backoff_max_seconds: float = Field(default=900.0, gt=0)
     #: Failures older than this are forgotten (a fresh start the next day).
     login_failure_memory_seconds: float = Field(default=24 * 3600.0, gt=0)
+
+    def __repr_args__(self):
+        """repr/str without secrets: the API token masked, the database URL without its password."""
+        for name, value in super().__repr_args__():
+            if name == "api_token" and value:
+                value = "***"
+            elif name == "database_url":
+                value = redact_url(value)
+            yield name, value
 
     @field_validator("database_url")
     @classmethod

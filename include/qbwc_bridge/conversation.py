@@ -42,12 +42,12 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from erpsync.errors import RetriableSourceError
-from erpsync.qbwc_bridge import _qbxml, _sql, throttle
+from erpsync.qbwc_bridge import _qbxml, _sql, retention, throttle
 from erpsync.qbwc_bridge.config import BridgeSettings
 from erpsync.qbwc_bridge.db import Store
 from erpsync.qbwc_bridge.jobs import expire_jobs, settle_jobs
 from erpsync.qbwc_bridge.models import Exchange, JobRequest
-from erpsync.qbwc_bridge.passwords import hash_password, verify_password
+from erpsync.qbwc_bridge.passwords import hash_password, hash_token, needs_rehash, verify_password
 
 __all__ = ["SERVER_VERSION", "Conversation"]
 
@@ -130,13 +130,16 @@ class Conversation:
         self.settings = settings
         self._cache_key = secrets.token_bytes(32)
         self._verified: dict[int, bytes] = {}
+        #: Prunes old qbXML payloads at most hourly, started by successful logins (retention.py).
+        self.pruner = retention.AutoPruner(store)
 
     # -- helpers ------------------------------------------------------------------------------------
 
     def _load_ticket(self, s: Session, ticket: str) -> _TicketRow | None:
+        """The store keys tickets by SHA-256 (a copy of the database holds no usable ticket)."""
         if not ticket:
             return None
-        row = s.execute(_sql.TICKET, {"ticket": ticket}).first()
+        row = s.execute(_sql.TICKET, {"ticket": hash_token(ticket)}).first()
         return _TicketRow(row) if row is not None else None
 
     def _lock_company(self, s: Session, company_id: int | None) -> None:
@@ -213,8 +216,13 @@ class Conversation:
         return SERVER_VERSION
 
     def client_version(self, version: str) -> str:
-        """Warn (never refuse) clients older than 2.1.0.30, the version QbSync also warns below."""
-        parts = [int(p) for p in re.findall(r"\d+", version or "")[:4]]
+        """Warn (never refuse) clients older than 2.1.0.30, the version QbSync also warns below.
+
+        Only the first 40 characters are read: a version is "2.3.0.215", and int() of a megabyte of
+        digits would raise on every call (Python caps integer strings at 4300 digits).
+        """
+        version = (version or "")[:40]
+        parts = [int(p) for p in re.findall(r"\d{1,9}", version)[:4]]
         if parts and parts < [2, 1, 0, 30]:
             return f"W:This bridge is tested with Web Connector 2.1.0.30 or later; you run {version}."
         return ""
@@ -255,6 +263,7 @@ class Conversation:
             return ["", "nvu", "", ""]
         if verdict.needs_write:
             throttle.record_success(self.store, keys)
+        self.pruner.maybe_start(self.settings.payload_retention_days)
         with self.store.session() as s:
             self._lock_company(s, company_id)
             now = _now()
@@ -285,7 +294,7 @@ class Conversation:
             s.execute(
                 _sql.INSERT_TICKET,
                 {
-                    "ticket": ticket,
+                    "ticket": hash_token(ticket),  # only the Web Connector ever holds the ticket itself
                     "company_id": company_id,
                     "state": state,
                     "created_at": now,
@@ -318,9 +327,10 @@ class Conversation:
         """Verify with scrypt, remembering a success as a keyed HMAC for this process.
 
         The Web Connector sends the same password on every scheduled run; 50 company files polling
-        at once would otherwise queue 50 scrypt computations (~0.1 s CPU each). Only successes are
-        remembered (a wrong password always pays the full scrypt), the entry is tied to the stored
-        hash (a new password invalidates it), and the HMAC key never leaves process memory.
+        at once would otherwise queue 50 scrypt computations (~0.4 s CPU each at N=2^17). Only
+        successes are remembered (a wrong password always pays the full scrypt), the entry is tied to
+        the stored hash (a new password invalidates it), and the HMAC key never leaves process memory.
+        A hash stored with weaker parameters is replaced after the first successful check.
         """
         tag = hmac.new(self._cache_key, f"{stored}\0{password}".encode(), hashlib.sha256).digest()
         remembered = self._verified.get(company_id)
@@ -328,8 +338,29 @@ class Conversation:
             return True
         if not verify_password(password, stored):
             return False
+        if needs_rehash(stored):
+            stored = self._rehash(company_id, password, stored)
+            tag = hmac.new(self._cache_key, f"{stored}\0{password}".encode(), hashlib.sha256).digest()
         self._verified[company_id] = tag
         return True
+
+    def _rehash(self, company_id: int, password: str, stored: str) -> str:
+        """Store the password again with today's scrypt parameters (it was just verified); return the hash.
+
+        Hashed outside the transaction; the UPDATE only replaces the hash it verified against, so a
+        password changed meanwhile (`company set-password`) is never overwritten.
+        """
+        fresh = hash_password(password)
+        with self.store.session() as s:
+            changed = s.execute(
+                update(_sql.COMPANIES)
+                .where(_sql.COMPANIES.c.id == company_id, _sql.COMPANIES.c.password_hash == stored)
+                .values(password_hash=fresh)
+            ).rowcount
+        if changed:
+            log.info("password hash of company %s upgraded to the current scrypt parameters", company_id)
+            return fresh
+        return stored
 
     def _outstanding(self, s: Session, company_id: int) -> int:
         return s.scalar(_sql.OUTSTANDING, {"company_id": company_id})
@@ -948,9 +979,13 @@ class Conversation:
             return t.last_error or "No error recorded for this session."
 
     def connection_error(self, ticket: str, hresult: str, message: str) -> str:
-        """QuickBooks could not be opened: record why and give up for this run ("done")."""
+        """QuickBooks could not be opened: record why and give up for this run ("done").
+
+        Only an open session may write: a closed or superseded ticket (or a stranger replaying one)
+        must not put text on the status page.
+        """
         with self._session(ticket, live=False) as (s, t):
-            if t is not None:
+            if t is not None and t.state == "open":
                 t.last_error = f"QuickBooks could not be opened ({hresult or 'no HRESULT'}): {message or ''}"[
                     :2000
                 ]

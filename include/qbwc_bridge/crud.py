@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+import unicodedata
 import uuid
 
 from sqlalchemy import select
@@ -46,6 +47,27 @@ def _guid() -> str:
 APP_OWNER_ID = "{" + str(uuid.uuid5(uuid.NAMESPACE_URL, "https://erpsync.invalid/qbwc-bridge")).upper() + "}"
 
 
+#: Unicode categories refused in names: control, format (e.g. bidi overrides), surrogates, line breaks.
+_BAD_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Zl", "Zp"}
+
+
+def _check_name(value: str, *, what: str, where: str, slash: bool) -> None:
+    """Refuse names that would be ambiguous or unsafe where they appear: URL paths (`/qbwc/companies/
+    NAME.qwc`), the .qwc XML, log lines and the status page."""
+    if not isinstance(value, str) or not value or len(value) > 100:
+        raise ConfigError(f"{what} must be 1 to 100 characters", where=where)
+    if value != value.strip():
+        raise ConfigError(f"{what} {value!r} starts or ends with a space", where=where)
+    bad = next((ch for ch in value if unicodedata.category(ch) in _BAD_CATEGORIES), None)
+    if bad is not None:
+        raise ConfigError(
+            f"{what} {value!r} contains the control character U+{ord(bad):04X} at position {value.index(bad)}",
+            where=where,
+        )
+    if not slash and "/" in value:
+        raise ConfigError(f"{what} {value!r} may not contain '/' (it is part of URL paths)", where=where)
+
+
 def add_company(
     *,
     session: Session,
@@ -57,10 +79,9 @@ def add_company(
     run_every_minutes: int = 15,
 ) -> Company:
     """Register a company file and its Web Connector user; OwnerID/FileID are fixed here, once."""
-    name = name.strip()
-    if not name or len(name) > 100:
-        raise ConfigError("company name must be 1 to 100 characters", where="company.name")
-    username = (username or name).strip()
+    _check_name(name, what="company name", where="company.name", slash=False)
+    username = name if username is None else username
+    _check_name(username, what="Web Connector user name", where="company.username", slash=True)
     if session.scalar(select(Company).where((Company.name == name) | (Company.username == username))):
         raise ConfigError(f"a company named {name!r} or with user {username!r} already exists")
     company = Company(

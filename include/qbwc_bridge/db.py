@@ -19,6 +19,8 @@ from pathlib import Path
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+from erpsync.secure import private_sqlite_file
+
 __all__ = ["Store", "make_engine", "migrate"]
 
 log = logging.getLogger(__name__)
@@ -85,6 +87,7 @@ def make_engine(url: str, *, readonly: bool = False) -> Engine:
     :param readonly: SQLite only: plain (deferred) BEGIN, so readers never queue behind the writer lock.
     """
     if url.startswith("sqlite"):
+        private_sqlite_file(url)  # password hashes and customer data: 0600, and so are -wal/-shm
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
         @event.listens_for(engine, "connect")
@@ -169,6 +172,7 @@ def migrate(url: str, revision: str = "head") -> None:
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
+        private_sqlite_file(url)
     command.upgrade(cfg, revision)
 
 

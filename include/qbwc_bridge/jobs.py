@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 import uuid
 from typing import Any
@@ -79,6 +80,34 @@ def _body_hash(company: str, requests: list[str], on_error: str) -> str:
     return hashlib.sha256(json.dumps([company, requests, on_error]).encode()).hexdigest()
 
 
+_CDATA_OR_COMMENT = re.compile(r"<!\[CDATA\[.*?\]\]>|<!--.*?-->", re.S)
+
+
+def _surrogate_at(text: str) -> int | None:
+    """Index of a lone UTF-16 surrogate (JSON "\\ud800" decodes to one; no database can store it)."""
+    try:
+        text.encode("utf-8")  # fails on surrogates only, at C speed
+    except UnicodeEncodeError as exc:
+        return exc.start
+    return None
+
+
+def _check_text(xml: str) -> None:
+    """Refuse what no parser check catches later: lone surrogates and processing instructions.
+
+    The bridge writes the `<?xml?>` and `<?qbxml version?>` headers of each document itself; a PI
+    inside a request would travel into the batch and could change how QuickBooks reads the document.
+    """
+    at = _surrogate_at(xml)
+    if at is not None:
+        raise _qbxml.BadRequestXml(f"lone UTF-16 surrogate U+{ord(xml[at]):04X} at character {at}")
+    if "<?" in xml and "<?" in _CDATA_OR_COMMENT.sub("", xml):
+        raise _qbxml.BadRequestXml(
+            "processing instruction (<?...?>) in the request: send the request element alone; "
+            "the bridge writes the <?xml?> and <?qbxml?> headers"
+        )
+
+
 def _validate(requests: list[str], short_id: str) -> list[dict[str, Any]]:
     """Return one row per request (index, kind, caller requestID, the XML as stored with our
     requestID `<short_id>.<index>`), or raise InvalidRequests naming every bad request."""
@@ -87,6 +116,7 @@ def _validate(requests: list[str], short_id: str) -> list[dict[str, Any]]:
         try:
             if not isinstance(xml, str) or not xml.strip():
                 raise _qbxml.BadRequestXml("empty request; expected one qbXML request element")
+            _check_text(xml)
             qb_rid = f"{short_id}.{index}"
             kind, caller_rid, stored = _qbxml.prepare_request(xml, request_id=qb_rid)
             parsed.append(
@@ -132,6 +162,8 @@ def enqueue(
         raise InvalidRequests(
             f"{len(requests)} requests in one job; at most {max_per_job} are allowed", where="requests"
         )
+    if not isinstance(company, str) or _surrogate_at(company) is not None:
+        raise InvalidRequests("company must be a name without lone UTF-16 surrogates", where="company")
     found = company_by_name(session=session, name=company)
     if found is None:
         raise UnknownCompany(f"no company named {company!r} is registered with the bridge", where="company")
@@ -245,6 +277,7 @@ def job_view(*, session: Session, job: Job, with_results: bool = True) -> dict[s
         "expires_at": job.expires_at,
         "finished_at": job.finished_at,
         "error": job.error,
+        "payload_pruned_at": job.payload_pruned_at,  # qbXML removed after the retention period
     }
     if with_results:
         rows = session.scalars(

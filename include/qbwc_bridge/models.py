@@ -81,6 +81,8 @@ class Job(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     #: Name of the API token that enqueued the job (for the audit trail; never the secret).
     created_by: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    #: When its requests' qbXML (customer data) was removed after the retention period (retention.py).
+    payload_pruned_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class JobRequest(Base):
@@ -158,6 +160,7 @@ class Ticket(Base):
     __tablename__ = "tickets"
     __table_args__ = (Index("ix_tickets_company_state", "company_id", "state"),)
 
+    #: SHA-256 (hex) of the ticket handed to the Web Connector; the ticket itself is never stored.
     ticket: Mapped[str] = mapped_column(String(64), primary_key=True)
     company_id: Mapped[int | None] = mapped_column(ForeignKey("companies.id"), nullable=True)
     #: open | closed | superseded | idle (authenticate answered "none")

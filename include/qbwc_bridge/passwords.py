@@ -1,7 +1,10 @@
 """Password and token hashing: scrypt with a random salt for Web Connector passwords, SHA-256 for tokens.
 
-Web Connector passwords are typed by people and need a slow, salted hash. API tokens are 256-bit
-random strings, so a fast hash is enough and lets the API look a token up by its hash.
+Web Connector passwords are typed by people and need a slow, salted hash: scrypt at OWASP's current
+minimum (N=2^17, r=8, p=1: 128 MiB and ~0.4 s of one core per check). Hashes stored with weaker
+parameters still verify and are replaced on the next successful login (`needs_rehash`). API tokens
+and tickets are 256-bit / 192-bit random strings, so a fast hash is enough and lets the bridge look
+one up by its hash.
 """
 
 from __future__ import annotations
@@ -11,9 +14,11 @@ import hashlib
 import hmac
 import secrets
 
-__all__ = ["hash_password", "hash_token", "new_token", "verify_password"]
+__all__ = ["hash_password", "hash_token", "needs_rehash", "new_token", "verify_password"]
 
-_N, _R, _P = 2**14, 8, 1
+_N, _R, _P = 2**17, 8, 1
+#: scrypt needs 128 * N * r bytes; Python's default cap (32 MiB) refuses N=2^17. Room for N=2^18.
+_MAXMEM = 300 * 1024 * 1024
 
 
 def _b64(data: bytes) -> str:
@@ -25,7 +30,7 @@ def hash_password(password: str) -> str:
     if not password:
         raise ValueError("a Web Connector password may not be empty")
     salt = secrets.token_bytes(16)
-    digest = hashlib.scrypt(password.encode(), salt=salt, n=_N, r=_R, p=_P, dklen=32)
+    digest = hashlib.scrypt(password.encode(), salt=salt, n=_N, r=_R, p=_P, dklen=32, maxmem=_MAXMEM)
     return f"scrypt${_N}${_R}${_P}${_b64(salt)}${_b64(digest)}"
 
 
@@ -36,11 +41,27 @@ def verify_password(password: str, stored: str) -> bool:
         if scheme != "scrypt":
             return False
         got = hashlib.scrypt(
-            password.encode(), salt=base64.b64decode(salt), n=int(n), r=int(r), p=int(p), dklen=32
+            password.encode(),
+            salt=base64.b64decode(salt),
+            n=int(n),
+            r=int(r),
+            p=int(p),
+            dklen=32,
+            maxmem=_MAXMEM,
         )
     except (ValueError, TypeError):
         return False
     return hmac.compare_digest(got, base64.b64decode(digest))
+
+
+def needs_rehash(stored: str) -> bool:
+    """True when `stored` uses weaker scrypt parameters than today's (or is not a scrypt hash at all)."""
+    try:
+        scheme, n, r, p, _salt, _digest = stored.split("$")
+        n, r, p = int(n), int(r), int(p)
+    except ValueError:
+        return True
+    return scheme != "scrypt" or n < _N or r < _R or n * r * p < _N * _R * _P
 
 
 def new_token() -> str:

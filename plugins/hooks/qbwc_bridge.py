@@ -15,7 +15,7 @@ httpx is imported inside the methods, so DAG files may import this module for fr
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -52,7 +52,7 @@ class BridgeConfig:
     """What a client needs to talk to the bridge, resolved from a connection."""
 
     base_url: str
-    token: str
+    token: str = field(repr=False)
     verify: Any
     company: str | None
     timeout: float

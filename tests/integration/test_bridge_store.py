@@ -51,7 +51,7 @@ def test_alembic_builds_exactly_the_models(database_url):
     try:
         with store.engine.connect() as conn:
             assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
-            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0003"
+            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0004"
         migrate(database_url)  # idempotent
     finally:
         store.dispose()
