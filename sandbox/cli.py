@@ -78,7 +78,16 @@ def cmd_webconnector(args: argparse.Namespace) -> int:
     if not password:
         print(f"sandbox webconnector: environment variable {args.password_env} is empty", file=sys.stderr)
         return 2
-    company = CompanyFile(Path(args.company_file))
+    try:
+        company = CompanyFile(
+            Path(args.company_file),
+            recovery_history=args.recovery_history,
+            recovery_shape=args.recovery_shape,
+            max_version=args.max_qbxml_version,
+        )
+    except ValueError as exc:
+        print(f"sandbox webconnector: {exc}", file=sys.stderr)
+        return 2
     client = WebConnectorSimulator(
         args.url, args.user, password, company, company_file=args.company_file, noop_wait=1.0
     )
@@ -123,6 +132,20 @@ def main(argv: list[str] | None = None) -> int:
     wc.add_argument("--company-file", required=True, help="the QuickBooks simulator's company file (SQLite)")
     wc.add_argument("--every", type=float, default=5.0, help="seconds between updates (QBWC's Auto-Run)")
     wc.add_argument("--once", action="store_true", help="run one update and exit (QBWC's Update Selected)")
+    wc.add_argument(
+        "--recovery-history", type=int, default=1, help="message sets QuickBooks remembers (QuickBooks: 1)"
+    )
+    wc.add_argument(
+        "--recovery-shape",
+        choices=["full", "error_recovery"],
+        default="full",
+        help="how QuickBooks answers oldMessageSetID: whole answers or ErrorRecovery aggregates",
+    )
+    wc.add_argument(
+        "--max-qbxml-version",
+        default=None,
+        help="newest qbXML version QuickBooks speaks, e.g. 11.0 (default 16.0)",
+    )
     args = parser.parse_args(argv)
     return {"up": cmd_up, "webconnector": cmd_webconnector}[args.command](args)
 

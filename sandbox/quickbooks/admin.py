@@ -13,6 +13,11 @@ client simulator uses the same `CompanyFile` object in-process (`erpsync.sandbox
                                        (422 JSON {hresult, message} when QuickBooks refuses it;
                                        502 with no answer for the "lose_responses" fault)
     GET  /api/faults, PUT /api/faults  read / set faults (JSON, see faults.Faults)
+    GET  /api/settings, PUT /api/settings   recovery_history, recovery_shape, supported_versions,
+                                       max_version (see CompanyFile.configure); 400 on a bad value
+    POST /api/user-edit                {"kind", "key" (ListID/TxnID, FullName or RefNumber), "fields"}:
+                                       a QuickBooks user edits that record (CompanyFile.user_edit);
+                                       404 unknown record, 400 bad field
     POST /api/reset?seed=true          empty the company file (and reseed)
     POST /api/applications             {"owner_id", "file_id"}: register a Web Connector app
 """
@@ -123,6 +128,42 @@ def build_app(company: CompanyFile):
                 return JSONResponse({"error": str(exc)}, status_code=400)
         return JSONResponse(company.faults.as_dict())
 
+    async def settings(request: Request) -> Response:
+        if request.method == "PUT":
+            try:
+                values = await request.json()
+                if not isinstance(values, dict):
+                    raise ValueError("the body must be a JSON object")
+                known = {"recovery_history", "recovery_shape", "supported_versions", "max_version"}
+                unknown = set(values) - known
+                if unknown:
+                    raise ValueError(
+                        f"unknown setting(s): {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}"
+                    )
+                company.configure(**values)
+            except ValueError as exc:
+                return JSONResponse({"error": str(exc)}, status_code=400)
+        return JSONResponse(company.settings())
+
+    async def user_edit(request: Request) -> Response:
+        try:
+            body = await request.json()
+            kind, key, fields = body["kind"], body["key"], body.get("fields", {})
+            if not isinstance(fields, dict):
+                raise TypeError
+        except (ValueError, KeyError, TypeError):
+            return JSONResponse(
+                {"error": 'body must be {"kind": "Customer", "key": "ListID or name", "fields": {...}}'},
+                status_code=400,
+            )
+        try:
+            record = await anyio.to_thread.run_sync(lambda: company.user_edit(kind, key, **fields))
+        except KeyError as exc:
+            return JSONResponse({"error": str(exc.args[0])}, status_code=404)
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        return JSONResponse({"kind": kind, "record": record})
+
     async def reset(request: Request) -> Response:
         seed = request.query_params.get("seed", "false").lower() in ("1", "true", "yes")
         await anyio.to_thread.run_sync(lambda: company.reset(seed=seed))
@@ -147,6 +188,8 @@ def build_app(company: CompanyFile):
         Route("/api/data-ext", data_ext),
         Route("/qbxml", qbxml, methods=["POST"]),
         Route("/api/faults", faults, methods=["GET", "PUT"]),
+        Route("/api/settings", settings, methods=["GET", "PUT"]),
+        Route("/api/user-edit", user_edit, methods=["POST"]),
         Route("/api/reset", reset, methods=["POST"]),
         Route("/api/applications", applications, methods=["POST"]),
     ]
