@@ -314,13 +314,22 @@ def _error_recovery_only(qb):
     return process
 
 
-def test_recovery_answers_with_only_error_recovery_settle_the_requests(rb, qb):
-    """The stored answers come back as ErrorRecovery aggregates: ids and EditSequence are taken from them."""
+@pytest.mark.parametrize("served_by", ["hand-made", "simulator"])
+def test_recovery_answers_with_only_error_recovery_settle_the_requests(rb, tmp_path, served_by):
+    """The stored answers come back as ErrorRecovery aggregates (rewritten here from full ones, or by the
+    simulator's `recovery_shape="error_recovery"`): ids and EditSequence are taken from them."""
+    from erpsync.sandbox.quickbooks import CompanyFile
+
+    if served_by == "simulator":
+        qb = CompanyFile(tmp_path / "er.qbw", recovery_shape="error_recovery")
+        shaped = qb.process
+    else:
+        qb = CompanyFile(tmp_path / "er.qbw")
+        shaped = _error_recovery_only(qb)
     _setup(rb, qb, "Recovery Customer")
     jid = enqueue(rb, [customer_add("Shape Co"), invoice_add("Recovery Customer", "ER-1")]).json()["id"]
     assert wc(rb, qb, faults=Faults(drop_ack_on={1})).run_once().status == "aborted"
     seen: list[str] = []
-    shaped = _error_recovery_only(qb)
 
     def recording(doc: str) -> str:
         answer = shaped(doc)
