@@ -20,6 +20,7 @@ answers and their elements; regenerate it with
 
 from __future__ import annotations
 
+import functools
 import re
 import sys
 from collections.abc import Iterable, Sequence
@@ -93,12 +94,13 @@ def host_product(max_version: str) -> tuple[str, str]:
 def first_too_new(request: Any, version: str) -> tuple[str, str] | None:
     """The first element of `request` (an ``*Rq`` lxml element, path from it) newer than `version`,
     with the version it needs; None when every element exists in `version`."""
-    from erpsync.sandbox.quickbooks._version_table import SINCE
-
+    table, newest = _table()
     wanted = version_key(version)
+    if wanted >= newest:
+        return None  # everything in the table exists at this version: no walk per request
 
     def walk(element: Any, path: str) -> tuple[str, str] | None:
-        since = SINCE.get(path)
+        since = table.get(path)
         if since is not None and version_key(since) > wanted:
             return path, since
         for child in element:
@@ -109,6 +111,14 @@ def first_too_new(request: Any, version: str) -> tuple[str, str] | None:
         return None
 
     return walk(request, request.tag)
+
+
+@functools.cache
+def _table() -> tuple[dict[str, str], tuple[int, int]]:
+    """The generated table and the newest version in it."""
+    from erpsync.sandbox.quickbooks._version_table import SINCE
+
+    return SINCE, max((version_key(v) for v in SINCE.values()), default=(1, 0))
 
 
 # -- generator ----------------------------------------------------------------------------------------
