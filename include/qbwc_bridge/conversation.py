@@ -417,9 +417,8 @@ class Conversation:
         """The session's qbXML version: never above ours, the client's, QuickBooks' HCP answer, nor any
         version this session already used (later calls carry no HCP answer; the cap must stay).
 
-        `company` is given on the session's first document: what QuickBooks reports is kept as the
-        company's version (enqueue refuses requests it cannot take), and used when a session reports
-        nothing.
+        `company` is given on the session's first document: what the HCP answer reports is kept as the
+        company's version (enqueue refuses requests it cannot take), and caps a session without one.
         """
         try:
             client = (int(major), int(minor or 0))
@@ -427,12 +426,12 @@ class Conversation:
             client = None
         reported = [v for v in (client, hcp_max) if v is not None]
         if company is not None:
-            if reported:
+            if hcp_max is not None:  # QuickBooks itself answered: that is the company's version now
                 known = _version_text(min(reported))
                 if known != company.qbxml_version:
                     s.execute(_sql.SET_COMPANY_VERSION, {"b_id": t.company_id, "b_version": known})
-            elif company.qbxml_version:
-                reported = [_version_key(company.qbxml_version)]
+            elif company.qbxml_version:  # the request processor may speak more than the file's QuickBooks
+                reported.append(_version_key(company.qbxml_version))
         caps = [_version_key(self.settings.qbxml_version), *reported]
         if t.qbxml_version:
             caps.append(_version_key(t.qbxml_version))

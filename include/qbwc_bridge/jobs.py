@@ -108,7 +108,36 @@ def _check_text(xml: str) -> None:
         )
 
 
-def _validate(requests: list[str], short_id: str) -> list[dict[str, Any]]:
+def _version_check(company: str, version: str | None):
+    """A check refusing requests with elements newer than the company's qbXML version, or None.
+
+    The version is what the company's QuickBooks reported in its last Web Connector session; a
+    document holding a newer element would be rejected whole (HRESULT 0x80040400) at send time.
+    """
+    if not version:
+        return None
+    try:
+        from erpsync.qbwc_bridge.qbxml.versions import first_too_new, newest, version_key
+    except ImportError:  # the qbXML library is optional for the bridge
+        return None
+    if version_key(version) >= version_key(newest()):
+        return None  # every element the library knows exists in this version
+
+    def check(stored: str) -> None:
+        too_new = first_too_new(_qbxml.parse_fragment(stored), version)
+        if too_new is not None:
+            path, since = too_new
+            raise InvalidRequests(
+                f"{path} needs qbXML {since}, but the QuickBooks of company {company!r} speaks qbXML "
+                f"{version} at most (its last Web Connector session said so); leave the element out "
+                "or upgrade QuickBooks",
+                where=path,
+            )
+
+    return check
+
+
+def _validate(requests: list[str], short_id: str, version_check=None) -> list[dict[str, Any]]:
     """Return one row per request (index, kind, caller requestID, the XML as stored with our
     requestID `<short_id>.<index>`), or raise InvalidRequests naming every bad request."""
     errors, parsed = [], []
@@ -119,6 +148,8 @@ def _validate(requests: list[str], short_id: str) -> list[dict[str, Any]]:
             _check_text(xml)
             qb_rid = f"{short_id}.{index}"
             kind, caller_rid, stored = _qbxml.prepare_request(xml, request_id=qb_rid)
+            if version_check is not None:
+                version_check(stored)
             parsed.append(
                 {
                     "index": index,
@@ -180,7 +211,7 @@ def enqueue(
                 )
             return existing, False
     job_id = uuid.uuid4().hex
-    parsed = _validate(requests, job_id[:20])
+    parsed = _validate(requests, job_id[:20], _version_check(company, found.qbxml_version))
     queued = session.scalar(
         select(func.count(JobRequest.id)).where(
             JobRequest.company_id == found.id, JobRequest.state.in_(ACTIVE_REQUEST_STATES)
