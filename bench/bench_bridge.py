@@ -113,11 +113,22 @@ def run_one(n: int, batch: int, workdir: Path, tag: str) -> dict:
         qb.close()
 
 
-def bridge_time_per_exchange(n: int, batch: int, workdir: Path) -> dict:
-    """Bridge-side handler time per exchange (send + receive), QuickBooks time excluded."""
-    ctx = SandboxContext(data_dir=workdir / "bt", ca=SandboxCA(workdir / "ca"))
+def bridge_time_per_exchange(n: int, batch: int, workdir: Path, synchronous: str = "FULL") -> dict:
+    """Bridge-side handler time per exchange (send + receive), QuickBooks time excluded.
+
+    `synchronous`: the SQLite store's PRAGMA (the bridge uses FULL; NORMAL measures what FULL costs).
+    """
+    from erpsync.qbwc_bridge import db
+
+    ctx = SandboxContext(
+        data_dir=workdir / f"bt-{synchronous}-{time.monotonic_ns()}", ca=SandboxCA(workdir / "ca")
+    )
     ctx.data_dir.mkdir(parents=True)
-    bridge = start_bridge(ctx, companies={"acme": "pw"}, api_token=TOKEN, max_batch_requests=batch)
+    db.SQLITE_SYNCHRONOUS = synchronous
+    try:
+        bridge = start_bridge(ctx, companies={"acme": "pw"}, api_token=TOKEN, max_batch_requests=batch)
+    finally:
+        db.SQLITE_SYNCHRONOUS = "FULL"
     qb = CompanyFile(ctx.data_dir / "company.sqlite")
     samples: list[float] = []
     cpu_samples: list[float] = []  # CPU time of the handling thread: what the bridge itself costs
@@ -162,6 +173,26 @@ def bridge_time_per_exchange(n: int, batch: int, workdir: Path) -> dict:
         "cpu_p50_ms": round(_pct(cpu_samples, 0.5) * 1000, 1),
         "cpu_p95_ms": round(_pct(cpu_samples, 0.95) * 1000, 1),
     }
+
+
+def compare_synchronous(rounds: int, n: int, batch: int, workdir: Path) -> int:
+    """Bridge time per exchange with SQLite synchronous NORMAL (the baseline) and FULL, alternating
+    so both see the same machine load; prints each round and the pooled p50/p95 of each."""
+    pooled: dict[str, list[dict]] = {"NORMAL": [], "FULL": []}
+    bridge_time_per_exchange(min(n, 200), batch, workdir)  # warm-up: imports, statement compilation
+    for r in range(rounds):
+        for mode in ("NORMAL", "FULL") if r % 2 == 0 else ("FULL", "NORMAL"):
+            result = bridge_time_per_exchange(n, batch, workdir, synchronous=mode)
+            pooled[mode].append(result)
+            print(f"round {r + 1} synchronous={mode}: {result}", flush=True)
+    for mode, results in pooled.items():
+        p50 = sorted(x["wall_p50_ms"] for x in results)
+        p95 = sorted(x["wall_p95_ms"] for x in results)
+        print(
+            f"synchronous={mode}: wall p50 {p50[0]}-{p50[-1]} ms (median {p50[len(p50) // 2]}), "
+            f"p95 {p95[0]}-{p95[-1]} ms (median {p95[len(p95) // 2]})"
+        )
+    return 0
 
 
 def _serve_subprocess(db_url: str, port: int):
@@ -335,9 +366,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only-companies", action="store_true", help="run only the many-companies part")
     parser.add_argument("--only-bridge-time", action="store_true", help="run only the per-exchange timing")
     parser.add_argument("--database-url", help="PostgreSQL URL for the many-companies part (default SQLite)")
+    parser.add_argument(
+        "--compare-synchronous",
+        type=int,
+        metavar="ROUNDS",
+        default=0,
+        help="only the per-exchange timing, NORMAL vs FULL (the bridge's) alternating for ROUNDS rounds",
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-bridge-") as tmp:
         work = Path(tmp)
+        if args.compare_synchronous:
+            return compare_synchronous(args.compare_synchronous, args.n, args.batch, work)
         if args.only_bridge_time:
             print(
                 f"bridge time per {args.batch}-request exchange on SQLite: "
