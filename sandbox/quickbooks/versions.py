@@ -12,20 +12,17 @@ The request processor checks the document's ``<?qbxml version="X.Y"?>``:
 - a request or element newer than the document's version is not in that version's schema, so the
   document fails validation as a whole: HRESULT 0x80040400, like any other parse error.
 
-`SINCE` (generated, `_version_table.py`) holds the version Intuit's annotated 13.0 sample
-(``qbxmlops130.xml``, the ``vX.Y`` in each element's comment) gives for the requests the simulator
-answers and their elements; regenerate it with
-``python -m erpsync.sandbox.quickbooks.versions DIR`` (DIR = Intuit's qbXML schema folder).
+Since which version each request and element exists (`first_too_new`, `version_key`) comes from the
+qbXML library (``erpsync.qbwc_bridge.qbxml.versions``: one table generated from Intuit's annotated
+``qbxmlops130.xml``, the one the bridge checks requests against at enqueue); this module keeps what
+is the simulator's own: which versions an installation speaks, its HostRet values and the HRESULT.
 """
 
 from __future__ import annotations
 
-import functools
-import re
-import sys
-from collections.abc import Iterable, Sequence
-from pathlib import Path
-from typing import Any
+from collections.abc import Iterable
+
+from erpsync.qbwc_bridge.qbxml.versions import first_too_new, version_key
 
 __all__ = [
     "KNOWN_VERSIONS",
@@ -50,16 +47,6 @@ UNSUPPORTED_VERSION = (
 
 #: The newest qbXML version -> (QuickBooks release year, HostRet MajorVersion) of the release that brought it.
 _RELEASES = {"14.0": ("2018", 28), "15.0": ("2022", 32), "16.0": ("2024", 34)}
-
-_VERSION_TEXT = re.compile(r"[0-9]{1,2}\.[0-9]")
-
-
-def version_key(version: str) -> tuple[int, int]:
-    """Sort key of a version text such as ``"13.0"``; ValueError when it is not one."""
-    if not _VERSION_TEXT.fullmatch(version or ""):
-        raise ValueError(f"not a qbXML version: {version!r}")
-    major, minor = version.split(".")
-    return int(major), int(minor)
 
 
 def supported_versions(
@@ -89,119 +76,3 @@ def host_product(max_version: str) -> tuple[str, str]:
         number = version_key(max_version)[0]
         year, major = str(2001 + number), 11 + number
     return f"QuickBooks Pro {year} (erpsync simulator)", str(major)
-
-
-def first_too_new(request: Any, version: str) -> tuple[str, str] | None:
-    """The first element of `request` (an ``*Rq`` lxml element, path from it) newer than `version`,
-    with the version it needs; None when every element exists in `version`."""
-    table, newest = _table()
-    wanted = version_key(version)
-    if wanted >= newest:
-        return None  # everything in the table exists at this version: no walk per request
-
-    def walk(element: Any, path: str) -> tuple[str, str] | None:
-        since = table.get(path)
-        if since is not None and version_key(since) > wanted:
-            return path, since
-        for child in element:
-            if isinstance(child.tag, str):
-                found = walk(child, f"{path}/{child.tag}")
-                if found is not None:
-                    return found
-        return None
-
-    return walk(request, request.tag)
-
-
-@functools.cache
-def _table() -> tuple[dict[str, str], tuple[int, int]]:
-    """The generated table and the newest version in it."""
-    from erpsync.sandbox.quickbooks._version_table import SINCE
-
-    return SINCE, max((version_key(v) for v in SINCE.values()), default=(1, 0))
-
-
-# -- generator ----------------------------------------------------------------------------------------
-_ANNOTATED = re.compile(r"\bv([0-9]{1,2}\.[0-9])\b")
-
-
-def build_table(ops_sample: Path, request_kinds: Sequence[str]) -> dict[str, str]:
-    """Read Intuit's annotated ``qbxmlops130.xml``: element path -> version, for `request_kinds`.
-
-    An element's annotation is the comment on its own line (``<!-- opt, v12.0 -->``); elements marked
-    ``not in QBD`` are not QuickBooks Desktop's and are skipped (the schema refuses them anyway).
-    Paths without an annotation exist since 1.0 and are left out.
-    """
-    from lxml import etree
-
-    root = etree.parse(
-        str(ops_sample), etree.XMLParser(remove_comments=False, resolve_entities=False)
-    ).getroot()
-    wanted = set(request_kinds)
-    table: dict[str, str] = {}
-
-    def note_of(element: Any) -> str:
-        for node in (*element, element.getnext()):
-            if node is not None and node.tag is etree.Comment and node.sourceline == element.sourceline:
-                return node.text or ""
-        return ""
-
-    def walk(element: Any, path: str) -> None:
-        note = note_of(element)
-        if "not in QBD" in note:
-            return
-        found = _ANNOTATED.search(note)
-        if found and found.group(1) != "1.0":
-            table[path] = found.group(1)
-        for child in element:
-            if isinstance(child.tag, str):
-                walk(child, f"{path}/{child.tag}")
-
-    seen: set[str] = set()
-    for request in root.iter():
-        if isinstance(request.tag, str) and request.tag in wanted and request.tag not in seen:
-            seen.add(request.tag)
-            walk(request, request.tag)
-    missing = wanted - seen
-    if missing:
-        raise ValueError(f"not in {ops_sample.name}: {', '.join(sorted(missing))}")
-    return dict(sorted(table.items()))
-
-
-def render_table(table: dict[str, str]) -> str:
-    lines = [
-        '"""Since which qbXML version each request the simulator answers, and each of its elements, exists.',
-        "",
-        "GENERATED from Intuit's annotated qbxmlops130.xml by `python -m erpsync.sandbox.quickbooks.versions DIR`;",
-        "do not edit by hand. Paths not listed exist since 1.0. tests/integration/test_quickbooks_sim_versions.py",
-        'proves it still matches the sample."""',
-        "",
-        "# fmt: off",
-        "SINCE = {",
-        *(f"    {path!r}: {since!r}," for path, since in table.items()),
-        "}",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def request_kinds() -> list[str]:
-    from erpsync.sandbox.quickbooks._handlers import HANDLERS
-
-    return sorted(f"{kind}Rq" for kind in HANDLERS)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) != 1:
-        print("usage: python -m erpsync.sandbox.quickbooks.versions QBXML_SCHEMA_DIR", file=sys.stderr)
-        return 2
-    table = build_table(Path(args[0]) / "qbxmlops130.xml", request_kinds())
-    target = Path(__file__).with_name("_version_table.py")
-    target.write_text(render_table(table), encoding="utf-8")
-    print(f"wrote {len(table)} paths to {target}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -4,22 +4,25 @@ The 13.0 XSD says nothing about versions (a 16.0 document using 13.0 elements va
 an 11.0 one using 12.0 elements), but Intuit's annotated sample ``qbxmlops130.xml`` marks each newer
 element with ``vX.Y`` in its comment. A company file whose QuickBooks speaks only 11.0 rejects a whole
 document holding a 12.0 element (HRESULT 0x80040400), so the bridge refuses such a request when it is
-enqueued (`first_too_new`) instead of letting it break a batch later.
+enqueued (`first_too_new`) instead of letting it break a batch later, and the QuickBooks simulator
+(``erpsync.sandbox.quickbooks``) answers such a document with that HRESULT from the same table.
 
-`SINCE` (generated, `_since.py`) covers the requests the library builds and validates (`_xsd_model.KINDS`);
-regenerate it with ``python -m erpsync.qbwc_bridge.qbxml.versions DIR`` (DIR = Intuit's qbXML schema
-folder). Paths not listed exist since 1.0; requests of other kinds are not checked.
+`SINCE` (generated, `_since.py`) covers the requests the library builds and validates (`_xsd_model.KINDS`,
+also every request the simulator answers); regenerate it with
+``python -m erpsync.qbwc_bridge.qbxml.versions DIR`` (DIR = Intuit's qbXML schema folder). Paths not
+listed exist since 1.0; requests of other kinds are not checked.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["first_too_new", "version_key"]
+__all__ = ["first_too_new", "newest", "version_key"]
 
 _VERSION_TEXT = re.compile(r"[0-9]{1,2}\.[0-9]")
 _ANNOTATED = re.compile(r"\bv([0-9]{1,2}\.[0-9])\b")
@@ -35,20 +38,19 @@ def version_key(version: str) -> tuple[int, int]:
 
 def newest() -> str:
     """The newest version any listed element needs: a company at or above it takes every request."""
-    from erpsync.qbwc_bridge.qbxml._since import SINCE
-
-    return max(SINCE.values(), key=version_key)
+    return _table()[1]
 
 
 def first_too_new(request: Any, version: str) -> tuple[str, str] | None:
     """The first element of `request` (an ``*Rq`` lxml element) that `version` does not have, as
     (path from the request, version it needs); None when every element exists in `version`."""
-    from erpsync.qbwc_bridge.qbxml._since import SINCE
-
+    table, top = _table()
     wanted = version_key(version)
+    if wanted >= version_key(top):
+        return None  # everything in the table exists at this version: no walk per request
 
     def walk(element: Any, path: str) -> tuple[str, str] | None:
-        since = SINCE.get(path)
+        since = table.get(path)
         if since is not None and version_key(since) > wanted:
             return path, since
         for child in element:
@@ -59,6 +61,14 @@ def first_too_new(request: Any, version: str) -> tuple[str, str] | None:
         return None
 
     return walk(request, request.tag)
+
+
+@functools.cache
+def _table() -> tuple[dict[str, str], str]:
+    """The generated table and the newest version in it."""
+    from erpsync.qbwc_bridge.qbxml._since import SINCE
+
+    return SINCE, max(SINCE.values(), key=version_key, default="1.0")
 
 
 # -- generator ----------------------------------------------------------------------------------------
