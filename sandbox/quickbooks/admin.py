@@ -24,6 +24,7 @@ client simulator uses the same `CompanyFile` object in-process (`erpsync.sandbox
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -117,33 +118,33 @@ def build_app(company: CompanyFile):
             return Response(status_code=502)
         return Response(answer, media_type="text/xml")
 
-    async def faults(request: Request) -> Response:
-        if request.method == "PUT":
-            try:
-                values = await request.json()
-                if not isinstance(values, dict):
-                    raise ValueError("the body must be a JSON object")
-                company.faults.update(values)
-            except ValueError as exc:
-                return JSONResponse({"error": str(exc)}, status_code=400)
-        return JSONResponse(company.faults.as_dict())
+    def _get_put(apply: Callable[[dict[str, Any]], None], current: Callable[[], dict[str, Any]]):
+        """A GET/PUT endpoint: PUT applies a JSON object (400 naming what is wrong); both answer current()."""
 
-    async def settings(request: Request) -> Response:
-        if request.method == "PUT":
-            try:
-                values = await request.json()
-                if not isinstance(values, dict):
-                    raise ValueError("the body must be a JSON object")
-                known = {"recovery_history", "recovery_shape", "supported_versions", "max_version"}
-                unknown = set(values) - known
-                if unknown:
-                    raise ValueError(
-                        f"unknown setting(s): {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}"
-                    )
-                company.configure(**values)
-            except ValueError as exc:
-                return JSONResponse({"error": str(exc)}, status_code=400)
-        return JSONResponse(company.settings())
+        async def endpoint(request: Request) -> Response:
+            if request.method == "PUT":
+                try:
+                    values = await request.json()
+                    if not isinstance(values, dict):
+                        raise ValueError("the body must be a JSON object")
+                    apply(values)
+                except ValueError as exc:
+                    return JSONResponse({"error": str(exc)}, status_code=400)
+            return JSONResponse(current())
+
+        return endpoint
+
+    def _configure(values: dict[str, Any]) -> None:
+        known = {"recovery_history", "recovery_shape", "supported_versions", "max_version"}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(
+                f"unknown setting(s): {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}"
+            )
+        company.configure(**values)
+
+    faults = _get_put(lambda values: company.faults.update(values), lambda: company.faults.as_dict())
+    settings = _get_put(_configure, company.settings)
 
     async def user_edit(request: Request) -> Response:
         try:

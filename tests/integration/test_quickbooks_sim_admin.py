@@ -55,6 +55,8 @@ def test_faults_over_http(running, ctx):
     bad = httpx.put(f"{running.url}/api/faults", json={"busy": -1})
     assert bad.status_code == 400 and "non-negative" in bad.json()["error"]
     assert httpx.put(f"{running.url}/api/faults", json={"nonsense": 1}).status_code == 400
+    not_object = httpx.put(f"{running.url}/api/faults", json=[["busy", 1]])
+    assert not_object.status_code == 400 and "JSON object" in not_object.json()["error"]
     assert httpx.put(f"{running.url}/api/faults", json={"busy": 1, "lose_responses": 1}).json()["busy"] == 1
     doc = q.envelope([q.customer_add({"Name": "Lost Answer"}, request_id="l1")], new_message_set_id="http-1")
     busy = httpx.post(f"{running.url}/qbxml", content=doc)

@@ -175,9 +175,11 @@ def test_recovery_shape_is_checked_and_set_over_http(running_qb):
         {"recovery_history": 0},
         {"colour": "red"},
         {"max_version": "x"},
+        ["max_version", "12.0"],
     ):
         refused = httpx.put(f"{url}/api/settings", json=bad)
         assert refused.status_code == 400 and refused.json()["error"], bad
+    assert "JSON object" in refused.json()["error"] and company.max_version == "12.0"
     with pytest.raises(ValueError, match="recovery_shape"):
         CompanyFile(None, recovery_shape="whole")
 
