@@ -163,7 +163,7 @@ class Ticket(Base):
     #: SHA-256 (hex) of the ticket handed to the Web Connector; the ticket itself is never stored.
     ticket: Mapped[str] = mapped_column(String(64), primary_key=True)
     company_id: Mapped[int | None] = mapped_column(ForeignKey("companies.id"), nullable=True)
-    #: open | closed | superseded | idle (authenticate answered "none")
+    #: open | closed | superseded | idle (authenticate answered "none") | busy (answered "busy")
     state: Mapped[str] = mapped_column(String(12))
     created_at: Mapped[float] = mapped_column(Float)
     expires_at: Mapped[float] = mapped_column(Float)
