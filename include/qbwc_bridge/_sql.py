@@ -157,10 +157,10 @@ SETTLE_JOBS = select(
     exists().where(_r.job_id == _j.id, _r.state.in_(ACTIVE_REQUEST_STATES)).label("active"),
     exists().where(_r.job_id == _j.id, _r.state.in_(("done", "failed", "sent", "lost"))).label("touched"),
 ).where(_j.id.in_(bindparam("ids", expanding=True)), _j.state.not_in(("cancelled", "expired")))
-FAILED_IN_JOB = select(func.count()).where(_r.job_id == bindparam("job_id"), _r.state == "failed")
+#: A job cancelled or expired by another transaction after SETTLE_JOBS read it keeps that state.
 SETTLE = (
     update(JOBS)
-    .where(_j.id == bindparam("b_id"))
+    .where(_j.id == bindparam("b_id"), _j.state.not_in(("cancelled", "expired")))
     .values(
         state=bindparam("b_state"),
         finished_at=bindparam("b_finished_at"),

@@ -27,6 +27,7 @@ Never posting twice rests on three rules:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -47,7 +48,13 @@ from erpsync.qbwc_bridge.config import BridgeSettings
 from erpsync.qbwc_bridge.db import Store
 from erpsync.qbwc_bridge.jobs import expire_jobs, settle_jobs
 from erpsync.qbwc_bridge.models import Exchange, JobRequest
-from erpsync.qbwc_bridge.passwords import hash_password, hash_token, needs_rehash, verify_password
+from erpsync.qbwc_bridge.passwords import (
+    hash_password,
+    hash_token,
+    needs_rehash,
+    verify_password,
+    work_factor,
+)
 
 __all__ = ["SERVER_VERSION", "Conversation"]
 
@@ -66,7 +73,12 @@ _TRANSIENT_CODES = {1000, 1010}
 _LOCK_CODES = {3170, 3175, 3176, 3180}
 _LOCK_TEXTS = ("in use", "locked", "lock", "modified by another user", "busy")
 _PARSE_HRESULT = "0x80040400"
-_DUMMY_HASH = hash_password("timing-equaliser")  # verify against it for unknown users: same cost
+
+
+@functools.lru_cache(maxsize=4)
+def _dummy_hash(n: int) -> str:
+    """A hash at today's work factor `n`, verified for unknown users so they cost what known ones do."""
+    return hash_password("timing-equaliser")
 
 
 def _now() -> float:
@@ -245,7 +257,7 @@ class Conversation:
             return ["", "nvu", "", ""]
         with self.store.reading() as s:
             company = s.execute(_sql.LOGIN, {"username": username or ""}).first()
-            stored = company.password_hash if company else _DUMMY_HASH
+            stored = company.password_hash if company else _dummy_hash(work_factor())
             company_id = company.id if company else None
             company_file = company.company_file if company else ""
         # scrypt is slow on purpose: check it outside any transaction, so no lock waits on it. An

@@ -333,8 +333,15 @@ def list_jobs(
 
 
 def cancel_job(*, session: Session, job_id: str) -> Job:
-    """Cancel what has not been sent yet; requests already on the wire still report their outcome."""
+    """Cancel what has not been sent yet; requests already on the wire still report their outcome.
+
+    On PostgreSQL the company's lock is taken first (as every Web Connector write does), so a job
+    settled by a concurrent receiveResponseXML is seen settled here, never overwritten as cancelled.
+    """
     job = get_job(session=session, job_id=job_id)
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(_sql.LOCK_COMPANY, {"id": job.company_id})
+        session.refresh(job)
     if job.state in TERMINAL_JOB_STATES:
         raise JobConflict(f"job {job_id} is already {job.state}", where="job_id")
     now = _now()

@@ -79,7 +79,28 @@ def _old_hash(password: str) -> str:
     return f"scrypt$16384$8$1${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
 
 
-def test_scrypt_at_owasp_parameters_and_old_hashes_upgraded_on_login(bridge, qb):
+@pytest.fixture
+def production_scrypt(monkeypatch):
+    """The work factor a deployment gets (the suite itself runs at N=2^14, see tests/conftest.py)."""
+    monkeypatch.delenv("QBWC_BRIDGE_SCRYPT_LOG_N", raising=False)
+
+
+def test_scrypt_work_factor_setting_is_bounded(monkeypatch):
+    from erpsync.errors import ConfigError
+    from erpsync.qbwc_bridge.passwords import needs_rehash, work_factor
+
+    monkeypatch.delenv("QBWC_BRIDGE_SCRYPT_LOG_N", raising=False)
+    assert work_factor() == 2**17
+    assert needs_rehash(_old_hash("pw"))
+    for bad in ("13", "21", "x", "-1"):
+        monkeypatch.setenv("QBWC_BRIDGE_SCRYPT_LOG_N", bad)
+        with pytest.raises(ConfigError, match="QBWC_BRIDGE_SCRYPT_LOG_N"):
+            work_factor()
+    monkeypatch.setenv("QBWC_BRIDGE_SCRYPT_LOG_N", "14")
+    assert work_factor() == 2**14 and not needs_rehash(_old_hash("pw"))
+
+
+def test_scrypt_at_owasp_parameters_and_old_hashes_upgraded_on_login(production_scrypt, bridge, qb):
     (stored,) = _rows(bridge, "SELECT password_hash FROM companies WHERE name = 'acme'")[0]
     assert stored.startswith("scrypt$131072$8$1$")  # new hashes: N=2^17, r=8, p=1
     old = _old_hash("pw2")
