@@ -1,4 +1,5 @@
-"""Two Web Connector sessions for one company at once (two PCs with the same .qwc, a retry storm).
+"""Two Web Connector sessions for one company at once (two PCs with the same .qwc, a retry storm),
+and a jobs-API cancel racing a receiveResponseXML that settles the same job.
 
 Each round starts two simulated Web Connectors for the same company behind a barrier, with random
 timing (a random number of real SOAP calls before the update, a random number of real QuickBooks
@@ -11,10 +12,22 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 
+import httpx
+import psycopg
 import pytest
-from sqlalchemy import create_engine, text
-from test_bridge_support import count_invoices, customer_add, enqueue, invoice_add, job, wc
+from sqlalchemy import create_engine, event, text
+from test_bridge_support import (
+    AUTH,
+    count_customers,
+    count_invoices,
+    customer_add,
+    enqueue,
+    invoice_add,
+    job,
+    wc,
+)
 
 pytest_plugins = ["test_bridge_support"]
 
@@ -30,12 +43,9 @@ PING = (
 )
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'bridge.db'}"
-    base = request.getfixturevalue("postgres_url")
-    schema = f"conc_{abs(hash(request.node.nodeid)) % 10**8}"
+def _schema_url(base: str, nodeid: str) -> str:
+    """A fresh schema of the session's PostgreSQL database for one test; its URL."""
+    schema = f"conc_{abs(hash(nodeid)) % 10**8}"
     engine = create_engine(base)
     with engine.begin() as conn:
         conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
@@ -43,6 +53,13 @@ def database_url(request, tmp_path):
     engine.dispose()
     sep = "&" if "?" in base else "?"
     return f"{base}{sep}options=-csearch_path%3D{schema}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'bridge.db'}"
+    return _schema_url(request.getfixturevalue("postgres_url"), request.node.nodeid)
 
 
 class _Jittery:
@@ -138,3 +155,90 @@ def test_a_login_superseding_a_live_session_never_doubles_or_strands_a_request(
         assert result["state"] == "completed", (round_no, statuses, result["counts"])
         assert [r["state"] for r in result["results"]] == ["done"] * len(refs)
         assert [count_invoices(qb, r) for r in refs] == [1] * len(refs), (round_no, statuses)
+
+
+def _blocked_by(admin: psycopg.Connection, pid: int) -> list[int]:
+    """Backends waiting for a lock that backend `pid` holds."""
+    rows = admin.execute(
+        "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND %s = ANY(pg_blocking_pids(pid))",
+        (pid,),
+    ).fetchall()
+    return [row[0] for row in rows]
+
+
+def test_a_cancel_racing_the_settle_of_its_job_never_overwrites_completed(bridge_factory, postgres_url, qb):
+    """A receiveResponseXML settles a job `completed` while DELETE /api/v1/jobs/{id} cancels it.
+
+    The receive transaction is held open right after its jobs UPDATE (company and job row locked,
+    nothing committed), the cancel is sent, and only once PostgreSQL shows the cancel waiting for a
+    lock the receive holds is the receive let go. The cancel must then find the job finished (409),
+    not overwrite `completed` with `cancelled` (READ COMMITTED re-checks only `WHERE id = ...`).
+    """
+    b = bridge_factory(_schema_url(postgres_url, "cancel-racing-settle"))
+    jid = enqueue(b, [customer_add("Settled Not Cancelled")]).json()["id"]
+    armed, paused, release, cancel_done = (threading.Event() for _ in range(4))
+    seen: dict[str, object] = {}
+
+    def hold_the_settle(conn, cursor, statement, parameters, context, executemany) -> None:
+        if not armed.is_set() or not statement.lstrip().upper().startswith("UPDATE JOBS"):
+            return
+        rows = parameters if isinstance(parameters, (list, tuple)) else [parameters]
+        if not any(isinstance(row, dict) and row.get("b_state") == "completed" for row in rows):
+            return
+        armed.clear()
+        seen["settler_pid"] = cursor.connection.info.backend_pid
+        paused.set()
+        release.wait(timeout=60)  # bounded: a broken test fails instead of hanging the suite
+
+    def web_connector_update() -> None:
+        try:
+            seen["report"] = wc(b, qb).run_once()
+        except BaseException as exc:  # surfaced in the main thread
+            seen["session_error"] = exc
+
+    def cancel() -> None:
+        try:
+            seen["cancel"] = httpx.delete(f"{b.url}/api/v1/jobs/{jid}", headers=AUTH, timeout=60)
+        except BaseException as exc:
+            seen["cancel_error"] = exc
+        finally:
+            cancel_done.set()
+
+    threads = [threading.Thread(target=web_connector_update), threading.Thread(target=cancel)]
+    event.listen(b.store.engine, "after_cursor_execute", hold_the_settle)
+    try:
+        armed.set()
+        threads[0].start()
+        assert paused.wait(timeout=60), "receiveResponseXML never settled the job completed"
+        assert job(b, jid)["state"] == "in_progress"  # the settle is held, not committed
+        threads[1].start()
+        admin_url = postgres_url.replace("postgresql+psycopg://", "postgresql://", 1)
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            deadline = time.monotonic() + 60
+            # Wait for a condition: the cancel blocked on a lock the held settle owns (a cancel that
+            # finishes instead never waited for it: asserted below).
+            while not (blocked := _blocked_by(admin, seen["settler_pid"])):
+                if cancel_done.wait(timeout=0.01):
+                    break
+                assert time.monotonic() < deadline, "the cancel neither finished nor waited for the settle"
+        release.set()
+        for t in threads:
+            t.join(timeout=60)
+    finally:
+        release.set()
+        event.remove(b.store.engine, "after_cursor_execute", hold_the_settle)
+    assert not any(t.is_alive() for t in threads)
+    assert blocked, "the cancel finished without waiting for the held settle: the race was not staged"
+    assert "session_error" not in seen and "cancel_error" not in seen, seen
+    assert seen["report"].status == "ok", seen["report"]
+    result = httpx.get(f"{b.url}/api/v1/jobs/{jid}", params={"results": "true"}, headers=AUTH, timeout=60)
+    result = result.json()
+    # The settle held the locks first, so the cancel comes second: it must see the job finished.
+    assert seen["cancel"].status_code == 409, (
+        seen["cancel"].status_code,
+        seen["cancel"].text,
+        result["state"],
+    )
+    assert result["state"] == "completed", result
+    assert [r["state"] for r in result["results"]] == ["done"], result
+    assert count_customers(qb, "Settled Not Cancelled") == 1
