@@ -70,6 +70,12 @@ def ticket_update(columns: tuple[str, ...]) -> Update:
 OUTSTANDING = select(func.count()).where(
     _r.company_id == bindparam("company_id"), _r.state.in_(ACTIVE_REQUEST_STATES)
 )
+#: Requests of the company on the wire or being reconciled, per state (why nothing is sendable now).
+UNSETTLED_BY_STATE = (
+    select(_r.state, func.count())
+    .where(_r.company_id == bindparam("company_id"), _r.state.in_(("sent", "lost")))
+    .group_by(_r.state)
+)
 OLDEST_LOST_WORK = (
     select(_e.id)
     .where(_e.company_id == bindparam("company_id"), _e.state == "lost", _e.kind == "work")

@@ -401,9 +401,27 @@ class Conversation:
                 t.pending_exchange_id = None
             doc = self._recovery_document(s, t) or self._work_document(s, t)
             if doc is None:
-                t.last_error = "Nothing left to send: every queued request has been answered."
+                t.last_error = self._nothing_to_send(s, t.company_id)
                 return ""
             return doc
+
+    def _nothing_to_send(self, s: Session, company_id: int) -> str:
+        """getLastError's text when sendRequestXML has no document: what is left, and why it waits."""
+        left = dict(s.execute(_sql.UNSETTLED_BY_STATE, {"company_id": company_id}).all())
+        if not left:
+            return "Nothing left to send: every queued request has been answered."
+        parts = []
+        if left.get("lost"):
+            n = left["lost"]
+            parts.append(
+                f"{n} request{'s' if n != 1 else ''} sent without an acknowledgement "
+                f"await{'s' if n == 1 else ''} reconciliation in a later session (this session already "
+                f"asked QuickBooks about {'it' if n == 1 else 'them'})"
+            )
+        if left.get("sent"):
+            n = left["sent"]
+            parts.append(f"{n} request{'s' if n != 1 else ''} still await{'s' if n == 1 else ''} an answer")
+        return "; ".join(parts) + "; nothing more to send now."
 
     def _check_hcp(
         self, t: _TicketRow, hcp_response: str, company

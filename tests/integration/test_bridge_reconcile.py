@@ -167,6 +167,24 @@ def test_probes_that_never_answer_cleanly_end_in_doubt(rb, qb, refusal):
     assert job(rb, jid)["state"] == "failed" and count_invoices(qb, "DB-1") == 1
 
 
+def test_a_session_with_only_unreconciled_requests_left_says_so(rb, qb):
+    """When all that is left are lost requests this session has already probed, sendRequestXML has
+    nothing to send: getLastError says they await reconciliation, not that everything was answered."""
+    _setup(rb, qb, "Waiting Customer")
+    jid = enqueue(rb, [invoice_add("Waiting Customer", "WT-1"), customer_add("Waiting Co")]).json()["id"]
+    assert wc(rb, qb, faults=Faults(drop_ack_on={1})).run_once().status == "aborted"
+    report = _session(rb, Probing(qb, bad=1, code=1000))
+    assert report.status == "ok" and report.calls.count("sendRequestXML") == 2, report
+    assert report.last_error == (
+        "2 requests sent without an acknowledgement await reconciliation in a later session (this "
+        "session already asked QuickBooks about them); nothing more to send now."
+    ), report
+    assert [r["state"] for r in job(rb, jid)["results"]] == ["lost", "lost"]
+    assert _session(rb, qb).status == "ok"
+    assert job(rb, jid)["state"] == "completed"
+    assert count_invoices(qb, "WT-1") == 1 and count_customers(qb, "Waiting Co") == 1
+
+
 # -- item 2: CustomerRef by ListID ------------------------------------------------------------------------
 
 
