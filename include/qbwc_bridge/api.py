@@ -174,11 +174,16 @@ def require(right: str) -> Callable[[Request], Principal]:
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 past `limit` bytes, by Content-Length or while streaming."""
+    """The request body, refused with 413 past `limit` bytes, by Content-Length or while streaming.
+
+    The one body reader of the bridge: the jobs and tokens API and the SOAP endpoint (app.py, which
+    answers the HTTPException as a SOAP fault) all read through it.
+    """
     declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > limit):
-        code = 413 if declared.isdigit() else 400
-        raise HTTPException(code, f"request body of {declared} bytes exceeds the {limit} byte limit")
+    if declared is not None and not declared.isdigit():
+        raise HTTPException(400, f"Content-Length {declared[:40]!r} is not a byte count")
+    if declared is not None and int(declared) > limit:
+        raise HTTPException(413, f"request body of {declared} bytes exceeds the {limit} byte limit")
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)

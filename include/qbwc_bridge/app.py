@@ -19,7 +19,7 @@ import logging
 from dataclasses import dataclass
 
 import anyio
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from sqlalchemy import text
 
@@ -60,24 +60,15 @@ def create_app(settings: BridgeSettings | None = None, *, store: Store | None = 
 
     @app.post("/qbwc", include_in_schema=False)
     async def soap_endpoint(request: Request) -> Response:
-        limit = bridge.settings.max_body_bytes
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > limit:
-            fault = soap.SoapFault(f"request body of {declared} bytes exceeds the {limit} byte limit")
-            return Response(soap.render_fault(fault), status_code=413, media_type="text/xml; charset=utf-8")
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                fault = soap.SoapFault(f"request body exceeds the {limit} byte limit")
-                return Response(
-                    soap.render_fault(fault), status_code=413, media_type="text/xml; charset=utf-8"
-                )
-            chunks.append(chunk)
+        try:
+            raw = await api.read_body(request, bridge.settings.max_body_bytes)
+        except HTTPException as exc:  # 413 (or 400 for a Content-Length that is no number), as a fault
+            fault = soap.render_fault(soap.SoapFault(str(exc.detail)))
+            return Response(fault, status_code=exc.status_code, media_type="text/xml; charset=utf-8")
         code, body = await anyio.to_thread.run_sync(
             soap.handle_soap,
             bridge.conversation,
-            b"".join(chunks),
+            raw,
             request.headers.get("soapaction", ""),
             request.client.host if request.client else "",
             limiter=soap_workers,

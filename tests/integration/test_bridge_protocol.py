@@ -84,6 +84,21 @@ def test_twenty_megabyte_body_is_refused_with_413(bridge):
     assert httpx.get(f"{bridge.url}/health").status_code == 200
 
 
+def test_a_streamed_body_over_the_limit_is_refused_with_413_as_a_soap_fault(bridge):
+    """No Content-Length (chunked): the limit is enforced while reading, answered as a SOAP fault."""
+    big = _envelope("serverVersion", "<strVersion>" + "x" * (20 * 1024 * 1024) + "</strVersion>").encode()
+
+    def chunks():
+        for i in range(0, len(big), 65536):
+            yield big[i : i + 65536]
+
+    resp = httpx.post(bridge.soap_url, content=chunks(), headers={"Content-Type": "text/xml"}, timeout=30)
+    assert resp.request.headers.get("transfer-encoding") == "chunked"
+    assert resp.status_code == 413, resp.status_code
+    assert "<faultstring>" in resp.text and "exceeds the" in resp.text, resp.text[:500]
+    assert httpx.get(f"{bridge.url}/health").status_code == 200
+
+
 def test_bad_ticket_bad_password_wrong_company(bridge):
     url = bridge.soap_url
     send = _call(
