@@ -24,6 +24,8 @@ PROJECT = Path(__file__).resolve().parents[2]
 DEMO = PROJECT / ".demo"
 FLOWS = ["exact_items_to_sf_products", "sf_accounts_to_qb_customers", "sf_orders_to_exact"]
 COMPANY = "demo"
+#: The read-only jobs-API token the demo creates for its company's /status page (see `start_bridge`).
+STATUS_TOKEN = "demo-status"
 
 
 def _bin(name: str) -> str:
@@ -63,6 +65,7 @@ class DemoStack:
         self.logs = DEMO / "logs"
         self.state: dict = {}
         self.bridge_url = ""
+        self.status_token = ""
         self.api: AirflowApi | None = None
         self.api_port = 0
 
@@ -129,11 +132,33 @@ class DemoStack:
                 check=True,
                 capture_output=True,
             )
+        self.status_token = self._new_status_token(env)
         port = free_port()
         self.bridge_url = f"http://127.0.0.1:{port}"
         env["QBWC_BRIDGE_PUBLIC_URL"] = f"http://localhost:{port}"
         proc = self._start("qbwc-bridge", [_bin("qbwc-bridge"), "serve", "--port", str(port)], env)
         wait_for_http(f"{self.bridge_url}/health", process=proc, timeout=60)
+
+    @staticmethod
+    def _new_status_token(env: dict[str, str]) -> str:
+        """A fresh read-only token for the demo company: /status wants one (HTTP Basic or Bearer).
+
+        Tokens are shown once and stored hashed, so each demo run revokes the previous run's and
+        creates its own, rather than keeping a second secret on disk.
+        """
+        import subprocess
+
+        bridge = _bin("qbwc-bridge")
+        # Exits non-zero when there is none yet (a first run): nothing to revoke then.
+        subprocess.run([bridge, "token", "revoke", STATUS_TOKEN], env=env, capture_output=True)
+        created = subprocess.run(
+            [bridge, "token", "create", "--name", STATUS_TOKEN, "--company", COMPANY, "--rights", "read"],
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        return created.stdout.strip()
 
     def start_webconnector(self) -> None:
         qb = self.state["systems"]["quickbooks"]
@@ -306,7 +331,11 @@ def print_summary(results: dict[str, dict], stack: DemoStack) -> None:
     print(
         f"\nAirflow UI:     http://127.0.0.1:{stack.api_port}  (user admin, password {stack.admin_password()})"
     )
-    print(f"Bridge status:  {stack.bridge_url}/status")
+    # /status needs a token with read: the browser asks for it (HTTP Basic, the token as password).
+    print(
+        f"Bridge status:  {stack.bridge_url}/status  (password {stack.status_token} with any user name;"
+        f" read-only, {COMPANY!r} only)"
+    )
     print(f"Run reports:    {DEMO / 'staging'}/<flow>/<run>/report.md")
     print(f"Summary JSON:   {PROJECT / 'demo-summary.json'}")
 
