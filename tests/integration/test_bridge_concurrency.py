@@ -17,7 +17,7 @@ import time
 import httpx
 import psycopg
 import pytest
-from sqlalchemy import create_engine, event, text
+from sqlalchemy import event
 from test_bridge_support import (
     AUTH,
     count_customers,
@@ -28,6 +28,8 @@ from test_bridge_support import (
     job,
     wc,
 )
+
+from tests.pg import schema_url
 
 pytest_plugins = ["test_bridge_support"]
 
@@ -43,23 +45,11 @@ PING = (
 )
 
 
-def _schema_url(base: str, nodeid: str) -> str:
-    """A fresh schema of the session's PostgreSQL database for one test; its URL."""
-    schema = f"conc_{abs(hash(nodeid)) % 10**8}"
-    engine = create_engine(base)
-    with engine.begin() as conn:
-        conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    engine.dispose()
-    sep = "&" if "?" in base else "?"
-    return f"{base}{sep}options=-csearch_path%3D{schema}"
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request, tmp_path):
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'bridge.db'}"
-    return _schema_url(request.getfixturevalue("postgres_url"), request.node.nodeid)
+    return schema_url(request.getfixturevalue("postgres_url"), "conc")
 
 
 class _Jittery:
@@ -174,7 +164,7 @@ def test_a_cancel_racing_the_settle_of_its_job_never_overwrites_completed(bridge
     lock the receive holds is the receive let go. The cancel must then find the job finished (409),
     not overwrite `completed` with `cancelled` (READ COMMITTED re-checks only `WHERE id = ...`).
     """
-    b = bridge_factory(_schema_url(postgres_url, "cancel-racing-settle"))
+    b = bridge_factory(schema_url(postgres_url, "cancel"))
     jid = enqueue(b, [customer_add("Settled Not Cancelled")]).json()["id"]
     armed, paused, release, cancel_done = (threading.Event() for _ in range(4))
     seen: dict[str, object] = {}

@@ -23,11 +23,12 @@ from xml.sax.saxutils import escape
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import create_engine, event, text
+from sqlalchemy import event
 from test_bridge_support import count_customers, count_invoices, customer_add, enqueue, job
 
 from erpsync.sandbox.quickbooks import CompanyFile
 from erpsync.sandbox.webconnector import Faults, WebConnectorSimulator
+from tests.pg import schema_url
 
 pytest_plugins = ["test_bridge_support"]
 
@@ -55,14 +56,7 @@ def database_url(request, tmp_path_factory):
     """One store per backend for the module; each example registers its own company in it."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path_factory.mktemp('schedules') / 'bridge.db'}"
-    base = request.getfixturevalue("postgres_url")
-    schema = f"schedules_{os.urandom(4).hex()}"
-    engine = create_engine(base)
-    with engine.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    engine.dispose()
-    sep = "&" if "?" in base else "?"
-    return f"{base}{sep}options=-csearch_path%3D{schema}"
+    return schema_url(request.getfixturevalue("postgres_url"), "schedules")
 
 
 class StoreCrash:

@@ -12,11 +12,11 @@ import re
 from xml.sax.saxutils import escape
 
 import pytest
-from sqlalchemy import create_engine, text
 from test_bridge_support import count_customers, count_invoices, customer_add, enqueue, invoice_add, job, wc
 
 from erpsync.sandbox.quickbooks.faults import RequestProcessorError
 from erpsync.sandbox.webconnector import Faults, WebConnectorSimulator
+from tests.pg import schema_url
 
 pytest_plugins = ["test_bridge_support"]
 
@@ -32,15 +32,7 @@ def rb(request, bridge_factory, tmp_path):
     """A served bridge on SQLite, or on its own schema of the real PostgreSQL."""
     if request.param == "sqlite":
         return bridge_factory()
-    base = request.getfixturevalue("postgres_url")
-    schema = f"reconcile_{abs(hash(request.node.nodeid)) % 10**8}"
-    engine = create_engine(base)
-    with engine.begin() as conn:
-        conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    engine.dispose()
-    sep = "&" if "?" in base else "?"
-    return bridge_factory(f"{base}{sep}options=-csearch_path%3D{schema}")
+    return bridge_factory(schema_url(request.getfixturevalue("postgres_url"), "reconcile"))
 
 
 class Probing:

@@ -20,6 +20,7 @@ from test_bridge_support import AUTH, customer_add, enqueue, job, wc
 from erpsync.errors import ConfigError
 from erpsync.qbwc_bridge.cli import main as cli
 from erpsync.qbwc_bridge.crud import add_company
+from tests.pg import schema_url
 
 pytest_plugins = ["test_bridge_support"]
 
@@ -306,16 +307,7 @@ def test_every_command_on_an_unmigrated_store_names_qbwc_bridge_migrate(
     path = tmp_path / "fresh.db"
     url = f"sqlite:///{path}"
     if store == "postgresql":
-        from sqlalchemy import create_engine
-
-        base = request.getfixturevalue("postgres_url")
-        schema = f"fresh_{os.getpid()}"
-        engine = create_engine(base)
-        with engine.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-        engine.dispose()
-        url = f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}"
+        url = schema_url(request.getfixturevalue("postgres_url"), "fresh")
     for argv in _SUBCOMMANDS:
         assert cli(["--database-url", url, *argv]) == 2, argv
         err = capsys.readouterr().err

@@ -24,6 +24,7 @@ from test_bridge_support import AUTH, TOKEN, customer_add, enqueue
 
 from erpsync.errors import ConfigError
 from erpsync.qbwc_bridge.models import Job, LoginThrottle
+from tests.pg import schema_url
 
 pytest_plugins = ["test_bridge_support"]
 
@@ -80,11 +81,10 @@ def soap_count(bridge, outcome: str) -> float:
 
 @pytest.fixture
 def pg_bridges(bridge_factory, postgres_url):
-    """Two replicas on one PostgreSQL database; the throttle rows they leave are removed after."""
-    a, b = bridge_factory(postgres_url), bridge_factory(postgres_url)
-    yield a, b
-    with a.store.session() as s:
-        s.execute(LoginThrottle.__table__.delete())
+    """Two replicas on one PostgreSQL schema."""
+    url = schema_url(postgres_url, "security")  # its own schema: its throttle rows stay its own
+    a, b = bridge_factory(url), bridge_factory(url)
+    return a, b
 
 
 def test_login_backoff_is_shared_by_replicas_capped_and_a_correct_password_after_it_works(pg_bridges):

@@ -6,7 +6,7 @@ import threading
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 from test_bridge_support import (
     AUTH,
     TOKEN,
@@ -20,6 +20,7 @@ from test_bridge_support import (
 
 from erpsync.qbwc_bridge.db import Store, migrate
 from erpsync.sandbox.webconnector import WebConnectorSimulator
+from tests.pg import schema_url
 
 pytest_plugins = ["test_bridge_support"]
 
@@ -28,16 +29,7 @@ pytest_plugins = ["test_bridge_support"]
 def database_url(request, tmp_path):
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'bridge.db'}"
-    base = request.getfixturevalue("postgres_url")
-    # One schema per test keeps the session-wide PostgreSQL database reusable.
-    schema = f"bridge_{abs(hash(request.node.nodeid)) % 10**8}"
-    engine = create_engine(base)
-    with engine.begin() as conn:
-        conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    engine.dispose()
-    sep = "&" if "?" in base else "?"
-    return f"{base}{sep}options=-csearch_path%3D{schema}"
+    return schema_url(request.getfixturevalue("postgres_url"), "bridge")
 
 
 def test_alembic_builds_exactly_the_models(database_url):
