@@ -1,14 +1,14 @@
 """Register erpsync's connection types with Airflow (the provider entry point in pyproject.toml).
 
 Only a provider can add connection types and their forms; plugins cannot. The Salesforce hook keeps
-the Salesforce provider's own `salesforce` type, so only Exact Online and the bridge are declared here.
+the Salesforce provider's own `salesforce` type, so only Exact Online, the bridge and Autotask are declared here.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["EXACT_ONLINE_CONNECTION", "QBWC_BRIDGE_CONNECTION", "get_provider_info"]
+__all__ = ["AUTOTASK_CONNECTION", "EXACT_ONLINE_CONNECTION", "QBWC_BRIDGE_CONNECTION", "get_provider_info"]
 
 EXACT_ONLINE_CONNECTION: dict[str, Any] = {
     "connection-type": "exact_online",
@@ -75,13 +75,54 @@ QBWC_BRIDGE_CONNECTION: dict[str, Any] = {
 }
 
 
+AUTOTASK_CONNECTION: dict[str, Any] = {
+    "connection-type": "autotask",
+    "hook-class-name": "erpsync.hooks.autotask.AutotaskHook",
+    "hook-name": "Autotask PSA",
+    "ui-field-behaviour": {
+        "hidden-fields": ["schema", "port"],
+        "relabeling": {"login": "API user name", "password": "Secret", "host": "Zone discovery URL"},
+        "placeholders": {
+            "host": "https://webservices.autotask.net (leave blank for the real service)",
+            "login": "sync@tenant.example (an API-only user)",
+        },
+    },
+    "conn-fields": {
+        "integration_code": {
+            "label": "Integration code",
+            "description": "The API tracking identifier (ApiIntegrationCode header)",
+            "schema": {"type": ["string", "null"], "format": "password"},
+        },
+        "zone_url": {
+            "label": "Zone URL",
+            "description": "The zone's REST root, e.g. https://webservices14.autotask.net/ATServicesRest/; "
+            "skips zone discovery",
+            "schema": {"type": ["string", "null"]},
+        },
+        "impersonation_resource_id": {
+            "label": "Impersonation resource id",
+            "description": "Writes are attributed to this resource (the API user's level must allow it)",
+            "schema": {"type": ["integer", "null"]},
+        },
+        "ca_bundle": {"label": "CA bundle path", "schema": {"type": ["string", "null"]}},
+        "budget_share": {
+            "label": "Share of the tenant's hourly requests",
+            "description": "0-1: this package never uses more of the tenant's 10,000 requests per rolling hour "
+            "(every integration on the tenant shares them)",
+            "schema": {"type": ["number", "null"], "default": 0.5},
+        },
+        "timeout": {"label": "HTTP timeout (s)", "schema": {"type": ["number", "null"], "default": 60}},
+    },
+}
+
+
 def get_provider_info() -> dict[str, Any]:
     from erpsync import __version__
 
     return {
         "package-name": "erpsync",
         "name": "erpsync",
-        "description": "Salesforce, Exact Online and QuickBooks Desktop sync: hooks and connection types.",
+        "description": "Salesforce, Exact Online, QuickBooks Desktop and Autotask PSA sync: hooks and connection types.",
         "versions": [__version__],
-        "connection-types": [EXACT_ONLINE_CONNECTION, QBWC_BRIDGE_CONNECTION],
+        "connection-types": [EXACT_ONLINE_CONNECTION, QBWC_BRIDGE_CONNECTION, AUTOTASK_CONNECTION],
     }
