@@ -13,7 +13,7 @@ pm = ProvidersManager()
 hooks = pm.hooks
 print(json.dumps({
     "provider": "erpsync" in pm.providers,
-    "types": {t: (hooks[t].hook_class_name if hooks.get(t) else None) for t in ("exact_online", "qbwc_bridge")},
+    "types": {t: (hooks[t].hook_class_name if hooks.get(t) else None) for t in ("exact_online", "qbwc_bridge", "autotask")},
 }))
 """
 
@@ -26,4 +26,5 @@ def test_connection_types_are_registered():
     assert found["types"] == {
         "exact_online": "erpsync.hooks.exact_online.ExactOnlineHook",
         "qbwc_bridge": "erpsync.hooks.qbwc_bridge.QbwcBridgeHook",
+        "autotask": "erpsync.hooks.autotask.AutotaskHook",
     }
