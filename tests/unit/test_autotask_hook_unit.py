@@ -479,3 +479,79 @@ def test_test_connection_never_raises(make_hook):
     assert not ok and "HTTP 401" in message
     ok, message = make_hook(FakeTenant(), integration_code="").test_connection()
     assert not ok and "integration_code" in message
+
+
+# ---- the budget's arithmetic on a fake clock (the simulator tests run it against a live tenant) ----------------
+
+
+class FakeClock:
+    def __init__(self, now: float = 1_800_000_000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_own_share_is_a_rolling_hour_shared_through_the_ledger(make_hook):
+    """Two hooks (two tasks) share one ledger; the cap frees up when the oldest minute leaves the hour."""
+    clock = FakeClock()
+    tenant = FakeTenant(rows=1, threshold=(100, 0))
+    first = make_hook(tenant, clock=clock, budget_share=0.1, max_wait=0)  # 10 calls an hour
+    for _ in range(4):
+        list(first.query("Companies"))  # 1 threshold read + 4 queries
+    clock.now += 30 * 60
+    second = make_hook(tenant, clock=clock, budget_share=0.1, max_wait=0)
+    for _ in range(4):
+        list(second.query("Companies"))  # 1 threshold read + 4 queries: 10 in the hour
+    with pytest.raises(RateLimitedError, match="used 10 of its 10 requests per hour") as caught:
+        list(second.query("Companies"))
+    # The first hook's five calls leave the window 60 minutes after their minute began.
+    assert 30 * 60 - 60 < caught.value.retry_after <= 30 * 60
+    clock.now += caught.value.retry_after
+    assert [r["id"] for r in second.query("Companies")] == [1]
+
+
+def test_a_short_budget_wait_is_waited_out_in_place(make_hook):
+    clock = FakeClock()
+    tenant = FakeTenant(rows=1, threshold=(100, 0))
+    hook = make_hook(tenant, clock=clock, budget_share=0.05, max_wait=3600)
+    hook._sleep = clock.sleep
+    for _ in range(6):
+        list(hook.query("Companies"))
+    assert hook.budget.waited_seconds >= 3000
+    assert hook.budget.own_hour <= 5
+
+
+def test_the_tenant_is_never_pushed_past_the_stop_share(make_hook):
+    """Other integrations used the tenant up to 84 %: one call is left before 85 %, then the hook stops."""
+    clock = FakeClock()
+    tenant = FakeTenant(rows=1, threshold=(1000, 838))
+    hook = make_hook(tenant, clock=clock, max_wait=0, slowdown_seconds=0)
+    list(hook.query("Companies"))  # threshold read -> 839, query -> 840
+    with pytest.raises(RateLimitedError, match="tenant has used 850 of its 1000") as caught:
+        for _ in range(20):
+            list(hook.query("Companies"))
+    assert tenant.threshold_count <= 850
+    assert 60 <= caught.value.retry_after <= 3600
+    assert caught.value.details["threshold"] == 1000
+
+
+def test_above_the_slowdown_share_each_call_is_paced(make_hook):
+    tenant = FakeTenant(rows=1, threshold=(1000, 700))
+    hook = make_hook(tenant, slowdown_seconds=0.25)
+    for _ in range(3):
+        list(hook.query("Companies"))
+    assert hook.slept == [0.25, 0.25, 0.25]
+    assert hook.budget.slowed_calls == 3
+
+
+def test_threshold_information_is_read_again_every_n_calls(make_hook):
+    tenant = FakeTenant(rows=1)
+    hook = make_hook(tenant, threshold_every=5)
+    for _ in range(12):
+        list(hook.query("Companies"))
+    assert hook.calls["threshold"] == 3  # at the start, after 5 and after 10 counted calls
+    assert hook.call_summary()["api_calls"] == 15
