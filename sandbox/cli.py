@@ -22,6 +22,7 @@ SIMULATORS: dict[str, int] = {
     "salesforce": 8501,
     "exact": 8502,
     "quickbooks": 8503,
+    "autotask": 8504,
 }
 
 
