@@ -3,7 +3,9 @@
 
 Salesforce orders in the chosen statuses (param `statuses`, default `Activated`) that changed in the
 data interval become Exact Online sales orders with their lines. The Salesforce order number is kept in
-the Exact order's `YourRef`, so an order that already exists in Exact is skipped, never posted twice.
+the Exact order's `YourRef`, so an order that already exists in Exact is skipped, never posted twice
+(also one Exact has completed); the trigger form's `existing_orders: update` updates the header fields
+of open ones instead.
 Missing data is enriched (VAT code by rate), the customer is found by e-mail and created or updated
 (company debtor with contact, or person), every product must exist in Exact (else the order is
 quarantined), payment terms are mapped, and orders of unknown customers can fall back to a default
@@ -44,14 +46,22 @@ def ensure_customers(check_source):
     return ensure
 
 
+# An order already in Exact is skipped unless the trigger form says `existing_orders: update`.
+EXACT_ORDERS = SystemRef(
+    EXACT_ONLINE.system,
+    EXACT_ONLINE.conn_id,
+    EXACT_ONLINE.pool,
+    options={"existing_orders": "{{ params.existing_orders }}"},
+)
+
 dag = build_flow_dag(
     dag_id="sf_orders_to_exact",
     doc_md=__doc__,
     schedule=AssetOrTimeSchedule(timetable=interval_schedule("30 * * * *"), assets=[ASSETS["sf_products"]]),
     source=ORDERS,
-    target=EXACT_ONLINE,
+    target=EXACT_ORDERS,
     lookups=[EXACT_ONLINE],
-    params=sync_params(batch_size=50, statuses=["Activated"]),
+    params=sync_params(batch_size=50, statuses=["Activated"], existing_orders="skip"),
     outlets=[ASSETS["exact_sales_orders"]],
     parts=FlowParts(before_map=ensure_customers),
     tags=["orders"],

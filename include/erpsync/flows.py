@@ -39,8 +39,15 @@ def interval_schedule(cron: str, tz: str = "UTC") -> CronDataIntervalTimetable:
     return CronDataIntervalTimetable(cron, timezone=tz)
 
 
-def sync_params(*, batch_size: int = 200, statuses: list[str] | None = None, threshold: float = 0.1) -> dict:
-    """The trigger-form params every flow accepts; `statuses` adds the order status filter."""
+def sync_params(
+    *,
+    batch_size: int = 200,
+    statuses: list[str] | None = None,
+    threshold: float = 0.1,
+    existing_orders: str | None = None,
+) -> dict:
+    """The trigger-form params every flow accepts; `statuses` adds the order status filter and
+    `existing_orders` what happens to an order the target already holds."""
     params = {
         "dry_run": Param(
             False,
@@ -81,6 +88,14 @@ def sync_params(*, batch_size: int = 200, statuses: list[str] | None = None, thr
             items={"type": "string"},
             minItems=1,
             description="Only orders in these statuses are sent.",
+        )
+    if existing_orders is not None:
+        params["existing_orders"] = Param(
+            existing_orders,
+            type="string",
+            enum=["skip", "update"],
+            description="An order already in the target: skip it (the default), or update the header "
+            "fields of an open one (never its lines; a completed order is quarantined).",
         )
     return params
 

@@ -519,7 +519,12 @@ def record_results(ctx: StepContext, spec, results: pd.DataFrame) -> pd.DataFram
         [Identity(r["_source_key"], r["_target_id"], r["_hash"]) for r in ok.to_dict("records")],
         run_id=ctx.run_id,
     )
-    ctx.store.resolve_quarantine(ctx.flow, stage="upsert", keys=ok["_source_key"].tolist(), run_id=ctx.run_id)
+    # A row the target left alone on purpose (an order already in Exact) needs no write any more;
+    # its identity is not recorded, so a later run set to update still sees the change.
+    settled = results[results["_result"].isin(["created", "updated", "skipped"])]
+    ctx.store.resolve_quarantine(
+        ctx.flow, stage="upsert", keys=settled["_source_key"].tolist(), run_id=ctx.run_id
+    )
     bad = results[results["_result"] == "failed"]
     ctx.store.quarantine(
         ctx.flow,
@@ -747,7 +752,10 @@ def report_step(
         else 0,
         "created": int(upsert_counts.get("created", 0)),
         "updated": int(upsert_counts.get("updated", 0)),
-        "skipped": int(plan_counts.get("skip", 0)) + int(upsert_counts.get("already_written", 0)),
+        # Upsert's skipped holds the plan's skips plus the rows the target adapter left alone (an
+        # order already in Exact); a dry run has only the plan's.
+        "skipped": max(int(plan_counts.get("skip", 0)), int(upsert_counts.get("skipped", 0)))
+        + int(upsert_counts.get("already_written", 0)),
         "failed": int(upsert_counts.get("failed", 0)),
         "quarantined": len(quarantined_keys),
         "conflicts": int(plan_counts.get("conflict", 0)),

@@ -230,10 +230,12 @@ def test_a_change_in_salesforce_makes_exactly_those_writes(world, capfd):
     before = exact_stamps(world)
     run = run_dag(world["dag"], capfd, **PARAMS)
     assert run.ok, run.why()
-    assert (run.counts["created"], run.counts["updated"]) == (1, 1), run.counts
+    # The edited order is already in Exact: skipped, as the seed says (rule 1); the new one is posted.
+    assert (run.counts["created"], run.counts["updated"]) == (1, 0), run.counts
+    assert run.counts["skipped"] >= 1 and run.counts["failed"] == 0, run.counts
 
     now = exact_orders(world)
-    assert now[edited["OrderNumber"]]["Remarks"] == "Deliver to the back door"
+    assert now[edited["OrderNumber"]]["Remarks"] == posted[edited["OrderNumber"]]["Remarks"]
     assert draft["OrderNumber"] in now
     assert sorted(ln["code"] for ln in draft["lines"]) == sorted(
         ln["ItemCode"] for ln in now[draft["OrderNumber"]]["lines"]
@@ -241,8 +243,7 @@ def test_a_change_in_salesforce_makes_exactly_those_writes(world, capfd):
     after = exact_stamps(world)
     changed = {k for k in after if after[k] != before.get(k)}
     new_order = now[draft["OrderNumber"]]
-    allowed = {f"salesorder/SalesOrders:{now[edited['OrderNumber']]['OrderID']}"}
-    allowed |= {f"salesorder/SalesOrders:{new_order['OrderID']}"}
+    allowed = {f"salesorder/SalesOrders:{new_order['OrderID']}"}
     allowed |= {f"salesorder/SalesOrderLines:{ln['ID']}" for ln in new_order["lines"]}
     # The activated order's customer may have been created or updated (address from the order).
     allowed |= {f"crm/Accounts:{new_order['OrderedBy']}"}
@@ -252,7 +253,47 @@ def test_a_change_in_salesforce_makes_exactly_those_writes(world, capfd):
         if c.get("Account") == new_order["OrderedBy"]
     }
     assert changed <= allowed, changed - allowed
-    assert f"salesorder/SalesOrders:{now[edited['OrderNumber']]['OrderID']}" in changed
+    assert f"salesorder/SalesOrders:{new_order['OrderID']}" in changed
+
+
+def test_an_order_already_in_exact_is_skipped_and_updating_open_ones_is_a_setting(world, capfd):
+    """Rule 1: the seed skips an order Exact already holds, also one Exact has completed (no
+    ORDER_CLOSED in quarantine on every run); `existing_orders: update` updates an open one."""
+    posted = exact_orders(world)
+    orders = {o["OrderNumber"]: o for o in sf_orders(world)}
+    open_one, done_one = [orders[n] for n in sorted(posted) if n in orders][-2:]
+    done_id = posted[done_one["OrderNumber"]]["OrderID"]
+    table(world, "salesorder/SalesOrders")[done_id].update(Status=21, StatusDescription="Complete")
+    sf_patch(world, "Order", open_one["Id"], {"Description": "Skipped: already in Exact"})
+    sf_patch(world, "Order", done_one["Id"], {"Description": "Skipped: Exact completed it"})
+
+    before = exact_stamps(world)
+    run = run_dag(world["dag"], capfd, **PARAMS)
+    assert run.ok, run.why()
+    assert (run.counts["created"], run.counts["updated"], run.counts["failed"]) == (0, 0, 0), run.counts
+    assert run.counts["skipped"] >= 2, run.counts
+    assert exact_stamps(world) == before
+    stuck = quarantined(world)
+    assert open_one["Id"] not in stuck and done_one["Id"] not in stuck, (
+        stuck.get(open_one["Id"]),
+        stuck.get(done_one["Id"]),
+    )
+
+    sf_patch(world, "Order", open_one["Id"], {"Description": "Updated: the setting says so"})
+    run = run_dag(world["dag"], capfd, **PARAMS, existing_orders="update")
+    assert run.ok, run.why()
+    # Open orders changed in the window are updated (this one, and any the earlier runs skipped).
+    assert run.counts["created"] == 0 and run.counts["updated"] >= 1, run.counts
+    assert exact_orders(world)[open_one["OrderNumber"]]["Remarks"] == "Updated: the setting says so"
+    assert (
+        exact_orders(world)[done_one["OrderNumber"]]["Remarks"] == posted[done_one["OrderNumber"]]["Remarks"]
+    )
+
+    # Back to skipping (named: dag.test keeps the last run's conf as the DAG's params): whatever the
+    # update run quarantined (the completed order) is skipped and leaves quarantine.
+    run = run_dag(world["dag"], capfd, **PARAMS, existing_orders="skip")
+    assert run.ok, run.why()
+    assert done_one["Id"] not in quarantined(world)
 
 
 def test_exact_refusing_the_token_fails_the_run_and_alerts_by_mail_and_webhook(world, capfd):

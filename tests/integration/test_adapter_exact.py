@@ -360,6 +360,8 @@ def test_malformed_orders_get_clear_errors_and_the_good_one_lands(adapter, exact
 def test_an_existing_order_gets_its_changed_header_fields_never_a_second_order(
     adapter, exact, monkeypatch, tmp_path
 ):
+    # Updating orders that exist is a setting (the seed, and the default, skip them).
+    adapter = _connect(exact, monkeypatch, tmp_path, existing_orders="update")
     debtor, items = _debtor(exact), _items(adapter, 1)
     ref = f"T4-{uuid.uuid4().hex[:8]}"
     created = adapter.upsert(
@@ -387,7 +389,7 @@ def test_an_existing_order_gets_its_changed_header_fields_never_a_second_order(
     assert "complete" in closed["error"][0] and "Description" in closed["error"][0]
     assert _calls(adapter, "update") == []
 
-    skipper = _connect(exact, monkeypatch, tmp_path, existing_orders="skip")
+    skipper = _connect(exact, monkeypatch, tmp_path)  # the default: an order in Exact is left alone
     skipped = skipper.upsert("salesorder/SalesOrders", update.assign(Description="x"), identity="YourRef")
     assert list(skipped["action"]) == ["skipped"] and skipped["target_id"][0] == order_id
     assert len(_orders_with_ref(exact, ref)) == 1
@@ -595,7 +597,7 @@ def test_modules_are_cheap_to_import(module, heavy):
 
 
 def test_bad_options_are_config_errors_at_construction():
-    with pytest.raises(ConfigError, match="existing_orders must be 'update' or 'skip'"):
+    with pytest.raises(ConfigError, match="existing_orders must be 'skip' or 'update'"):
         ExactOnlineAdapter(existing_orders="merge")
     with pytest.raises(ConfigError, match=r"sales order lines have no field\(s\) Colour"):
         ExactOnlineAdapter(line_fields=["Item", "Colour"])

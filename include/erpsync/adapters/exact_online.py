@@ -32,9 +32,10 @@ Writing (`upsert`): Exact has no batch write, so each record is one call. Sales 
 by one as a deep insert (header plus `SalesOrderLines`), identity `YourRef`. Before creating, the
 batch's `YourRef`s are looked up (one call per 20-40 orders), so an order that exists, also one
 created by an interrupted earlier try, is never posted twice; a POST that fails in transit is looked
-up again before it is reported retriable. An existing order gets a partial PUT of the changed header
-fields Exact lets change (never its lines; `existing_orders="skip"` leaves existing orders alone
-instead); a complete or cancelled order is refused locally with `ORDER_CLOSED`. Per-row refusals come
+up again before it is reported retriable. An order that already exists is skipped (the APIcenter seed:
+"if the order exists, we skip it"); with `existing_orders="update"` an open one gets a partial PUT of
+the changed header fields Exact lets change (never its lines), and a complete or cancelled one is
+refused locally with `ORDER_CLOSED`. Per-row refusals come
 back as result rows (`error`, `error_code`, `retriable`); failures of the whole call raise (rate
 limit of the day: `RateLimitedError`).
 
@@ -405,7 +406,8 @@ class ExactOnlineAdapter:
     :param division_name: the division's exact name; overrides the connection's.
     :param timeout: HTTP timeout in seconds (hook argument).
     :param token_store_url: token store URL (hook argument).
-    :param existing_orders: "update" (default: PUT changed header fields of open orders) or "skip".
+    :param existing_orders: "skip" (default: an order already in Exact is left alone, as the seed says)
+        or "update" (PUT the changed header fields of open orders).
     :param line_fields: order line fields returned in a `SalesOrderLines` column when reading orders
         (what the orders mapping writes; verify compares them).
     :param extra_fields: object -> extra field names Exact has but the catalogue lacks (free fields).
@@ -420,13 +422,13 @@ class ExactOnlineAdapter:
         division_name: str | None = None,
         timeout: float | None = None,
         token_store_url: str | None = None,
-        existing_orders: str = "update",
+        existing_orders: str = "skip",
         line_fields: Iterable[str] = ("Item", "Quantity", "NetPrice", "Description", "VATCode"),
         extra_fields: dict[str, Iterable[str]] | None = None,
         name: str = "exact_online",
     ):
         if existing_orders not in ("update", "skip"):
-            raise ConfigError(f"existing_orders must be 'update' or 'skip', got {existing_orders!r}")
+            raise ConfigError(f"existing_orders must be 'skip' or 'update', got {existing_orders!r}")
         self.name = name
         self.conn_id = conn_id or "exact_online_default"
         self.call_log = CallLog()
