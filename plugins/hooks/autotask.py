@@ -556,7 +556,8 @@ def _classify(resp: httpx.Response, *, entity: str, action: str, where: str, wri
             where=where,
             details=details,
         )
-    if status >= 500 and (not errors or _TRANSIENT.search(message)):
+    # 500 also carries validation and permission failures (§9); 502-504 are the platform's own troubles.
+    if status > 500 or (status == 500 and (not errors or _TRANSIENT.search(message))):
         return RetriableSourceError(
             f"{what} failed on the server (HTTP {status}): {message}", where=where, details=details
         )
@@ -947,6 +948,7 @@ class AutotaskHook(BaseHook):
                     b.slowed_calls += 1
                 return
             if b.waited_seconds + wait > s.max_wait:
+                b.tenant_read_at = None  # whoever calls again later must see the tenant's count anew
                 raise RateLimitedError(
                     f"Autotask request budget reached: {reason}; retry in {wait:.0f} s",
                     retry_after=wait,
@@ -1079,6 +1081,12 @@ class AutotaskHook(BaseHook):
                 retries += 1
                 self._pause(min(s.retry_backoff * 2 ** (retries - 1), 30), where, f"HTTP {status}")
                 continue
+            if isinstance(error, RetriableSourceError) and creates:
+                raise RetriableSourceError(
+                    f"{error.message} (the record may have been created: look it up before creating it again)",
+                    where=where,
+                    details=error.details,
+                )
             raise error
 
     def _record(self, kind: str) -> None:
