@@ -20,6 +20,7 @@ _REGISTRY: dict[str, str | Callable[..., Any]] = {
     "salesforce": "erpsync.adapters.salesforce:SalesforceAdapter",
     "exact_online": "erpsync.adapters.exact_online:ExactOnlineAdapter",
     "quickbooks": "erpsync.adapters.quickbooks:QuickBooksAdapter",
+    "autotask": "erpsync.adapters.autotask:AutotaskAdapter",
 }
 
 

@@ -22,6 +22,7 @@ DEFAULT_CONN_IDS = {
     "salesforce": "salesforce_default",
     "exact_online": "exact_online_default",
     "quickbooks": "qbwc_bridge_default",
+    "autotask": "autotask_default",
 }
 
 
