@@ -13,14 +13,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from airflow.sdk import DAG
+from airflow.sdk import DAG, TaskGroup
 
 from erpsync.alerts import SyncAlertNotifier
 from erpsync.dag_defaults import default_args
 from erpsync.flows import POOLS
 from erpsync.operators import sync_tasks
 
-__all__ = ["FlowParts", "SystemRef", "build_flow_dag"]
+__all__ = ["FlowParts", "FlowStage", "SystemRef", "build_flow_dag"]
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,7 @@ class SystemRef:
 SALESFORCE = SystemRef("salesforce", "salesforce_default", "salesforce_api")
 EXACT_ONLINE = SystemRef("exact_online", "exact_online_default", "exact_online_api")
 QUICKBOOKS = SystemRef("quickbooks", "qbwc_bridge_default", "qbwc_bridge")
+AUTOTASK = SystemRef("autotask", "autotask_default", "autotask_api")
 
 
 @dataclass
@@ -72,6 +73,20 @@ class FlowParts:
     after_upsert: Callable[[Any], Sequence[Any]] | None = None
 
 
+@dataclass(frozen=True)
+class FlowStage:
+    """A second flow run in the same DAG after the first one's report (the Autotask contacts after
+    the companies), in a task group named `group`, with its own mapping `include/mappings/<flow>.yaml`.
+    """
+
+    flow: str
+    group: str
+    source: SystemRef
+    target: SystemRef
+    lookups: Sequence[SystemRef] = ()
+    parts: FlowParts | None = None
+
+
 def build_flow_dag(
     *,
     dag_id: str,
@@ -85,10 +100,16 @@ def build_flow_dag(
     parts: FlowParts | None = None,
     start_date: datetime = datetime(2026, 1, 1),
     tags: Sequence[str] = (),
+    then: Sequence[FlowStage] = (),
 ) -> DAG:
-    """Return the DAG of one flow (the mapping file is `include/mappings/<dag_id>.yaml`)."""
+    """Return the DAG of one flow (the mapping file is `include/mappings/<dag_id>.yaml`).
+
+    :param then: further flows run one after the other once this one's report succeeded, each in its
+        own task group (companies first, then contacts).
+    """
     parts = parts or FlowParts()
-    unknown = {ref.pool for ref in (source, target, *lookups)} - set(POOLS)
+    refs = [source, target, *lookups, *(r for st in then for r in (st.source, st.target, *st.lookups))]
+    unknown = {ref.pool for ref in refs} - set(POOLS)
     if unknown:
         raise ValueError(f"{dag_id}: pools {sorted(unknown)} are not declared in erpsync.flows.POOLS")
     with DAG(
@@ -103,24 +124,35 @@ def build_flow_dag(
         default_args=default_args(on_failure_callback=[SyncAlertNotifier(kind="failure")]),
         tags=["erpsync", source.system, target.system, *tags],
     ) as dag:
-        sync_tasks(
-            flow=dag_id,
-            source=source.adapter_ref(),
-            target=target.adapter_ref(),
-            source_system=source.system,
-            target_system=target.system,
-            lookup_adapters={ref.system: ref.adapter_ref() for ref in lookups} or None,
-            source_pool=source.pool,
-            target_pool=target.pool,
-            grouped=True,
-            before_map=parts.before_map,
-            upsert=parts.upsert,
-            after_upsert=parts.after_upsert,
-            outlets=outlets,
-            report_kwargs={
-                "on_success_callback": [SyncAlertNotifier(kind="summary")],
-                "on_failure_callback": [],  # the failing step has alerted already
-                "retry_delay": timedelta(seconds=10),
-            },
-        )
+        tasks = _flow_tasks(dag_id, source, target, lookups, parts, outlets)
+        for stage in then:
+            with TaskGroup(stage.group, tooltip=f"flow {stage.flow}"):
+                stage_tasks = _flow_tasks(
+                    stage.flow, stage.source, stage.target, stage.lookups, stage.parts or FlowParts(), ()
+                )
+            tasks["report"] >> stage_tasks.get("validate", stage_tasks["extract"])
+            tasks = stage_tasks
     return dag
+
+
+def _flow_tasks(flow, source, target, lookups, parts, outlets) -> dict[str, Any]:
+    return sync_tasks(
+        flow=flow,
+        source=source.adapter_ref(),
+        target=target.adapter_ref(),
+        source_system=source.system,
+        target_system=target.system,
+        lookup_adapters={ref.system: ref.adapter_ref() for ref in lookups} or None,
+        source_pool=source.pool,
+        target_pool=target.pool,
+        grouped=True,
+        before_map=parts.before_map,
+        upsert=parts.upsert,
+        after_upsert=parts.after_upsert,
+        outlets=outlets,
+        report_kwargs={
+            "on_success_callback": [SyncAlertNotifier(kind="summary")],
+            "on_failure_callback": [],  # the failing step has alerted already
+            "retry_delay": timedelta(seconds=10),
+        },
+    )

@@ -23,6 +23,9 @@ POOLS: dict[str, dict] = {
         "description": "Concurrent tasks calling Exact Online (60/min/division)",
     },
     "qbwc_bridge": {"slots": 1, "description": "Tasks waiting on the QuickBooks Web Connector bridge"},
+    # Autotask limits concurrent threads per integration and endpoint to 3 (reference/autotask.md 8);
+    # the hook's request budget paces the calls inside each task.
+    "autotask_api": {"slots": 2, "description": "Concurrent tasks calling Autotask PSA"},
 }
 
 #: Data produced by one flow and consumed by another (the products flow feeds the orders flow).

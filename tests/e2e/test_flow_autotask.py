@@ -1,0 +1,153 @@
+"""sf_accounts_to_autotask end to end: the real DAG from dags/ under `dag.test()`, the Salesforce
+simulator (seeded demo org) as the source and the Autotask simulator (seeded, dirty tenant) over HTTPS
+as the target. Autotask's companies and contacts are asserted after each run.
+
+One world per module; the tests run in order: first run, rerun without change, a change in Salesforce.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from tests.e2e.flow_world import run_dag
+
+FLOW = "sf_accounts_to_autotask"
+CONTACTS_FLOW = "sf_contacts_to_autotask"
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, airflow_db, dagbag):
+    from erpsync.hooks import autotask as at_hook
+    from erpsync.sandbox.autotask.testing import running_autotask
+    from erpsync.sandbox.salesforce.testing import running_salesforce
+
+    folder = tmp_path_factory.mktemp("flow-autotask")
+    mp = pytest.MonkeyPatch()
+    at_hook._ZONES.clear()
+    with (
+        running_salesforce(folder / "sf") as sf,
+        running_autotask(folder / "at", threshold_latency_scale=0) as at,
+    ):
+        mp.setenv("ERPSYNC_STATE_URL", f"sqlite:///{folder / 'state.db'}")
+        mp.setenv("AIRFLOW_CONN_SALESFORCE_DEFAULT", sf.connection_json("password"))
+        mp.setenv("AIRFLOW_CONN_AUTOTASK_DEFAULT", at.connection_json(ledger_path=str(folder / "ledger.db")))
+        try:
+            yield {
+                "sf": sf,
+                "at": at,
+                "dag": dagbag.get_dag(FLOW),
+                "state_url": f"sqlite:///{folder / 'state.db'}",
+            }
+        finally:
+            mp.undo()
+            at_hook._ZONES.clear()
+
+
+def table(world, name: str) -> dict:
+    return world["sf"].simulator.org.tables[name]
+
+
+def records(world, entity: str) -> dict[int, dict]:
+    return world["at"].simulator.tenant.records[entity]
+
+
+def linked(world, entity: str, udf: str) -> dict[str, dict]:
+    """Salesforce id (UDF) -> Autotask record, for the records that carry one."""
+    out = {}
+    for rec in records(world, entity).values():
+        value = (rec.get("userDefinedFields") or {}).get(udf)
+        if value:
+            assert value not in out, f"two {entity} hold {udf} {value}"
+            out[value] = rec
+    return out
+
+
+def quarantined(world, flow: str) -> dict[str, dict]:
+    from erpsync.state import StateStore
+
+    return {e["source_key"]: e for e in StateStore(world["state_url"]).quarantine_entries(flow)}
+
+
+def sf_request(world, method: str, path: str, body: dict):
+    import httpx
+
+    sf = world["sf"]
+    return httpx.request(
+        method,
+        f"{sf.url}/services/data/v{sf.info['api_version']}/sobjects/{path}",
+        json=body,
+        headers={"Authorization": f"Bearer {sf.token()}"},
+        verify=sf.ssl_context(),
+    )
+
+
+def test_first_run_creates_companies_then_contacts(world, capfd):
+    # The seed's rule: a contact without a company is not imported (quarantined with that reason).
+    resp = sf_request(world, "POST", "Contact", {"FirstName": "Nora", "LastName": "Nobody"})
+    assert resp.status_code == 201, resp.text
+    companies_before = len(records(world, "companies"))
+    # The seed's six companies that are Salesforce accounts (same name, address 1, city, state).
+    seeded = {
+        c["id"]
+        for c in records(world, "companies").values()
+        if str(c.get("companyNumber")).startswith("AT-700")
+    }
+    assert len(seeded) == 6
+    run = run_dag(world["dag"], capfd)
+    assert run.ok, run.why()
+
+    accounts = {k: a for k, a in table(world, "Account").items() if not a.get("IsDeleted")}
+    companies = linked(world, "companies", "Salesforce Company ID")
+    stuck = quarantined(world, FLOW)
+    assert set(companies) == set(accounts) - set(stuck), {k: v["message"] for k, v in stuck.items()}
+    assert len(companies) > 100
+    # The six seeded companies with the same name, address 1, city and state were linked, not recreated.
+    assert seeded <= {c["id"] for c in companies.values()}
+    created = run.counts["created"]
+    assert len(records(world, "companies")) == companies_before + created
+    for rid, company in companies.items():
+        account = accounts[rid]
+        assert company["companyName"] == " ".join(account["Name"].split())[:100], rid
+        if account.get("ParentId") and account["ParentId"] in companies:
+            assert company["parentCompanyID"] == companies[account["ParentId"]]["id"], rid
+    assert run.xcom("target.verify")["differences"] == 0
+
+    contacts = linked(world, "contacts", "Salesforce Contact ID")
+    people = {k: c for k, c in table(world, "Contact").items() if not c.get("IsDeleted")}
+    orphans = {k for k, c in people.items() if not c.get("AccountId")}
+    held = quarantined(world, CONTACTS_FLOW)
+    assert orphans and orphans <= set(held)
+    for key in orphans:
+        assert held[key]["rule"] == "unplaceable" and "company" in held[key]["message"], held[key]
+    assert contacts, "no contact reached Autotask"
+    for key, contact in contacts.items():
+        assert contact["companyID"] == companies[people[key]["AccountId"]]["id"], key
+        assert contact["lastName"] == " ".join(people[key]["LastName"].split())[:50]
+    assert run.xcom("contacts.report")["status"] == "success"
+
+
+def test_rerun_without_change_writes_nothing(world, capfd):
+    before = {e: copy.deepcopy(records(world, e)) for e in ("companies", "contacts")}
+    run = run_dag(world["dag"], capfd)
+    assert run.ok, run.why()
+    assert (run.counts["created"], run.counts["updated"]) == (0, 0), run.counts
+    contacts = run.xcom("contacts.report")["counts"]
+    assert (contacts["created"], contacts["updated"]) == (0, 0), contacts
+    assert {e: records(world, e) for e in before} == before
+
+
+def test_a_change_in_salesforce_updates_exactly_that_company(world, capfd):
+    companies = linked(world, "companies", "Salesforce Company ID")
+    rid = sorted(companies)[0]
+    resp = sf_request(world, "PATCH", f"Account/{rid}", {"Phone": "+31 10 999 0000"})
+    assert resp.status_code == 204, resp.text
+    before = copy.deepcopy(records(world, "companies"))
+    run = run_dag(world["dag"], capfd)
+    assert run.ok, run.why()
+    assert (run.counts["created"], run.counts["updated"]) == (0, 1), run.counts
+    after = records(world, "companies")
+    changed = {cid for cid in after if after[cid] != before.get(cid)}
+    assert changed == {companies[rid]["id"]}
+    assert after[companies[rid]["id"]]["phone"] == "+31 10 999 0000"
