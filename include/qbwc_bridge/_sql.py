@@ -8,8 +8,12 @@ on the tables (no ORM identity map, no autoflush): callers flush pending ORM cha
 from __future__ import annotations
 
 from functools import lru_cache
+from operator import attrgetter, itemgetter
 
 from sqlalchemy import Update, bindparam, exists, func, insert, select, update
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import Session
+from sqlalchemy.sql import ClauseElement
 
 from erpsync.qbwc_bridge.models import Company, Exchange, Job, JobRequest, Ticket
 
@@ -147,11 +151,56 @@ ANSWER_COLUMNS = (
 ANSWERED_BATCH = select(
     *(_r[name] for name in sorted({"id", "job_id", "qb_request_id", "position", "attempts", *ANSWER_COLUMNS}))
 ).where(_r.exchange_id == bindparam("exchange_id"))
+#: The ANSWER_COLUMNS of a row or loaded request, in that order, as a tuple.
+answer_fields = attrgetter(*ANSWER_COLUMNS)
+#: Parameters `b_<column>` for ANSWER_COLUMNS, `updated_at` and `id`: run with `executemany`.
 BULK_ANSWER = (
     update(REQUESTS)
     .where(_r.id == bindparam("b_id"))
     .values({name: bindparam(f"b_{name}") for name in (*ANSWER_COLUMNS, "updated_at")})
 )
+
+
+@lru_cache(maxsize=32)
+def _driver_form(stmt: ClauseElement, dialect: Dialect):
+    """(SQL text, positional getter or None, {position or name: bind processor}) for `stmt`."""
+    compiled = stmt.compile(dialect=dialect)
+    names = list(compiled.positiontup) if compiled.positional else None
+    processors = dict(compiled._bind_processors)
+    if names is not None:
+        processors = {names.index(name): proc for name, proc in processors.items()}
+        getter = itemgetter(*(name[2:] for name in names))
+        return compiled.string, getter, processors
+    return compiled.string, None, processors
+
+
+def executemany(s: Session, stmt: ClauseElement, rows: list[dict]) -> None:
+    """Run `stmt` (binds named `b_<column>`) once per row of `rows` (keyed by `<column>`).
+
+    Hands the driver the statement compiled once and plain parameter tuples: SQLAlchemy's own
+    executemany builds a parameter dict per row through the compiler (~10 µs each, 100 per exchange).
+    Core only, like every statement here: callers flush pending ORM changes first.
+    """
+    if not rows:
+        return
+    conn = s.connection()
+    sql, getter, processors = _driver_form(stmt, conn.dialect)
+    if getter is not None:
+        params = [getter(row) for row in rows]
+        if processors:  # e.g. SQLite's float coercion of updated_at
+            converted = []
+            for p in params:
+                p = list(p)
+                for i, process in processors.items():
+                    p[i] = process(p[i])
+                converted.append(tuple(p))
+            params = converted
+    else:
+        params = [{f"b_{k}": v for k, v in row.items()} for row in rows]
+        if processors:
+            params = [{k: processors[k](v) if k in processors else v for k, v in p.items()} for p in params]
+    conn.exec_driver_sql(sql, params)
+
 
 #: Jobs to settle, with two index probes each (job_id/state index) instead of counting their requests.
 SETTLE_JOBS = select(

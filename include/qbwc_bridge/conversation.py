@@ -732,9 +732,9 @@ class Conversation:
 
         Returns values instead of mutating the row so a whole batch is written with one executemany.
         """
-        v = {name: getattr(jr, name) for name in _sql.ANSWER_COLUMNS}
-        v.update(id=jr.id, updated_at=_now(), status_code=rs.status_code)
-        v.update(status_severity=rs.severity, status_message=rs.message)
+        v = dict(zip(_sql.ANSWER_COLUMNS, _sql.answer_fields(jr), strict=True))
+        v["id"], v["updated_at"], v["status_code"] = jr.id, _now(), rs.status_code
+        v["status_severity"], v["status_message"] = rs.severity, rs.message
         failed = rs.status_code >= 1000 or rs.severity == "Error"
         if failed and (jr.status_message or "").startswith(_REPLAY_MARK):
             if self._transient(rs):
@@ -792,7 +792,9 @@ class Conversation:
     ) -> tuple[_Outcome, bool]:
         """Store a work document's answers; (counts, whether some request's outcome is unknown)."""
         # Column tuples, not ORM objects: _answer_values only reads, and the batch is written in one go.
-        requests = {jr.qb_request_id: jr for jr in s.execute(_sql.ANSWERED_BATCH, {"exchange_id": ex_id})}
+        requests = {
+            jr.qb_request_id: jr for jr in s.execute(_sql.ANSWERED_BATCH, {"exchange_id": ex_id}).all()
+        }
         out = _Outcome()
         stopped: dict[str, str] = {}
         updates: list[dict] = []
@@ -814,8 +816,8 @@ class Conversation:
         for jr in requests.values():
             if jr.state != "sent" or jr.id in answered:
                 continue
-            values = {name: getattr(jr, name) for name in _sql.ANSWER_COLUMNS}
-            values.update(id=jr.id, updated_at=now)
+            values = dict(zip(_sql.ANSWER_COLUMNS, _sql.answer_fields(jr), strict=True))
+            values["id"], values["updated_at"] = jr.id, now
             if jr.job_id in stopped:
                 # stopOnError: QuickBooks skipped everything after the failing request.
                 values.update(state="failed", status_severity="Error", status_message=stopped[jr.job_id])
@@ -827,8 +829,7 @@ class Conversation:
                 )
                 unknown = True
             updates.append(values)
-        if updates:
-            s.execute(_sql.BULK_ANSWER, [{f"b_{k}": v for k, v in row.items()} for row in updates])
+        _sql.executemany(s, _sql.BULK_ANSWER, updates)
         job_ids = {jr.job_id for jr in requests.values()}
         if stopped:
             job_modes = dict(
