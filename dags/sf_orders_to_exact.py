@@ -1,15 +1,17 @@
 """
 ### Salesforce orders -> Exact Online sales orders
 
-Salesforce orders in the chosen statuses (param `statuses`, default `Activated`) that changed in the
-data interval become Exact Online sales orders with their lines. The Salesforce order number is kept in
-the Exact order's `YourRef`, so an order that already exists in Exact is skipped, never posted twice
-(also one Exact has completed); the trigger form's `existing_orders: update` updates the header fields
-of open ones instead.
-Missing data is enriched (VAT code by rate), the customer is found by e-mail and created or updated
-(company debtor with contact, or person), every product must exist in Exact (else the order is
-quarantined), payment terms are mapped, and orders of unknown customers can fall back to a default
-debtor. Mapping: `include/mappings/sf_orders_to_exact.yaml`.
+Salesforce orders in the chosen statuses (param `statuses`, default `Activated`; the one status filter,
+the mapping has none) that changed in the data interval become Exact Online sales orders with their
+lines. Before mapping, the `ensure_customers` step follows the APIcenter seed's order: the status; does
+the order exist in Exact (the Salesforce order number is kept in the Exact order's `YourRef`)? then it
+is skipped, never posted twice, also one Exact has completed (param `existing_orders: update` updates
+the header fields of open ones instead); does every product exist? (else the map step quarantines the
+order); only then the customer, found by e-mail and created or updated (company debtor with contact,
+or person debtor). No customer is created or changed for an order that is skipped, already in Exact or
+refused for an unknown product. Orders without an e-mail go to the default debtor; an invalid e-mail or
+a failed customer step quarantines the order (stage `customer`) instead. Missing data is enriched (VAT
+code by rate) and payment terms are mapped. Mapping: `include/mappings/sf_orders_to_exact.yaml`.
 
 Runs hourly and also whenever `exact_items_to_sf_products` has updated the Salesforce products.
 Wiring only (airflow dag built by `erpsync.flow_dag.build_flow_dag`): nothing heavy at parse time.
@@ -21,7 +23,7 @@ from airflow.sdk import AssetOrTimeSchedule
 
 from erpsync.flow_dag import EXACT_ONLINE, SALESFORCE, FlowParts, SystemRef, build_flow_dag
 from erpsync.flows import ASSETS, interval_schedule, sync_params
-from erpsync.operators.exact_customers import EnsureExactCustomersOperator
+from erpsync.operators.exact_customers import ExactOrderStepsOperator
 
 # Only orders in the chosen statuses are read from Salesforce (the trigger form's `statuses`).
 ORDERS = SystemRef(
@@ -32,18 +34,19 @@ ORDERS = SystemRef(
 )
 
 
-def ensure_customers(check_source):
-    """Find each order's customer in Exact by e-mail, else create it, before orders are mapped."""
-    ensure = EnsureExactCustomersOperator(
+def order_steps(check_source):
+    """The seed's steps before an order is mapped: status, order exists?, products, customer."""
+    steps = ExactOrderStepsOperator(
         task_id="ensure_customers",
         manifest=check_source.output,
         flow="sf_orders_to_exact",
-        source_filter={},  # the extract already holds only the chosen statuses
+        statuses="{{ params.statuses | join(',') }}",
+        existing_orders="{{ params.existing_orders }}",
         conn_id=EXACT_ONLINE.conn_id,
         pool=EXACT_ONLINE.pool,
     )
-    check_source >> ensure
-    return ensure
+    check_source >> steps
+    return steps
 
 
 # An order already in Exact is skipped unless the trigger form says `existing_orders: update`.
@@ -63,6 +66,6 @@ dag = build_flow_dag(
     lookups=[EXACT_ONLINE],
     params=sync_params(batch_size=50, statuses=["Activated"], existing_orders="skip"),
     outlets=[ASSETS["exact_sales_orders"]],
-    parts=FlowParts(before_map=ensure_customers),
+    parts=FlowParts(before_map=order_steps),
     tags=["orders"],
 )

@@ -62,7 +62,8 @@ class FlowParts:
     """Extra steps a flow adds to the standard pipeline.
 
     :param before_map: called with the source-check task inside the transform group; returns the task
-        the map step must wait for (e.g. the orders flow creating missing Exact customers).
+        whose manifest the map step reads (the orders flow's seed steps: status, order exists,
+        products, customers).
     :param upsert: builds the upsert task from (plan task, keyword arguments); default UpsertOperator.
     :param after_upsert: called with the upsert task inside the target group; returns tasks that must
         finish before verify (e.g. writing the QuickBooks ListID back to Salesforce).

@@ -741,6 +741,9 @@ def report_step(
             f"{extra('extract')['quarantined_not_found']} quarantined key(s) no longer exist in the source"
         )
     plan_counts = extra("plan").get("counts", {})
+    # Orders a flow's own step before map left alone (already in the target, not in the statuses).
+    before = extra("before_map").get("orders") or {}
+    skipped_before = int(before.get("skipped_existing", 0)) + int(before.get("filtered", 0))
     upsert_counts = extra("upsert").get("counts", {})
     quarantine = ctx.store.quarantine_by_rule(ctx.flow, run_id=ctx.run_id)
     quarantined_keys = {
@@ -755,7 +758,8 @@ def report_step(
         # Upsert's skipped holds the plan's skips plus the rows the target adapter left alone (an
         # order already in Exact); a dry run has only the plan's.
         "skipped": max(int(plan_counts.get("skip", 0)), int(upsert_counts.get("skipped", 0)))
-        + int(upsert_counts.get("already_written", 0)),
+        + int(upsert_counts.get("already_written", 0))
+        + skipped_before,
         "failed": int(upsert_counts.get("failed", 0)),
         "quarantined": len(quarantined_keys),
         "conflicts": int(plan_counts.get("conflict", 0)),

@@ -88,8 +88,9 @@ def sync_tasks(
     :param validate: start with a ValidateOperator (connections and mapping against the target).
     :param grouped: put the steps in task groups `source` (extract, check), `transform` (map, check,
         plan) and `target` (upsert, verify), as the flow DAGs show them in the UI.
-    :param before_map: called with the source check inside the transform group; returns a task the map
-        step must also wait for (the orders flow's customer step).
+    :param before_map: called with the source check inside the transform group; returns the task whose
+        manifest the map step reads instead of the source check's (the orders flow's seed steps:
+        status, order exists, products, customers); the report counts its skips and its calls.
     :param upsert: builds the upsert task from (plan task, keyword arguments); default UpsertOperator.
     :param after_upsert: called with the upsert task; returns tasks verify must wait for (write-back).
     :param outlets: assets the upsert step updates.
@@ -124,11 +125,13 @@ def sync_tasks(
         )
     with group("transform", "Map to the target's fields, check, plan the writes"):
         ready = before_map(tasks["check_source"]) if before_map else None
+        # A flow's own step before map (the orders flow's seed steps) hands map the rows that go on.
+        feed = ready if ready is not None else tasks["check_source"]
         tasks["map"] = MapOperator(
-            task_id="map", manifest=tasks["check_source"].output, lookup_adapters=lookup_adapters, **common
+            task_id="map", manifest=feed.output, lookup_adapters=lookup_adapters, **common
         )
         if ready is not None:
-            ready >> tasks["map"]
+            tasks["before_map"] = ready
         tasks["check_target"] = QualityCheckOperator(
             task_id=tid("check_target"), manifest=tasks["map"].output, side="target", **common
         )
@@ -158,7 +161,11 @@ def sync_tasks(
             task >> tasks["verify"]
     tasks["report"] = ReportOperator(
         task_id="report",
-        steps={t: tasks[t].task_id for t in TASK_IDS if t in tasks and t != "report"},
+        steps={
+            t: tasks[t].task_id
+            for t in (*TASK_IDS[:3], "before_map", *TASK_IDS[3:])
+            if t in tasks and t != "report"
+        },
         **common,
         **(report_kwargs or {}),
     )

@@ -25,7 +25,7 @@ from airflow.sdk import BaseOperator
 
 from erpsync.errors import ConfigError, FatalSourceError
 
-__all__ = ["DEFAULT_CUSTOMER_COLUMNS", "EnsureExactCustomersOperator"]
+__all__ = ["DEFAULT_CUSTOMER_COLUMNS", "EnsureExactCustomersOperator", "ExactOrderStepsOperator"]
 
 #: ensure_customers column -> column of the staged Salesforce order extract (dotted relationship paths).
 DEFAULT_CUSTOMER_COLUMNS: dict[str, str] = {
@@ -231,3 +231,289 @@ class EnsureExactCustomersOperator(BaseOperator):
             counts["failed"],
         )
         return summary
+
+
+#: Quarantine stages a skipped order leaves (it needs none of them any more).
+_LATER_STAGES = ("customer", "map", "check_target", "plan", "upsert")
+
+
+class ExactOrderStepsOperator(EnsureExactCustomersOperator):
+    """The orders flow's steps before mapping, in the APIcenter seed's order; passes the orders on.
+
+    For each staged order, in this order:
+
+    1. **status**: only orders in the trigger form's `statuses` go on (the extract already asks
+       Salesforce for those; orders retried from quarantine are read by key and are filtered here).
+       The param is the one source of truth: the mapping has no status filter of its own.
+    2. **order exists?** The order number (the mapping's identity source) is looked up as `YourRef`
+       in Exact. With `existing_orders: skip` (default) an existing order is skipped here: no
+       customer work, no mapping, and any quarantine it had is closed. With `update` it goes on
+       (to have its header updated) but its customer is not touched either.
+    3. **every product exists?** The codes of the lines' required lookups (`Item` by
+       `Product2.ProductCode`) are looked up in Exact; an order with an unknown product goes on to
+       the map step, which quarantines it naming the code, and its customer is not created or changed.
+    4. **customer**: found by e-mail, created (company debtor with contact, or person debtor) or
+       updated, through `ExactOnlineAdapter.ensure_customers`. An order without an e-mail goes on to
+       the mapping's default debtor; an order whose e-mail is invalid or whose customer step failed
+       is quarantined (stage `customer`, the error code as rule) and does not go on, so it is never
+       booked on the default debtor. It is retried on the next run.
+
+    Returns the manifest of the orders that go on (what the map step reads); its extra holds the
+    customer counts (created, updated, unchanged, failed), the order counts (`filtered`,
+    `skipped_existing`, `unknown_product`, `without_email`, `customer_failed`, `passed`), the first
+    errors and the calls. Retry-safe: the output is rewritten whole, and a rerun finds the customers
+    an earlier try created.
+
+    :param flow: the orders flow (its mapping names the identity, the lines and their lookups).
+    :param statuses: allowed order statuses (default: the DAG param `statuses`; none: no filter).
+    :param status_column: the staged column holding the status.
+    :param existing_orders: "skip" or "update" (default: the DAG param `existing_orders`, else skip).
+    :param state_url: state store URL (default ERPSYNC_STATE_URL).
+    """
+
+    template_fields: Sequence[str] = (
+        *EnsureExactCustomersOperator.template_fields,
+        "statuses",
+        "existing_orders",
+        "state_url",
+    )
+
+    def __init__(
+        self,
+        *,
+        flow: str,
+        statuses: list[str] | str | None = None,
+        status_column: str = "Status",
+        existing_orders: str | None = None,
+        state_url: str | None = None,
+        **kwargs,
+    ):
+        if kwargs.get("source_filter") is not None:
+            raise ValueError("the order steps take their status filter from `statuses`, not source_filter")
+        super().__init__(flow=flow, **kwargs)
+        if (
+            existing_orders is not None
+            and existing_orders not in ("skip", "update")
+            and "{{" not in existing_orders
+        ):
+            raise ValueError(
+                f"{self.task_id}: existing_orders must be 'skip' or 'update', got {existing_orders!r}"
+            )
+        self.statuses = statuses
+        self.status_column = status_column
+        self.existing_orders = existing_orders
+        self.state_url = state_url
+
+    def execute(self, context) -> dict[str, Any]:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        try:
+            return self.run_steps(context)
+        except (ConfigError, FatalSourceError) as exc:
+            raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+
+    def _settings(self, context) -> tuple[list[str] | None, str]:
+        params = context.get("params") or {}
+        statuses = self.statuses if self.statuses is not None else params.get("statuses")
+        if isinstance(statuses, str):
+            statuses = [s.strip() for s in statuses.split(",") if s.strip()]
+        if statuses is not None and (not isinstance(statuses, list) or not statuses):
+            raise ConfigError(f"statuses must be a non-empty list of order statuses, got {statuses!r}")
+        existing = self.existing_orders or params.get("existing_orders") or "skip"
+        if existing not in ("skip", "update"):
+            raise ConfigError(f"existing_orders must be 'skip' or 'update', got {existing!r}")
+        return statuses, existing
+
+    def run_steps(self, context) -> dict[str, Any]:
+        """Run the four steps chunk by chunk; write the orders that go on; return their manifest."""
+        from erpsync.adapters import get_adapter
+        from erpsync.chunks import ChunkWriter, Manifest, read_chunks
+        from erpsync.mapping import load_flow
+        from erpsync.staging import run_staging_dir
+        from erpsync.state import StateStore
+
+        statuses, existing = self._settings(context)
+        mapping = load_flow(self.flow, self.mappings_dir)
+        manifest = Manifest.from_xcom(self.manifest, where=f"{self.task_id} input")
+        identity = mapping.fields[mapping.target.identity]
+        if identity.kind != "from":
+            raise ConfigError(
+                f"the order steps need the identity {mapping.target.identity} mapped with `from:`",
+                where=self.flow,
+            )
+        needed = [mapping.source.key, identity.source, *([self.status_column] if statuses else [])]
+        missing = [c for c in needed if c not in manifest.columns]
+        if missing and manifest.rows:
+            raise ConfigError(
+                f"the staged orders have no column(s) {', '.join(missing)}; staged columns: "
+                f"{', '.join(manifest.columns)}",
+                where=self.task_id,
+            )
+        run_id = context["run_id"]
+        store = StateStore(self.state_url) if self.state_url else StateStore()
+        writer = ChunkWriter(run_staging_dir(context["ti"].dag_id, run_id), "order_steps")
+        adapter = get_adapter(self.adapter, conn_id=self.conn_id, **(self.adapter_kwargs or {}))
+        counts = dict.fromkeys(
+            ("filtered", "skipped_existing", "unknown_product", "without_email", "customer_failed", "passed"),
+            0,
+        )
+        customer_counts = dict.fromkeys(("created", "updated", "unchanged", "failed"), 0)
+        errors: list[str] = []
+        for chunk in read_chunks(manifest):
+            kept = self._one_chunk(
+                chunk, mapping, identity.source, statuses, existing, adapter, store, run_id,
+                counts, customer_counts, errors,
+            )  # fmt: skip
+            writer.write(kept)
+        for line in errors:
+            self.log.warning("%s", line)
+        self.log.info("Order steps: %s; customers in Exact: %s", counts, customer_counts)
+        out = writer.close(
+            columns=manifest.columns,
+            **customer_counts,
+            orders=counts,
+            existing_orders=existing,
+            statuses=statuses,
+            errors=errors[: self.max_errors],
+            calls=adapter.call_log.summary(),
+        )
+        return out.to_xcom()
+
+    def _one_chunk(self, chunk, mapping, ident_col, statuses, existing, adapter, store, run_id, counts,
+                   customer_counts, errors):  # fmt: skip
+        import numpy as np
+
+        key_col = mapping.source.key
+        keys = chunk[key_col].astype(str).to_numpy()
+        go = np.ones(len(chunk), dtype=bool)
+        settled: list[str] = []  # orders that need nothing more: their quarantine closes
+        # 1. status
+        if statuses:
+            wrong = ~chunk[self.status_column].isin(statuses).to_numpy()
+            counts["filtered"] += int(wrong.sum())
+            settled += keys[wrong].tolist()
+            go &= ~wrong
+        # 2. order exists?
+        refs = chunk[ident_col].where(chunk[ident_col].notna(), None)
+        wanted = [str(v) for v in refs[go] if v is not None and str(v).strip()]
+        held = set()
+        if wanted:
+            found = adapter.read_by_keys(mapping.target.object, mapping.target.identity, wanted,
+                                         columns=[mapping.target.identity])  # fmt: skip
+            held = {str(v).strip().casefold() for v in found[mapping.target.identity] if v is not None}
+        exists = np.array([go[i] and v is not None and str(v).strip().casefold() in held for i, v in enumerate(refs)],
+                          dtype=bool)  # fmt: skip
+        if existing == "skip":
+            counts["skipped_existing"] += int(exists.sum())
+            settled += keys[exists].tolist()
+            go &= ~exists
+        for stage in _LATER_STAGES:
+            store.resolve_quarantine(self.flow, stage=stage, keys=settled, run_id=run_id)
+        # 3. every product exists?
+        unknown = self._unknown_products(chunk, mapping, adapter, go & ~exists)
+        counts["unknown_product"] += int(unknown.sum())
+        # 4. customer, only for orders that will be posted
+        customer = go & ~exists & ~unknown
+        self.key_column = key_col
+        drop = self._customers(chunk, customer, adapter, store, run_id, counts, customer_counts, errors)
+        go &= ~drop
+        counts["passed"] += int(go.sum())
+        return chunk[go].reset_index(drop=True)
+
+    def _unknown_products(self, chunk, mapping, adapter, rows):
+        """Rows (of those in `rows`) with a line whose required lookup finds nothing in Exact."""
+        import numpy as np
+
+        from erpsync.mapping._rowwise import _get
+
+        out = np.zeros(len(chunk), dtype=bool)
+        lines = mapping.lines
+        if lines is None or lines.source not in chunk.columns or not rows.any():
+            return out
+        checks = [
+            (f.by[0], mapping.lookups[f.lookup])
+            for f in lines.fields.values()
+            if f.kind == "lookup" and f.required and len(f.by) == 1 and f.default is None
+            and mapping.lookups[f.lookup].object.lower() == "logistics/items"  # the seed: "every product"
+            and len(mapping.lookups[f.lookup].key) == 1
+        ]  # fmt: skip
+        per_row: list[list[dict]] = []
+        for value in chunk[lines.source].tolist():
+            if isinstance(value, dict):
+                value = value.get("records")
+            per_row.append([r for r in (list(value) if value is not None else []) if isinstance(r, dict)])
+        for path, lookup in checks:
+            codes = {i: [] for i in range(len(chunk))}
+            for i, recs in enumerate(per_row):
+                if rows[i]:
+                    for rec in recs:
+                        try:
+                            v = _get(rec, path)
+                        except KeyError:
+                            v = None
+                        codes[i].append(None if v is None else str(v).strip())
+            wanted = sorted({c for cs in codes.values() for c in cs if c})
+            found = adapter.read_by_keys(
+                lookup.object, lookup.key[0], wanted, columns=[lookup.key[0], lookup.value]
+            )
+            fold = (lambda s: s.casefold()) if lookup.casefold else (lambda s: s)
+            have = {fold(str(v).strip()) for v in found[lookup.key[0]] if v is not None}
+            for i, cs in codes.items():
+                if rows[i] and any(c is None or fold(c) not in have for c in cs):
+                    out[i] = True
+        return out
+
+    def _customers(self, chunk, rows, adapter, store, run_id, counts, customer_counts, errors):
+        """Ensure the customers of `rows`; return the rows to drop (their customer step failed)."""
+        import numpy as np
+        import pandas as pd
+
+        from erpsync.state import QuarantineRecord
+
+        drop = np.zeros(len(chunk), dtype=bool)
+        if not rows.any():
+            return drop
+        wanted = {k: v for k, v in {**DEFAULT_CUSTOMER_COLUMNS, **(self.columns or {})}.items() if v}
+        key_col = self.key_column or "Id"
+        sub = chunk[rows]
+        frame = pd.DataFrame({"_source_key": sub[key_col].astype(str).to_numpy()})
+        for name, column in wanted.items():
+            frame[name] = sub[column].to_numpy(dtype=object) if column in sub.columns else None
+        # The newest order's values win for a customer several orders share: ensure_customers takes
+        # the first row per e-mail, so hand them over newest (last staged) first.
+        results = adapter.ensure_customers(frame.iloc[::-1].reset_index(drop=True))
+        by_key = {str(r["_source_key"]): r for r in results.to_dict("records")}
+        seen_mail: dict[str, str] = {}
+        quarantine, fine = [], []
+        positions = np.flatnonzero(rows)
+        for pos, key in zip(positions, frame["_source_key"], strict=True):
+            r = by_key[key]
+            if r["action"] == "skipped":  # no e-mail: the mapping's default debtor
+                counts["without_email"] += 1
+                fine.append(key)
+                continue
+            if r["Email"] and r["action"] != "failed":
+                seen_mail.setdefault(str(r["Email"]), r["action"])
+            if r["action"] == "failed":
+                drop[pos] = True
+                counts["customer_failed"] += 1
+                errors.append(str(r["error"]))
+                quarantine.append(
+                    QuarantineRecord(
+                        source_key=key,
+                        stage="customer",
+                        rule=str(r["error_code"] or "customer_failed"),
+                        column=wanted["Email"],
+                        value=r["Email"],
+                        message=f"{r['error']} (the order is not booked on the default debtor)",
+                        payload={},
+                    )
+                )
+            else:
+                fine.append(key)
+        for action in seen_mail.values():
+            customer_counts[action] = customer_counts.get(action, 0) + 1
+        customer_counts["failed"] += len({str(q.value).casefold() for q in quarantine})
+        store.quarantine(self.flow, quarantine, run_id=run_id)
+        store.resolve_quarantine(self.flow, stage="customer", keys=fine, run_id=run_id)
+        return drop

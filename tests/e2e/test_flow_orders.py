@@ -8,6 +8,8 @@ One world per module; the tests run in order: first run, rerun without change, a
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tests.e2e.flow_world import mail_html, run_dag, set_alert_connections, smtp_sink, webhook_sink
@@ -15,6 +17,7 @@ from tests.e2e.flow_world import mail_html, run_dag, set_alert_connections, smtp
 FLOW = "sf_orders_to_exact"
 DIV = 1001234
 PARAMS = {"statuses": ["Activated"]}
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
 @pytest.fixture(scope="module")
@@ -181,7 +184,10 @@ def test_first_run_posts_activated_orders_with_their_lines_and_customers(world, 
     created = set(table(world, "crm/Accounts")) - accounts_before
     new_emails = {accounts[a]["Email"].lower() for a in created}
     assert new_emails, "new customers were created"
-    assert new_emails <= {o["email"].strip().lower() for o in kinds["activated"] if o["email"]}
+    # The seed's order of steps (rule 3): a customer is created only for an order that is posted, never
+    # for one refused for an unknown product or left out by the status filter.
+    posted_emails = {o["email"].strip().lower() for o in kinds["sendable"] if o["OrderNumber"] in posted}
+    assert new_emails <= posted_emails, sorted(new_emails - posted_emails)
 
     counts = run.counts
     assert counts["created"] == len(posted) and counts["updated"] == 0, counts
@@ -205,7 +211,7 @@ def test_rerun_without_change_writes_nothing(world, capfd):
     run = run_dag(world["dag"], capfd, **PARAMS)
     assert run.ok, run.why()
     assert run.counts["created"] == run.counts["updated"] == 0, run.counts
-    customers = run.xcom("transform.ensure_customers")
+    customers = run.xcom("transform.ensure_customers")["extra"]
     assert customers["created"] == customers["updated"] == 0, customers
     assert exact_stamps(world) == before
 
@@ -213,7 +219,9 @@ def test_rerun_without_change_writes_nothing(world, capfd):
 def test_a_change_in_salesforce_makes_exactly_those_writes(world, capfd):
     orders = sorted(sf_orders(world), key=lambda o: o["OrderNumber"])
     posted = exact_orders(world)
-    edited = next(o for o in orders if o["OrderNumber"] in posted)
+    accounts = table(world, "crm/Accounts")
+    edited = next(o for o in orders if o["OrderNumber"] in posted and o["email"])
+    edited_account = dict(accounts[posted[edited["OrderNumber"]]["OrderedBy"]])
     exact_codes = {i["Code"] for i in table(world, "logistics/Items").values()}
     draft = next(
         o
@@ -223,7 +231,11 @@ def test_a_change_in_salesforce_makes_exactly_those_writes(world, capfd):
         and all(ln["code"] in exact_codes for ln in o["lines"])
         # "Prepaid" maps to a payment condition the Exact sandbox lacks (see the test above).
         and o.get("Payment_Terms__c") != "Prepaid"
+        and (o["email"] or "").lower() != edited["email"].lower()
     )
+    # The edited order's contact has a new phone: its customer is not updated, since the order is
+    # already in Exact and skipped (rule 3: no customer work for an order that is not posted).
+    sf_patch(world, "Contact", edited["BillToContactId"], {"Phone": "+31 30 000 0000"})
     sf_patch(world, "Order", edited["Id"], {"Description": "Deliver to the back door"})
     sf_patch(world, "Order", draft["Id"], {"Status": "Activated"})
 
@@ -254,6 +266,7 @@ def test_a_change_in_salesforce_makes_exactly_those_writes(world, capfd):
     }
     assert changed <= allowed, changed - allowed
     assert f"salesorder/SalesOrders:{new_order['OrderID']}" in changed
+    assert table(world, "crm/Accounts")[edited_account["ID"]] == edited_account
 
 
 def test_an_order_already_in_exact_is_skipped_and_updating_open_ones_is_a_setting(world, capfd):
@@ -294,6 +307,70 @@ def test_an_order_already_in_exact_is_skipped_and_updating_open_ones_is_a_settin
     run = run_dag(world["dag"], capfd, **PARAMS, existing_orders="skip")
     assert run.ok, run.why()
     assert done_one["Id"] not in quarantined(world)
+
+
+def test_the_statuses_param_alone_decides_which_orders_go(world, capfd):
+    """Rule 2: "paid only", as the seed's example: with statuses [Paid] the paid orders go (the
+    mapping has no status filter of its own), and customers are made only for them."""
+    accounts_before = set(table(world, "crm/Accounts"))
+    before = exact_orders(world)
+    run = run_dag(world["dag"], capfd, statuses=["Paid"], full_refresh=True)
+    assert run.ok, run.why()
+    exact_codes = {i["Code"] for i in table(world, "logistics/Items").values()}
+    paid = [
+        o
+        for o in sf_orders(world)
+        if o["Status"] == "Paid"
+        and all(ln["code"] in exact_codes for ln in o["lines"])
+        and (not o["email"] or EMAIL.match(o["email"].strip()))  # rule 4's test has the others
+    ]
+    assert paid, "the seed has paid orders with known products"
+    now = exact_orders(world)
+    new = {n: o for n, o in now.items() if n not in before}
+    stuck = quarantined(world)
+    missing = [
+        (o["OrderNumber"], o["email"], stuck.get(o["Id"])) for o in paid if o["OrderNumber"] not in now
+    ]
+    assert missing == [], missing
+    assert set(new) <= {o["OrderNumber"] for o in paid}, set(new) - {o["OrderNumber"] for o in paid}
+    assert run.counts["created"] == len(new) > 0, run.counts
+    accounts = table(world, "crm/Accounts")
+    new_emails = {accounts[a]["Email"].lower() for a in set(accounts) - accounts_before}
+    assert new_emails <= {o["email"].strip().lower() for o in paid if o["email"]}
+
+
+def test_the_default_debtor_is_only_for_orders_without_an_e_mail(world, capfd):
+    """Rule 4: an order whose e-mail is invalid, or whose customer step failed (a country Exact cannot
+    take), is quarantined with that reason, never booked on the default debtor "Diverse debiteuren"."""
+    exact_codes = {i["Code"] for i in table(world, "logistics/Items").values()}
+    posted = exact_orders(world)
+    draft = next(
+        o
+        for o in sorted(sf_orders(world), key=lambda o: o["OrderNumber"], reverse=True)
+        if o["Status"] == "Draft"
+        and o["email"]
+        and EMAIL.match(o["email"].strip())
+        and all(ln["code"] in exact_codes for ln in o["lines"])
+        and o["OrderNumber"] not in posted
+    )
+    sf_patch(world, "Order", draft["Id"], {"BillingCountry": "Atlantis"})
+    sf_patch(world, "Order", draft["Id"], {"Status": "Activated"})
+    run = run_dag(world["dag"], capfd, statuses=["Activated", "Paid"], full_refresh=True)
+    assert run.ok, run.why()
+
+    now, stuck = exact_orders(world), quarantined(world)
+    assert draft["OrderNumber"] not in now
+    assert (stuck[draft["Id"]]["stage"], stuck[draft["Id"]]["rule"]) == ("customer", "INVALID_COUNTRY")
+    assert "default debtor" in stuck[draft["Id"]]["message"]
+    invalid = [
+        o
+        for o in sf_orders(world)
+        if o["Status"] in ("Activated", "Paid") and o["email"] and not EMAIL.match(o["email"].strip())
+    ]
+    assert invalid, "the seed has orders whose bill-to contact has an invalid e-mail"
+    for o in invalid:
+        assert o["OrderNumber"] not in now, (o["OrderNumber"], o["email"])
+        assert (stuck[o["Id"]]["stage"], stuck[o["Id"]]["rule"]) == ("customer", "INVALID_EMAIL")
 
 
 def test_exact_refusing_the_token_fails_the_run_and_alerts_by_mail_and_webhook(world, capfd):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import shutil
 import uuid
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 import pytest
 
@@ -19,7 +20,7 @@ from erpsync.adapters import FieldMeta, ReadWindow, get_adapter
 from erpsync.adapters.memory import MemoryAdapter
 from erpsync.mapping import default_mappings_dir, load_flow
 from erpsync.operators import _steps as steps
-from erpsync.operators.exact_customers import EnsureExactCustomersOperator
+from erpsync.operators.exact_customers import EnsureExactCustomersOperator, ExactOrderStepsOperator
 from erpsync.sandbox.exact.testing import running_exact
 from erpsync.state import StateStore
 
@@ -115,15 +116,19 @@ def _run(tmp_path, folder, sf, conn, store, run_id):
     exact = get_adapter(ADAPTER, conn_id=conn)
     out = {"extract": steps.extract_step(ctx, mapping, sf)}
     out["check_source"] = steps.check_step(ctx, mapping, out["extract"], side="source")
-    op = EnsureExactCustomersOperator(
+    op = ExactOrderStepsOperator(
         task_id=f"ensure_customers_{run_id}",
         manifest=out["check_source"].to_xcom(),
         flow=ORDERS,
         mappings_dir=str(folder),
+        statuses=["Activated"],
+        state_url=store.url,
     )
-    out["customers"] = op.run_step()
+    context = {"run_id": run_id, "ti": SimpleNamespace(dag_id=ORDERS), "params": {}}
+    out["order_steps"] = op.run_steps(context)
+    out["customers"] = out["order_steps"]["extra"]
     lookups = steps.load_lookups(mapping, {"exact_online": exact})
-    out["map"] = steps.map_step(ctx, mapping, out["check_source"], lookups=lookups)
+    out["map"] = steps.map_step(ctx, mapping, out["order_steps"], lookups=lookups)
     out["check_target"] = steps.check_step(ctx, mapping, out["map"], side="target")
     out["plan"] = steps.plan_step(ctx, mapping, out["check_target"], exact)
     out["upsert"] = steps.upsert_step(ctx, mapping, out["plan"], exact)
@@ -155,14 +160,17 @@ def test_orders_flow_creates_customers_then_orders_once(tmp_path, exact, conn):
     store = StateStore(f"sqlite:///{tmp_path / 'state.db'}")
     out = _run(tmp_path, folder, sf, conn, store, "day1")
 
-    # The customer step: one new company debtor (two of its orders share the e-mail); Jan is found
-    # and his address follows the order's; the draft order is left out by the mapping's status filter.
+    # The order steps: one new company debtor (from order 1; order 3 shares its e-mail but has an
+    # unknown product, so it does no customer work); Jan is found and his address follows the order's;
+    # the draft order is left out by the statuses.
     customers = out["customers"]
     assert (customers["created"], customers["updated"], customers["failed"]) == (1, 1, 0), customers
-    assert customers["orders"] == 3 and customers["orders_filtered"] == 1 and customers["customers"] == 2
+    assert customers["orders"]["filtered"] == 1 and customers["orders"]["unknown_product"] == 1
+    assert customers["orders"]["passed"] == 3
     accounts = div.tables["crm/Accounts"]
     (newco,) = [a for a in accounts.values() if a["Name"] == f"NewCo {tag} B.V."]
-    assert newco["Email"] == new_mail.lower() and newco["City"] == "Amsterdam"  # the last order wins
+    # Order 1 made it (order 3, newer, has an unknown product and does no customer work).
+    assert newco["Email"] == new_mail and newco["City"] == "Amsterdam"
     jan = next(a for a in accounts.values() if a["Code"].strip() == "1004")
     assert jan["AddressLine1"] == "Keizersgracht 1" and jan["Name"] == "Jan de Vries"
     assert not any(a.get("Email") == f"draft.{tag}@x.example" for a in accounts.values())
@@ -190,14 +198,14 @@ def test_orders_flow_creates_customers_then_orders_once(tmp_path, exact, conn):
     stuck = store.quarantine_entries(ORDERS)
     assert [(e["source_key"], e["stage"]) for e in stuck] == [(f"801{tag}003", "map")]
 
-    # Rerun: nothing created, nothing written.
+    # Rerun: the orders are in Exact, so they are skipped before any customer work; nothing written.
     again = _run(tmp_path, folder, sf, conn, store, "day1-rerun")
     assert (
         again["customers"]["created"],
         again["customers"]["updated"],
         again["customers"]["unchanged"],
-    ) == (0, 0, 2)
-    assert again["plan"].extra["counts"]["skip"] == 2
+    ) == (0, 0, 0)
+    assert again["customers"]["orders"]["skipped_existing"] == 2
     assert again["upsert"].extra["counts"]["created"] == 0
 
     # The state store is lost: Exact's YourRef still says the orders exist; no second order.

@@ -1,6 +1,7 @@
 """The shipped sf_orders_to_exact mapping through every step: order lines travel with the header on
-create, the status filter leaves drafts out (counted, not quarantined), an unknown product sends
-its order to quarantine, and a rerun writes nothing."""
+create, the mapping has no status filter of its own (the DAG's `statuses` param is the one source of
+truth, applied by the extract and the order steps: tests/e2e/test_flow_orders.py), an unknown product
+sends its order to quarantine, and a rerun writes nothing."""
 
 from __future__ import annotations
 
@@ -87,11 +88,12 @@ def test_orders_with_lines_filter_quarantine_and_rerun(tmp_path):
     mapping, sf, exact, store = _systems(tmp_path)
     sf.seed(
         "Order",
-        [_order(1), _order(2, status="Draft"), _order(3, code="NOPE")],
+        [_order(1), _order(3, code="NOPE")],
         modified=DAY + timedelta(hours=3),
     )
+    assert mapping.source.filter == {}  # statuses come from the trigger form only
     out = _run(tmp_path, mapping, sf, exact, store, "day1")
-    assert out["map"].extra["filtered"] == 1
+    assert out["map"].extra["filtered"] == 0
     orders = exact.all("salesorder/SalesOrders")
     assert len(orders) == 1
     order = orders[0]

@@ -91,7 +91,7 @@ def mapped_orders(orders, exact_tables):
 def test_order_header_fields(mapped_orders):
     """Customer matched by e-mail (any case), else the default debtor; terms through the value map."""
     frame = mapped_orders.frame.set_index("_source_key")
-    assert list(frame.index) == ["801A", "801B"]
+    assert list(frame.index) == ["801A", "801B", "801C"]  # 801C is a draft: statuses are the DAG's
     a, b = frame.loc["801A"], frame.loc["801B"]
     assert a["YourRef"] == "00000100" and a["OrderedBy"] == DEBTOR and b["OrderedBy"] == DEFAULT_DEBTOR
     assert a["OrderDate"] == "2024-03-01" and a["Description"] == "Salesforce order 00000100 PO-1"
@@ -123,8 +123,10 @@ def test_order_lines(mapped_orders):
     ]
 
 
-def test_status_filter_skips_drafts(mapped_orders):
-    assert mapped_orders.skipped["_source_key"].tolist() == ["801C"]
+def test_the_mapping_leaves_the_status_filter_to_the_trigger_form(mapped_orders):
+    """One source of truth: the DAG's `statuses` param (extract + order steps), not the mapping."""
+    assert load_flow("sf_orders_to_exact").source.filter == {}
+    assert mapped_orders.skipped["_source_key"].tolist() == []
 
 
 def test_missing_product_rejects_the_whole_order(mapped_orders):
