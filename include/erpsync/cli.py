@@ -4,6 +4,8 @@
     erpsync prune [--older-than DAYS] [--state-url URL] [--staging-root DIR] [--keep-staging]
     erpsync runs [--flow FLOW] [--limit N]              the run history, newest first
     erpsync quarantine --flow FLOW [--all]              what is held back, by which rule, how often
+    erpsync unmapped --flow FLOW                        pairs a user un-linked in the target
+    erpsync remap --flow FLOW KEY [KEY ...]             let un-linked source records be linked again
 
 `--systems` names a YAML/JSON file saying which adapter serves each system, e.g.
 
@@ -222,6 +224,31 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_unmapped(args: argparse.Namespace) -> int:
+    from erpsync.state import StateStore
+
+    store = StateStore(args.state_url) if args.state_url else StateStore()
+    pairs = store.unmapped(args.flow)
+    rows = [[k, p["target_id"], _when(p["unmapped_at"]), p["run_id"]] for k, p in sorted(pairs.items())]
+    head = ["source key", "target id", "un-mapped at", "run"]
+    print(_table(rows, head) if rows else f"no un-mapped pairs in {args.flow}")
+    return 0
+
+
+def cmd_remap(args: argparse.Namespace) -> int:
+    from erpsync.state import StateStore
+
+    store = StateStore(args.state_url) if args.state_url else StateStore()
+    known = store.unmapped(args.flow, args.keys)
+    unknown = [k for k in args.keys if k not in known]
+    n = store.remap(args.flow, args.keys)
+    print(f"{n} pair(s) of {args.flow} may be linked again at the next run")
+    if unknown:
+        print(f"not un-mapped in {args.flow}: {', '.join(unknown)}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _days(text: str) -> float:
     try:
         value = float(text)
@@ -266,6 +293,17 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--all", action="store_true", help="include resolved entries")
     q.add_argument("--state-url", default=None)
     q.set_defaults(func=cmd_quarantine)
+    u = sub.add_parser("unmapped", help="list the pairs a user un-linked in the target (cleared identity)")
+    u.add_argument("--flow", required=True)
+    u.add_argument("--state-url", default=None)
+    u.set_defaults(func=cmd_unmapped)
+    m = sub.add_parser(
+        "remap", help="let un-mapped source records be linked by the match rules (or created) again"
+    )
+    m.add_argument("--flow", required=True)
+    m.add_argument("keys", nargs="+", metavar="KEY", help="source keys (e.g. Salesforce ids)")
+    m.add_argument("--state-url", default=None)
+    m.set_defaults(func=cmd_remap)
     return parser
 
 

@@ -10,6 +10,13 @@ Order of evidence, strongest first:
    company + first + last name), compared trimmed and case-insensitively -> link and update;
 4. nothing found -> create.
 
+Un-mapping (targets whose adapter sets `unmap_on_cleared_identity`, e.g. Autotask): a source key the
+state store links to a target record that still exists but no longer holds the identity (a user
+cleared it) is un-mapped for good: the pair is remembered, and this and later runs skip the row
+(neither re-linked by the match rules nor created again) until the user maps it again, by typing the
+identity back into the target record (found by identity, the pair is linked again) or with
+`erpsync remap` (the match rules or a create decide again).
+
 Rows that cannot be placed (no identity value, a required parent such as a contact's company
 missing) come out as `unplaceable`, and ambiguous or contested matches as `conflict`, each with a
 reason: never dropped silently. Updates carry only the identity and the update fields, so
@@ -167,12 +174,16 @@ class Planner:
     :param spec: the flow's plan spec.
     :param adapter: the target system (read only: `read_by_keys`, and `describe` for the id field).
     :param known: a function returning the state store's identities for a list of source keys.
+    :param unmapping: the state store's un-mapped pairs of this flow (`unmapped(keys)`,
+        `unmap({key: target id})`, `remap(keys)`); used when the adapter sets
+        `unmap_on_cleared_identity`.
     """
 
-    def __init__(self, spec: PlanSpec, adapter: SystemAdapter, known):
+    def __init__(self, spec: PlanSpec, adapter: SystemAdapter, known, unmapping: Any = None):
         self.spec = spec
         self.adapter = adapter
         self.known = known
+        self.unmapping = unmapping if getattr(adapter, "unmap_on_cleared_identity", False) else None
         self.id_field = adapter.describe(spec.target_object).id_field
         self.claimed: dict[str, str] = {}  # target id -> source key that took it in this run
         self.seen_keys: set[str] = set()
@@ -217,6 +228,8 @@ class Planner:
             todo.append(i)
 
         self._by_identity(out, todo, action, target, reason, record)
+        if self.unmapping is not None:
+            self._unmapped(todo, keys, known, action, reason)
         for rule in spec.match:
             if rule == [spec.identity]:
                 continue  # the identity lookup above already did exactly this
@@ -302,6 +315,45 @@ class Planner:
                     action[i], reason[i], record[i] = "skip", "target already holds these values", True
                 else:
                     action[i], reason[i] = "update", f"found by {spec.identity}"
+
+    def _unmapped(self, rows, keys, known, action, reason) -> None:
+        """Skip the un-mapped pairs, remember newly cleared ones, forget those mapped again."""
+        spec = self.spec
+        held = self.unmapping.unmapped([keys[i] for i in rows])
+        remapped = [keys[i] for i in rows if keys[i] in held and action[i] is not None]
+        if remapped:
+            self.unmapping.remap(remapped)
+        # A stored link whose target record no longer holds the identity: cleared by a user?
+        suspects = {
+            i: str(known[keys[i]].target_id)
+            for i in rows
+            if action[i] is None
+            and keys[i] not in held
+            and keys[i] in known
+            and normalize(known[keys[i]].target_id) not in (None, "")
+        }
+        cleared: dict[str, str] = {}
+        if suspects:
+            found = self._read(self.id_field, list(suspects.values()), [spec.identity])
+            present = {str(normalize(r.get(self.id_field))): r for r in found.to_dict("records")}
+            for i, tid in suspects.items():
+                rec = present.get(str(normalize(tid)))
+                # Gone altogether (deleted): nothing was un-mapped, the rules and a create decide.
+                if rec is not None and str(normalize(rec.get(spec.identity))) != str(
+                    normalize(self._cols[spec.identity][i])
+                ):
+                    cleared[keys[i]] = tid
+        if cleared:
+            self.unmapping.unmap(cleared)
+            held = {**held, **{k: {"target_id": t} for k, t in cleared.items()}}
+        for i in rows:
+            if action[i] is None and keys[i] in held:
+                tid = held[keys[i]].get("target_id")
+                action[i] = "skip"
+                reason[i] = (
+                    f"un-mapped: {spec.target_object} {tid} no longer holds {spec.identity}; not linked or "
+                    f"created again until mapped again (identity typed back, or `erpsync remap`)"
+                )
 
     def _by_rule(self, out, rule, rows, action, target, reason, record) -> None:
         spec = self.spec

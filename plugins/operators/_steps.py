@@ -388,7 +388,12 @@ def plan_step(
 
     manifest = Manifest.from_xcom(manifest, where="plan input")
     spec = PlanSpec.from_mapping(mapping, requires=requires)
-    planner = Planner(spec, adapter, lambda keys: ctx.store.get_identities(ctx.flow, keys))
+    planner = Planner(
+        spec,
+        adapter,
+        lambda keys: ctx.store.get_identities(ctx.flow, keys),
+        unmapping=ctx.store.unmapping(ctx.flow, run_id=ctx.run_id),
+    )
     writer = ChunkWriter(ctx.staging, "plan")
     for chunk in read_chunks(manifest):
         plan = planner.plan(chunk)
@@ -746,9 +751,11 @@ def report_step(
     skipped_before = int(before.get("skipped_existing", 0)) + int(before.get("filtered", 0))
     upsert_counts = extra("upsert").get("counts", {})
     quarantine = ctx.store.quarantine_by_rule(ctx.flow, run_id=ctx.run_id)
-    quarantined_keys = {
-        e["source_key"] for e in ctx.store.quarantine_entries(ctx.flow) if e["last_run_id"] == ctx.run_id
-    }
+    entries = ctx.store.quarantine_entries(ctx.flow)
+    quarantined_keys = {e["source_key"] for e in entries if e["last_run_id"] == ctx.run_id}
+    # News: rows quarantined for the first time in this run (a row refused at upsert is one); a row
+    # retried and refused again was reported by the run that first saw it.
+    new_quarantine = len({e["source_key"] for e in entries if e["first_run_id"] == ctx.run_id})
     counts = {
         "extracted": int(manifests.get("extract", {}).get("rows", 0))
         if isinstance(manifests.get("extract"), dict)
@@ -769,6 +776,9 @@ def report_step(
         counts["would_create"] = int(plan_counts.get("create", 0))
         counts["would_update"] = int(plan_counts.get("update", 0))
     status = "failed" if problems else ("dry_run" if dry_run else "success")
+    # A run whose only news is errors is no plain success: it reports (and alerts) as "errors".
+    if status == "success" and new_quarantine and not (counts["created"] or counts["updated"]):
+        status = "errors"
     calls = merge_calls({name: extra(name).get("calls") for name in manifests})
     if isinstance(manifests.get("verify"), dict) and "calls" in manifests["verify"]:
         calls = merge_calls(
@@ -787,6 +797,7 @@ def report_step(
         steps=steps,
         problems=problems,
         warnings=warnings,
+        new_quarantine=new_quarantine,
     )
     run = ctx.store.get_run(ctx.flow, ctx.run_id)
     if run is not None:
@@ -800,11 +811,20 @@ def report_step(
         counts=counts,
         report={
             k: summary[k]
-            for k in ("counts", "quarantine", "resolved", "steps", "problems", "warnings", "files")
+            for k in (
+                "counts",
+                "quarantine",
+                "new_quarantine",
+                "resolved",
+                "steps",
+                "problems",
+                "warnings",
+                "files",
+            )
         }
         | {"api_calls": calls.get("total", 0)},
     )
     cursor = extra("extract").get("max_cursor")
-    if status == "success" and cursor:
+    if status in ("success", "errors") and cursor:  # quarantined rows are retried by key, not by cursor
         ctx.store.set_cursor(ctx.flow, mapping.source.object, cursor, run_id=ctx.run_id)
     return summary

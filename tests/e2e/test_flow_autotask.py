@@ -151,3 +151,90 @@ def test_a_change_in_salesforce_updates_exactly_that_company(world, capfd):
     changed = {cid for cid in after if after[cid] != before.get(cid)}
     assert changed == {companies[rid]["id"]}
     assert after[companies[rid]["id"]]["phone"] == "+31 10 999 0000"
+
+
+# ---- un-mapping ------------------------------------------------------------------------------------
+
+
+def clear_udf(world, company_id: int) -> None:
+    """What a user does on the Edit Company page: clear the "Salesforce Company ID" UDF."""
+    with world["at"].api() as api:
+        resp = api.patch(
+            "Companies",
+            json={"id": company_id, "userDefinedFields": [{"name": "Salesforce Company ID", "value": None}]},
+        )
+    assert resp.status_code == 200, resp.text
+    udfs = records(world, "companies")[company_id].get("userDefinedFields") or {}
+    assert not udfs.get("Salesforce Company ID"), udfs
+
+
+def touch_account(world, rid: str, phone: str) -> None:
+    resp = sf_request(world, "PATCH", f"Account/{rid}", {"Phone": phone})
+    assert resp.status_code == 204, resp.text
+
+
+def test_unmapping_a_cleared_udf_is_for_good_until_the_id_is_typed_back(world, capfd):
+    """Rule: a cleared Salesforce UDF disassociates the pair; later runs neither re-link it by name
+    nor create a duplicate (even when the account changes); typing the id back maps it again."""
+    from erpsync.state import StateStore
+
+    companies = linked(world, "companies", "Salesforce Company ID")
+    rid = sorted(companies)[1]
+    company_id = companies[rid]["id"]
+    clear_udf(world, company_id)
+    touch_account(world, rid, "+31 10 111 0001")  # the account changes: the plan looks at it again
+    count_before = len(records(world, "companies"))
+    for phone in ("+31 10 111 0002", None):
+        run = run_dag(world["dag"], capfd)
+        assert run.ok, run.why()
+        assert (run.counts["created"], run.counts["updated"]) == (0, 0), run.counts
+        assert len(records(world, "companies")) == count_before
+        company = records(world, "companies")[company_id]
+        assert not (company.get("userDefinedFields") or {}).get("Salesforce Company ID"), company
+        assert company["phone"] != "+31 10 111 0001"
+        assert rid not in linked(world, "companies", "Salesforce Company ID")
+        assert StateStore(world["state_url"]).unmapped(FLOW)[rid]["target_id"] == str(company_id)
+        if phone:
+            touch_account(world, rid, phone)  # a second change: still not re-linked
+
+    # Re-mapping: the user types the Salesforce id back into the UDF; the next change updates it.
+    with world["at"].api() as api:
+        resp = api.patch(
+            "Companies",
+            json={"id": company_id, "userDefinedFields": [{"name": "Salesforce Company ID", "value": rid}]},
+        )
+    assert resp.status_code == 200, resp.text
+    touch_account(world, rid, "+31 10 111 0003")
+    run = run_dag(world["dag"], capfd)
+    assert run.ok, run.why()
+    assert (run.counts["created"], run.counts["updated"]) == (0, 1), run.counts
+    assert records(world, "companies")[company_id]["phone"] == "+31 10 111 0003"
+    assert rid not in StateStore(world["state_url"]).unmapped(FLOW)
+
+
+def test_unmapped_pair_mapped_again_with_the_remap_command(world, capfd):
+    """Rule: `erpsync remap` lets the match rules link the un-mapped account to its company again."""
+    from erpsync.cli import main
+
+    companies = linked(world, "companies", "Salesforce Company ID")
+    rid = sorted(companies)[2]
+    company_id = companies[rid]["id"]
+    clear_udf(world, company_id)
+    touch_account(world, rid, "+31 10 222 0001")
+    run = run_dag(world["dag"], capfd)
+    assert run.ok, run.why()
+    assert (run.counts["created"], run.counts["updated"]) == (0, 0), run.counts
+    assert main(["unmapped", "--flow", FLOW, "--state-url", world["state_url"]]) == 0
+    assert rid in capfd.readouterr().out
+
+    assert main(["remap", "--flow", FLOW, rid, "--state-url", world["state_url"]]) == 0
+    assert main(["remap", "--flow", FLOW, "001NOTUNMAPPED", "--state-url", world["state_url"]]) == 1
+    count_before = len(records(world, "companies"))
+    run = run_dag(world["dag"], capfd)
+    assert run.ok, run.why()
+    # Same name, address 1, city and state: linked to the same company again, not a duplicate.
+    assert (run.counts["created"], run.counts["updated"]) == (0, 1), run.counts
+    assert len(records(world, "companies")) == count_before
+    company = records(world, "companies")[company_id]
+    assert company["userDefinedFields"]["Salesforce Company ID"] == rid
+    assert company["phone"] == "+31 10 222 0001"

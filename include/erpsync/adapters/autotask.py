@@ -30,6 +30,10 @@ Rules this module keeps:
    table of the *active* values (``value``, ``label``), so a mapping resolves labels against the
    tenant's own picklist (an inactive value cannot be set on a record).
 
+7. **Clearing the UDF un-maps.** ``unmap_on_cleared_identity``: a company or contact whose Salesforce
+   UDF a user cleared stays un-linked (`erpsync.plan`: neither re-linked by name nor created again)
+   until the id is typed back into the UDF or `erpsync remap` is run (include/mappings/README.md).
+
 Empty values are not sent (an update leaves the record's value alone; a create leaves it unset).
 """
 
@@ -145,6 +149,8 @@ class AutotaskAdapter:
     """
 
     name = "autotask"
+    #: The extension's un-mapping: a cleared Salesforce UDF disassociates the pair for good (rule 7).
+    unmap_on_cleared_identity = True
 
     def __init__(
         self,

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import JSON, DateTime, Float, Index, Integer, String, Text, TypeDecorator, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["Base", "Cursor", "QuarantineEntry", "RecordIdentity", "Run", "UTCDateTime"]
+__all__ = ["Base", "Cursor", "QuarantineEntry", "RecordIdentity", "Run", "UTCDateTime", "Unmapped"]
 
 
 class UTCDateTime(TypeDecorator):
@@ -84,6 +84,22 @@ class RecordIdentity(Base):
     first_written_at: Mapped[datetime]
     last_written_at: Mapped[datetime]
     last_run_id: Mapped[str | None] = mapped_column(String(250))
+
+
+class Unmapped(Base):
+    """A source record a user un-linked from its target record (by clearing the identity there).
+
+    While the row exists the flow neither re-links the source key by its match rules nor creates it
+    again; it goes when the user maps the pair again (the identity typed back, or `erpsync remap`).
+    """
+
+    __tablename__ = "erpsync_unmapped"
+
+    flow: Mapped[str] = mapped_column(String(200), primary_key=True)
+    source_key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    target_id: Mapped[str | None] = mapped_column(String(255))
+    unmapped_at: Mapped[datetime]
+    run_id: Mapped[str | None] = mapped_column(String(250))
 
 
 class Cursor(Base):

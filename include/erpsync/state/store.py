@@ -24,7 +24,7 @@ from sqlalchemy import Engine, create_engine, delete, event, func, select, updat
 from sqlalchemy.orm import Session
 
 from erpsync.errors import ConfigError
-from erpsync.state.models import Cursor, QuarantineEntry, RecordIdentity, Run
+from erpsync.state.models import Cursor, QuarantineEntry, RecordIdentity, Run, Unmapped
 
 __all__ = [
     "DEFAULT_RETENTION_DAYS",
@@ -157,6 +157,24 @@ class PruneResult:
     runs_deleted: int
     payloads_cleared: int
     resolved_deleted: int
+
+
+@dataclass(frozen=True)
+class FlowUnmapping:
+    """One flow's un-mapped pairs, bound to a run (what `erpsync.plan.Planner` takes as `unmapping`)."""
+
+    store: StateStore
+    flow: str
+    run_id: str | None = None
+
+    def unmapped(self, keys: Iterable[Any]) -> dict[str, dict[str, Any]]:
+        return self.store.unmapped(self.flow, keys)
+
+    def unmap(self, pairs: Mapping[str, Any]) -> int:
+        return self.store.record_unmapped(self.flow, pairs, run_id=self.run_id)
+
+    def remap(self, keys: Iterable[Any]) -> int:
+        return self.store.remap(self.flow, keys)
 
 
 @dataclass
@@ -362,6 +380,69 @@ class StateStore:
                         RecordIdentity.flow == flow, RecordIdentity.source_key.in_(chunk)
                     )
                 )
+                n += res.rowcount or 0
+        return n
+
+    # ---- un-mapped pairs ------------------------------------------------------------------
+
+    def unmapped(self, flow: str, keys: Iterable[Any] | None = None) -> dict[str, dict[str, Any]]:
+        """Return source key -> {target_id, unmapped_at, run_id} of the un-mapped pairs (all, or of `keys`)."""
+        t = Unmapped.__table__
+        out: dict[str, dict[str, Any]] = {}
+        q = select(t.c.source_key, t.c.target_id, t.c.unmapped_at, t.c.run_id).where(t.c.flow == flow)
+        with self.session() as s:
+            chunks = [None] if keys is None else list(_chunks([str(k) for k in keys]))
+            for chunk in chunks:
+                stmt = q if chunk is None else q.where(t.c.source_key.in_(chunk))
+                for row in s.execute(stmt):
+                    out[row.source_key] = {
+                        "target_id": row.target_id,
+                        "unmapped_at": row.unmapped_at,
+                        "run_id": row.run_id,
+                    }
+        return out
+
+    def record_unmapped(
+        self, flow: str, pairs: Mapping[str, Any], *, run_id: str | None = None, now: datetime | None = None
+    ) -> int:
+        """Remember source key -> target id pairs a user un-linked in the target; return how many are new.
+
+        The stored identity of each key is dropped too: the pair is no longer a link, and a later
+        re-mapping starts from the target's identity or the match rules, not from a stale target id.
+        """
+        now = now or datetime.now(UTC)
+        added = 0
+        with self.session() as s, s.begin():
+            for key, target_id in pairs.items():
+                if s.get(Unmapped, (flow, str(key))) is None:
+                    s.add(
+                        Unmapped(
+                            flow=flow,
+                            source_key=str(key),
+                            target_id=_str_or_none(target_id),
+                            unmapped_at=now,
+                            run_id=run_id,
+                        )
+                    )
+                    added += 1
+            for chunk in _chunks([str(k) for k in pairs]):
+                s.execute(
+                    delete(RecordIdentity).where(
+                        RecordIdentity.flow == flow, RecordIdentity.source_key.in_(chunk)
+                    )
+                )
+        return added
+
+    def unmapping(self, flow: str, *, run_id: str | None = None) -> FlowUnmapping:
+        """Return the un-mapped pairs of one flow as the planner uses them."""
+        return FlowUnmapping(self, flow, run_id)
+
+    def remap(self, flow: str, keys: Iterable[Any]) -> int:
+        """Let un-mapped source keys be linked (by identity or match rules) or created again; return how many."""
+        n = 0
+        with self.session() as s, s.begin():
+            for chunk in _chunks([str(k) for k in keys]):
+                res = s.execute(delete(Unmapped).where(Unmapped.flow == flow, Unmapped.source_key.in_(chunk)))
                 n += res.rowcount or 0
         return n
 
