@@ -16,7 +16,13 @@ from typing import Any
 
 from airflow.sdk import BaseNotifier
 
-__all__ = ["AlertMessage", "SyncAlertNotifier", "build_failure_message", "build_summary_message"]
+__all__ = [
+    "AlertMessage",
+    "SyncAlertNotifier",
+    "build_errors_message",
+    "build_failure_message",
+    "build_summary_message",
+]
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +68,13 @@ def build_failure_message(context) -> AlertMessage:
 
 
 def build_summary_message(context, report: dict) -> AlertMessage | None:
-    """Summarise a finished run; None when nothing was created or updated (notify only on change)."""
+    """Summarise a finished run; None when nothing was created or updated (notify only on change).
+
+    A run whose only news is errors (report status "errors": rows refused at upsert or quarantined
+    for the first time, nothing written) gets the failure summary instead of silence.
+    """
+    if report.get("status") == "errors":
+        return build_errors_message(context, report)
     counts = report.get("counts", report)
     created, updated = int(counts.get("created", 0)), int(counts.get("updated", 0))
     if not created and not updated:
@@ -76,6 +88,33 @@ def build_summary_message(context, report: dict) -> AlertMessage | None:
     text = f"erpsync flow {dag_id}: {created} created, {updated} updated"
     return AlertMessage(
         subject=f"[erpsync] {dag_id}: {created} created, {updated} updated", text=text, facts=facts
+    )
+
+
+def build_errors_message(context, report: dict) -> AlertMessage:
+    """Describe a run that wrote nothing and whose news is errors: what failed, by rule."""
+    dag_id, _, run_id = _ids(context)
+    counts = report.get("counts") or {}
+    failed, new = int(counts.get("failed", 0)), int(report.get("new_quarantine", 0))
+    rules = ", ".join(
+        f"{q['rows']} {q['stage']}/{q['rule']}" + (f" ({q['column']})" if q.get("column") else "")
+        for q in report.get("quarantine") or []
+    )
+    facts: dict[str, Any] = {
+        "flow": dag_id,
+        "run": run_id,
+        "status": "errors",
+        "new_quarantine": new,
+        **{k: counts[k] for k in sorted(counts) if isinstance(counts[k], int)},
+    }
+    if rules:
+        facts["quarantine_by_rule"] = rules
+    text = (
+        f"erpsync flow {dag_id} finished with errors only: {failed} refused at upsert, "
+        f"{new} newly quarantined, nothing created or updated" + (f" ({rules})" if rules else "")
+    )
+    return AlertMessage(
+        subject=f"[erpsync] {dag_id}: errors only, {new} newly quarantined", text=text, facts=facts
     )
 
 

@@ -51,9 +51,12 @@ def merge_calls(summaries: dict[str, dict[str, Any] | None], slowest: int = 5) -
 class RunReport:
     """Everything one run did, small enough for XCom and the run history.
 
-    :param status: success, failed (a step did not finish) or dry_run.
+    :param status: success, errors (every step finished, but the run's only news is rows it could
+        not write: nothing created or updated, rows quarantined for the first time), failed (a step
+        did not finish) or dry_run.
     :param counts: extracted/created/updated/skipped/failed/quarantined/conflicts/unplaceable.
     :param quarantine: open entries seen in this run, by stage, rule and column.
+    :param new_quarantine: source keys quarantined for the first time in this run.
     :param calls: merged call summary (`merge_calls`).
     :param problems: one line per step that did not finish (the run failed).
     :param warnings: things a reader should know that did not fail the run.
@@ -71,6 +74,7 @@ class RunReport:
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     duration_seconds: float | None = None
+    new_quarantine: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -122,6 +126,7 @@ class RunReport:
             f"- interval: {self.interval[0] or '-'} to {self.interval[1] or '-'}",
             f"- API calls used: {self.calls.get('total', 0)}",
             f"- left quarantine this run: {self.resolved}",
+            f"- newly quarantined this run: {self.new_quarantine}",
         ]
         if self.duration_seconds is not None:
             lines.append(f"- duration: {self.duration_seconds:.1f} s")

@@ -449,7 +449,9 @@ class ReportOperator(_SyncStepOperator):
         )
         if summary["status"] == "failed":
             raise AirflowFailException("; ".join(summary["problems"]))
-        return {k: summary[k] for k in ("status", "counts", "resolved", "files")}
+        return {
+            k: summary[k] for k in ("status", "counts", "resolved", "new_quarantine", "quarantine", "files")
+        }
 
 
 def _read(path: str) -> str:

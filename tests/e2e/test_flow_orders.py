@@ -373,6 +373,67 @@ def test_the_default_debtor_is_only_for_orders_without_an_e_mail(world, capfd):
         assert (stuck[o["Id"]]["stage"], stuck[o["Id"]]["rule"]) == ("customer", "INVALID_EMAIL")
 
 
+def test_a_run_whose_only_news_is_a_refused_row_sends_the_failure_summary(world, capfd, monkeypatch):
+    """Rule 6: the only change is an order Exact refuses at upsert (its payment condition was removed
+    from the administration): the run's report says "errors", not a plain success, and the failure
+    summary goes out by mail and webhook. The next run, refused again, is no news: no mail."""
+    from erpsync.state import StateStore
+
+    exact_codes = {i["Code"] for i in table(world, "logistics/Items").values()}
+    posted, stuck = exact_orders(world), quarantined(world)
+    terms = {"Net 14": "14", "Net 30": "30", "Net 60": "60", "Due on receipt": "00"}
+    draft = next(
+        o
+        for o in sorted(sf_orders(world), key=lambda o: o["OrderNumber"])
+        if o["Status"] == "Draft"
+        and o["email"]
+        and EMAIL.match(o["email"].strip())
+        and all(ln["code"] in exact_codes for ln in o["lines"])
+        and o.get("Payment_Terms__c") in terms
+        and o["OrderNumber"] not in posted
+        and o["Id"] not in stuck
+    )
+    code = terms[draft["Payment_Terms__c"]]
+    conditions = table(world, "cashflow/PaymentConditions")
+    removed = {k: v for k, v in conditions.items() if v["Code"] == code}
+    assert removed, f"the sandbox has payment condition {code}"
+    sf_patch(world, "Order", draft["Id"], {"Status": "Activated"})
+    try:
+        for key in removed:
+            del conditions[key]
+        with smtp_sink() as (smtp_port, mails), webhook_sink() as (hook_port, posts):
+            set_alert_connections(monkeypatch, smtp_port, hook_port)
+            run = run_dag(world["dag"], capfd, **PARAMS)
+            assert run.ok, run.why()
+            report = run.xcom("report")
+            assert (run.counts["created"], run.counts["updated"], run.counts["failed"]) == (0, 0, 1), (
+                run.counts
+            )
+            assert report["status"] == "errors" and report["new_quarantine"] == 1, report
+            history = StateStore(world["state_url"]).get_run(FLOW, run.dr.run_id)
+            assert history["status"] == "errors", history
+            entry = quarantined(world)[draft["Id"]]
+            assert entry["stage"] == "upsert" and code in entry["message"], entry
+            assert [m["Subject"] for m in mails] == [f"[erpsync] {FLOW}: errors only, 1 newly quarantined"]
+            assert len(posts) == 1, posts
+            post = posts[0]
+            assert post["erpsync"]["status"] == "errors" and post["erpsync"]["failed"] == 1, post
+            assert post["text"].startswith(
+                f"erpsync flow {FLOW} finished with errors only: 1 refused at upsert"
+            )
+            assert f"upsert/{entry['rule']}" in post["text"] and f"upsert/{entry['rule']}" in mail_html(
+                mails[0]
+            )
+
+            # Refused again on the next run (retried from quarantine): already told, no new mail.
+            run = run_dag(world["dag"], capfd, **PARAMS)
+            assert run.ok, run.why()
+            assert run.counts["failed"] == 1 and run.xcom("report")["status"] == "success", run.counts
+            assert len(mails) == 1 and len(posts) == 1, [m["Subject"] for m in mails]
+    finally:
+        conditions.update(removed)
+
+
 def test_exact_refusing_the_token_fails_the_run_and_alerts_by_mail_and_webhook(world, capfd):
     exact = world["exact"]
     # Consent revoked in Exact (the admin revokes every token chain of the app), fresh token store.
