@@ -11,7 +11,8 @@ order); only then the customer, found by e-mail and created or updated (company 
 or person debtor). No customer is created or changed for an order that is skipped, already in Exact or
 refused for an unknown product. Orders without an e-mail go to the default debtor; an invalid e-mail or
 a failed customer step quarantines the order (stage `customer`) instead. Missing data is enriched (VAT
-code by rate) and payment terms are mapped. Mapping: `include/mappings/sf_orders_to_exact.yaml`.
+code by rate) and payment terms are mapped: an unknown term quarantines the order (stage `map`, rule
+`unmapped`), an empty one leaves Exact to use the customer's own condition. Mapping: `include/mappings/sf_orders_to_exact.yaml`.
 
 Runs hourly and also whenever `exact_items_to_sf_products` has updated the Salesforce products.
 Wiring only (airflow dag built by `erpsync.flow_dag.build_flow_dag`): nothing heavy at parse time.

@@ -163,9 +163,11 @@ def test_first_run_posts_activated_orders_with_their_lines_and_customers(world, 
             "Net 60": "60",
             "Due on receipt": "00",
             "Prepaid": "VB",
-            None: "30",
         }
-        assert e["PaymentCondition"] == terms[o.get("Payment_Terms__c")], number
+        # An empty term is left to Exact: the customer's own payment condition (rule 5, never a guess).
+        own = accounts[e["OrderedBy"]].get("PaymentConditionSales")
+        expected = terms[o["Payment_Terms__c"]] if o.get("Payment_Terms__c") else own
+        assert e.get("PaymentCondition") == expected, number
         assert e["Currency"] == "EUR"
         # The customer was found or created by the bill-to contact's e-mail, else the default debtor.
         if o["email"]:
@@ -371,6 +373,31 @@ def test_the_default_debtor_is_only_for_orders_without_an_e_mail(world, capfd):
     for o in invalid:
         assert o["OrderNumber"] not in now, (o["OrderNumber"], o["email"])
         assert (stuck[o["Id"]]["stage"], stuck[o["Id"]]["rule"]) == ("customer", "INVALID_EMAIL")
+
+
+def test_an_unknown_payment_term_is_quarantined_not_booked_on_30_days(world, capfd):
+    """Rule 5: a payment term the value map does not know (a value added to the Salesforce picklist)
+    quarantines the order at map, naming the field and the value; nothing reaches Exact for it."""
+    exact_codes = {i["Code"] for i in table(world, "logistics/Items").values()}
+    posted, stuck = exact_orders(world), quarantined(world)
+    draft = next(
+        o
+        for o in sorted(sf_orders(world), key=lambda o: o["OrderNumber"], reverse=True)
+        if o["Status"] == "Draft"
+        and o["email"]
+        and EMAIL.match(o["email"].strip())
+        and all(ln["code"] in exact_codes for ln in o["lines"])
+        and o["OrderNumber"] not in posted
+        and o["Id"] not in stuck
+    )
+    sf_patch(world, "Order", draft["Id"], {"Payment_Terms__c": "Net 45", "Status": "Activated"})
+    run = run_dag(world["dag"], capfd, **PARAMS)
+    assert run.ok, run.why()
+    assert draft["OrderNumber"] not in exact_orders(world)
+    entry = quarantined(world)[draft["Id"]]
+    assert (entry["stage"], entry["rule"], entry["column"]) == ("map", "unmapped", "PaymentCondition"), entry
+    assert entry["value"] == "Net 45", entry
+    assert run.counts["created"] == 0 and run.counts["quarantined"] >= 1, run.counts
 
 
 def test_a_run_whose_only_news_is_a_refused_row_sends_the_failure_summary(world, capfd, monkeypatch):

@@ -46,7 +46,7 @@ def orders():
             "EffectiveDate": ["2024-03-01", "2024-03-02", "2024-03-03", "2024-03-04", "2024-03-05"],
             "PoNumber": ["PO-1", None, None, None, None],
             "Description": ["deliver before noon", None, None, None, None],
-            "Payment_Terms__c": ["Net 14", "Net 45", None, None, None],
+            "Payment_Terms__c": ["Net 14", None, None, None, None],
             "CurrencyIsoCode": ["eur", None, None, None, "usd"],
             "OrderItems": [
                 {
@@ -95,9 +95,20 @@ def test_order_header_fields(mapped_orders):
     a, b = frame.loc["801A"], frame.loc["801B"]
     assert a["YourRef"] == "00000100" and a["OrderedBy"] == DEBTOR and b["OrderedBy"] == DEFAULT_DEBTOR
     assert a["OrderDate"] == "2024-03-01" and a["Description"] == "Salesforce order 00000100 PO-1"
-    assert a["PaymentCondition"] == "14" and b["PaymentCondition"] == "30"  # unknown terms fall back
+    assert a["PaymentCondition"] == "14" and pd.isna(b["PaymentCondition"])  # empty: the customer's own
     assert a["Currency"] == "EUR" and b["Currency"] == "EUR"
     assert a["Remarks"] == "deliver before noon"
+
+
+def test_an_unknown_payment_term_is_rejected_not_booked_on_30_days(orders, exact_tables):
+    """Rule 5: a term the value map does not list is rejected with the field and the value, never
+    replaced by a guessed condition."""
+    changed = orders.copy()
+    changed["Payment_Terms__c"] = ["Net 14", "Net 45", None, None, None]
+    mapped = load_flow("sf_orders_to_exact").compile().apply(changed, exact_tables)
+    assert "801B" not in mapped.frame["_source_key"].tolist()
+    why = mapped.rejected.set_index(["_source_key", "field"]).loc[("801B", "PaymentCondition")]
+    assert why["rule"] == "unmapped" and why["value"] == "Net 45", why.to_dict()
 
 
 def test_without_the_default_debtor_in_exact_the_orders_that_need_it_are_quarantined(orders, exact_tables):
