@@ -9,6 +9,9 @@ the same company, first and last name, are linked instead of created again. A co
 is quarantined, not imported. Account manager: the owner when an active Autotask resource has exactly his
 first and last name, else the default resource of the mapping. Parent companies are written first.
 Mappings: `include/mappings/sf_accounts_to_autotask.yaml`, `include/mappings/sf_contacts_to_autotask.yaml`.
+Notifications: the `notify_recipients` are mailed after a run that created or updated something (every
+run with `notify_every_run`) and whenever a step fails; a clean-up of the Salesforce UDF in Autotask
+un-maps the pair for good (`include/mappings/README.md`).
 Launch by hand from the trigger form; the last and next run are Airflow's.
 Wiring only (airflow dag built by `erpsync.flow_dag.build_flow_dag`): nothing heavy at parse time.
 """
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 from erpsync.flow_dag import AUTOTASK, SALESFORCE, FlowStage, build_flow_dag
 from erpsync.flows import interval_schedule, sync_params
+from erpsync.notifications import FlowNotifier, notify_params
 
 dag = build_flow_dag(
     dag_id="sf_accounts_to_autotask",
@@ -26,9 +30,10 @@ dag = build_flow_dag(
     target=AUTOTASK,
     lookups=[AUTOTASK],
     # Autotask writes one record per call: the batch only sets how often identities are recorded.
-    params=sync_params(batch_size=500),
+    params={**sync_params(batch_size=500), **notify_params()},
     then=[
         FlowStage(flow="sf_contacts_to_autotask", group="contacts", source=SALESFORCE, target=AUTOTASK),
     ],
     tags=["accounts", "contacts"],
+    notifier=FlowNotifier,
 )

@@ -102,9 +102,12 @@ def build_flow_dag(
     start_date: datetime = datetime(2026, 1, 1),
     tags: Sequence[str] = (),
     then: Sequence[FlowStage] = (),
+    notifier: type[SyncAlertNotifier] = SyncAlertNotifier,
 ) -> DAG:
     """Return the DAG of one flow (the mapping file is `include/mappings/<dag_id>.yaml`).
 
+    :param notifier: the failure-alert and summary notifier class (`erpsync.notifications.FlowNotifier`
+        adds the flow's own recipients and the every-run setting, read from its params).
     :param then: further flows run one after the other once this one's report succeeded, each in its
         own task group (companies first, then contacts).
     """
@@ -122,21 +125,27 @@ def build_flow_dag(
         catchup=False,
         max_active_runs=1,
         params=params,
-        default_args=default_args(on_failure_callback=[SyncAlertNotifier(kind="failure")]),
+        default_args=default_args(on_failure_callback=[notifier(kind="failure")]),
         tags=["erpsync", source.system, target.system, *tags],
     ) as dag:
-        tasks = _flow_tasks(dag_id, source, target, lookups, parts, outlets)
+        tasks = _flow_tasks(dag_id, source, target, lookups, parts, outlets, notifier)
         for stage in then:
             with TaskGroup(stage.group, tooltip=f"flow {stage.flow}"):
                 stage_tasks = _flow_tasks(
-                    stage.flow, stage.source, stage.target, stage.lookups, stage.parts or FlowParts(), ()
+                    stage.flow,
+                    stage.source,
+                    stage.target,
+                    stage.lookups,
+                    stage.parts or FlowParts(),
+                    (),
+                    notifier,
                 )
             tasks["report"] >> stage_tasks.get("validate", stage_tasks["extract"])
             tasks = stage_tasks
     return dag
 
 
-def _flow_tasks(flow, source, target, lookups, parts, outlets) -> dict[str, Any]:
+def _flow_tasks(flow, source, target, lookups, parts, outlets, notifier) -> dict[str, Any]:
     return sync_tasks(
         flow=flow,
         source=source.adapter_ref(),
@@ -152,7 +161,7 @@ def _flow_tasks(flow, source, target, lookups, parts, outlets) -> dict[str, Any]
         after_upsert=parts.after_upsert,
         outlets=outlets,
         report_kwargs={
-            "on_success_callback": [SyncAlertNotifier(kind="summary")],
+            "on_success_callback": [notifier(kind="summary")],
             "on_failure_callback": [],  # the failing step has alerted already
             "retry_delay": timedelta(seconds=10),
         },

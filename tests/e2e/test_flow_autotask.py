@@ -11,7 +11,7 @@ import copy
 
 import pytest
 
-from tests.e2e.flow_world import run_dag
+from tests.e2e.flow_world import mail_html, run_dag, set_alert_connections, smtp_sink, webhook_sink
 
 FLOW = "sf_accounts_to_autotask"
 CONTACTS_FLOW = "sf_contacts_to_autotask"
@@ -39,6 +39,8 @@ def world(tmp_path_factory, airflow_db, dagbag):
                 "at": at,
                 "dag": dagbag.get_dag(FLOW),
                 "state_url": f"sqlite:///{folder / 'state.db'}",
+                "mp": mp,
+                "folder": folder,
             }
         finally:
             mp.undo()
@@ -238,3 +240,61 @@ def test_unmapped_pair_mapped_again_with_the_remap_command(world, capfd):
     company = records(world, "companies")[company_id]
     assert company["userDefinedFields"]["Salesforce Company ID"] == rid
     assert company["phone"] == "+31 10 222 0001"
+
+
+# ---- notifications ---------------------------------------------------------------------------------
+
+SALES = ["sales@example.com", "cfo@example.com"]
+
+
+def test_summary_goes_to_the_flow_recipients_only_after_a_change_unless_every_run(world, capfd):
+    """Rule: the configured recipients get a summary after a run that created or updated something;
+    with notify_every_run (the seed's check box cleared) after every run."""
+    with smtp_sink() as (smtp_port, mails), webhook_sink() as (hook_port, posts):
+        set_alert_connections(world["mp"], smtp_port, hook_port)
+        quiet = dict(notify_recipients=SALES, notify_every_run=False)
+        run = run_dag(world["dag"], capfd, **quiet)
+        assert run.ok, run.why()
+        assert (run.counts["created"], run.counts["updated"]) == (0, 0), run.counts
+        assert mails == [] and posts == []
+
+        rid = sorted(linked(world, "companies", "Salesforce Company ID"))[3]
+        touch_account(world, rid, "+31 10 333 0001")
+        run = run_dag(world["dag"], capfd, **quiet)
+        assert run.ok, run.why()
+        assert len(mails) == 1, [m["Subject"] for m in mails]
+        assert mails[0]["To"] == ", ".join(SALES)
+        assert mails[0]["Subject"] == f"[erpsync] {FLOW}: 0 created, 1 updated"
+        assert "1 updated" in mail_html(mails[0])
+        assert posts[-1]["erpsync"]["updated"] == 1
+
+        run = run_dag(world["dag"], capfd, notify_recipients=SALES, notify_every_run=True)
+        assert run.ok, run.why()
+        every = mails[1:]
+        # One summary per flow of the DAG: companies, then contacts.
+        assert [m["Subject"] for m in every] == [f"[erpsync] {FLOW}: 0 created, 0 updated"] * 2
+        assert {m["To"] for m in every} == {", ".join(SALES)}
+
+
+def test_wrong_secret_fails_the_run_and_alerts_the_recipients_by_mail_and_webhook(world, capfd):
+    """Rule: errors are always notified: a broken Autotask connection fails the run at its first
+    step and alerts the flow's recipients by mail and the webhook, once."""
+    at = world["at"]
+    good = at.connection_json(ledger_path=str(world["folder"] / "ledger.db"))
+    world["mp"].setenv("AIRFLOW_CONN_AUTOTASK_DEFAULT", good.replace(at.secret, "not-the-secret"))
+    try:
+        with smtp_sink() as (smtp_port, mails), webhook_sink() as (hook_port, posts):
+            set_alert_connections(world["mp"], smtp_port, hook_port)
+            run = run_dag(world["dag"], capfd, notify_recipients=SALES, notify_every_run=False)
+    finally:
+        world["mp"].setenv("AIRFLOW_CONN_AUTOTASK_DEFAULT", good)
+    assert run.dr.state == "failed", run.why()
+    failed = sorted(t for t, s in run.states.items() if s == "failed")
+    assert "validate" in failed, run.states
+    assert run.states["target.upsert"] == "upstream_failed", run.states
+    assert len(mails) == 1 and len(posts) == 1, ([m["Subject"] for m in mails], posts)
+    assert mails[0]["To"] == ", ".join(SALES)
+    assert mails[0]["Subject"] == f"[erpsync] {FLOW}.validate failed"
+    body = mail_html(mails[0])
+    assert "Autotask refused API user" in body and "HTTP 401" in body, body
+    assert posts[0]["erpsync"]["flow"] == FLOW and posts[0]["erpsync"]["step"] == "validate"
