@@ -1,6 +1,8 @@
 """The erpsync command: validate flows against the live systems, prune state, show runs and quarantine.
 
-    erpsync validate [--flow FLOW ...] [--mappings-dir DIR] [--systems FILE]
+    erpsync validate [--flow FLOW ...] [--mappings-dir DIR] [--systems FILE] [--fix]
+                                                        --fix: create what a flow needs in the target
+                                                        (the Autotask flow's two Salesforce UDFs)
     erpsync prune [--older-than DAYS] [--state-url URL] [--staging-root DIR] [--keep-staging]
     erpsync runs [--flow FLOW] [--limit N]              the run history, newest first
     erpsync quarantine --flow FLOW [--all]              what is held back, by which rule, how often
@@ -56,13 +58,21 @@ def _load_systems(path: str | None) -> dict[str, dict[str, Any]]:
     return data
 
 
-def _adapter_factory(systems: dict[str, dict[str, Any]]):
+#: Adapter options that let an adapter repair the target (`validate --fix`); off otherwise, so a plain
+#: validate only reads.
+_FIX_OPTIONS = {"autotask": "create_udfs"}
+
+
+def _adapter_factory(systems: dict[str, dict[str, Any]], *, fix: bool = False):
     from erpsync.adapters import get_adapter
     from erpsync.adapters.validate import DEFAULT_CONN_IDS
 
     def build(system: str):
         spec = systems.get(system, {"adapter": system, "conn_id": DEFAULT_CONN_IDS.get(system)})
-        return get_adapter(spec["adapter"], conn_id=spec.get("conn_id"), **(spec.get("options") or {}))
+        options = dict(spec.get("options") or {})
+        if spec["adapter"] in _FIX_OPTIONS:
+            options[_FIX_OPTIONS[spec["adapter"]]] = fix
+        return get_adapter(spec["adapter"], conn_id=spec.get("conn_id"), **options)
 
     return build
 
@@ -81,7 +91,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print("no mapping files found", file=sys.stderr)
         return 1
     colour = args.color == "always" or (args.color == "auto" and sys.stdout.isatty())
-    results = validate_flows(flows, args.mappings_dir, _adapter_factory(systems))
+    results = validate_flows(flows, args.mappings_dir, _adapter_factory(systems, fix=args.fix))
     for r in results:
         print(
             _paint(f"{r.status.upper():8} {r.flow}", r.status, colour) + (f"  ({r.path})" if r.path else "")
@@ -90,8 +100,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
             print(_paint(f"  ✗ {line}", "red", colour))
         for line in r.warnings:
             print(f"  ! {line}")
-        if args.verbose:
-            for line in r.passed:
+        for line in r.passed:
+            if args.verbose or line.startswith("fixed: "):
                 print(f"  ✓ {line}")
     red = [r.flow for r in results if r.status == "red"]
     print(
@@ -272,6 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     v.add_argument("--color", choices=["auto", "always", "never"], default="auto")
     v.add_argument("-v", "--verbose", action="store_true", help="also list what passed")
+    v.add_argument(
+        "--fix", action="store_true", help="create what a flow needs in the target (Autotask's two UDFs)"
+    )
     v.set_defaults(func=cmd_validate)
     p = sub.add_parser("prune", help="delete old runs, clear expired quarantine payloads")
     p.add_argument("--older-than", type=_days, default=90.0, help="days of run history to keep (default 90)")

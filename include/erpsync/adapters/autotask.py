@@ -169,6 +169,8 @@ class AutotaskAdapter:
         self._udf_names: dict[str, set[str]] = {}
         #: (entity, udf, value) -> Autotask id, learned from reads and creates in this adapter's life.
         self._ids: dict[tuple[str, str, str], int] = {}
+        #: What this adapter repaired in the tenant (`erpsync validate --fix` prints it).
+        self.fixed: list[str] = []
 
     @cached_property
     def hook(self) -> AutotaskHook:
@@ -216,6 +218,7 @@ class AutotaskAdapter:
                     },
                 )
             names.add(entity.own_udf)
+            self.fixed.append(f"created the {obj} UDF {entity.own_udf!r}")
         self._udf_names[obj] = {n for n in names if n}
         return sorted(self._udf_names[obj])
 

@@ -73,6 +73,7 @@ def validate_flow(
     except SyncError as exc:
         result.problems.append(f"target {target.system} {target.object}: {exc}")
         return result
+    result.passed.extend(f"fixed: {what}" for what in getattr(adapters[target.system], "fixed", ()))
     for name, spec in mapping.fields.items():
         fm = meta.field(name)
         where = f"target field {target.object}.{name}"
