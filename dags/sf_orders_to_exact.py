@@ -10,7 +10,10 @@ the header fields of open ones instead); does every product exist? (else the map
 order); only then the customer, found by e-mail and created or updated (company debtor with contact,
 or person debtor). No customer is created or changed for an order that is skipped, already in Exact or
 refused for an unknown product. Orders without an e-mail go to the default debtor; an invalid e-mail or
-a failed customer step quarantines the order (stage `customer`) instead. Missing data is enriched (VAT
+a failed customer step quarantines the order (stage `customer`) instead. Then the order's shipping
+address becomes a delivery address of the customer in Exact (found or created), referenced by the
+order's `DeliveryAddress`; Dutch street lines are split into street / number / addition and written
+normalised on both the invoice and the delivery address (Exact has no house-number fields). Missing data is enriched (VAT
 code by rate) and payment terms are mapped: an unknown term quarantines the order (stage `map`, rule
 `unmapped`), an empty one leaves Exact to use the customer's own condition. Mapping: `include/mappings/sf_orders_to_exact.yaml`.
 

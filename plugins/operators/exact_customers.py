@@ -234,7 +234,19 @@ class EnsureExactCustomersOperator(BaseOperator):
 
 
 #: Quarantine stages a skipped order leaves (it needs none of them any more).
-_LATER_STAGES = ("customer", "map", "check_target", "plan", "upsert")
+_LATER_STAGES = ("customer", "delivery_address", "map", "check_target", "plan", "upsert")
+
+#: The staged column the delivery address step fills (the mapping's `source.added`).
+DELIVERY_ADDRESS_COLUMN = "_exact_delivery_address"
+
+#: ensure_delivery_addresses column -> column of the staged Salesforce order extract.
+DEFAULT_DELIVERY_COLUMNS: dict[str, str] = {
+    "Street": "ShippingStreet",
+    "City": "ShippingCity",
+    "PostalCode": "ShippingPostalCode",
+    "State": "ShippingState",
+    "Country": "ShippingCountry",
+}
 
 
 class ExactOrderStepsOperator(EnsureExactCustomersOperator):
@@ -257,6 +269,12 @@ class ExactOrderStepsOperator(EnsureExactCustomersOperator):
        the mapping's default debtor; an order whose e-mail is invalid or whose customer step failed
        is quarantined (stage `customer`, the error code as rule) and does not go on, so it is never
        booked on the default debtor. It is retried on the next run.
+    5. **delivery address**: the order's shipping address becomes a delivery address (crm/Addresses,
+       type 4) of the customer's account, found or created (`ensure_delivery_addresses`; a Dutch
+       street is split into street / number / addition and written normalised), and its ID goes to
+       the map step in the staged column `_exact_delivery_address` (the order's `DeliveryAddress`).
+       An order without a shipping address, or booked on the default debtor, gets none: Exact uses
+       the account's own. A refused address quarantines the order (stage `delivery_address`).
 
     Returns the manifest of the orders that go on (what the map step reads); its extra holds the
     customer counts (created, updated, unchanged, failed), the order counts (`filtered`,
@@ -354,7 +372,15 @@ class ExactOrderStepsOperator(EnsureExactCustomersOperator):
         writer = ChunkWriter(run_staging_dir(context["ti"].dag_id, run_id), "order_steps")
         adapter = get_adapter(self.adapter, conn_id=self.conn_id, **(self.adapter_kwargs or {}))
         counts = dict.fromkeys(
-            ("filtered", "skipped_existing", "unknown_product", "without_email", "customer_failed", "passed"),
+            (
+                "filtered",
+                "skipped_existing",
+                "unknown_product",
+                "without_email",
+                "customer_failed",
+                "delivery_address_failed",
+                "passed",
+            ),
             0,
         )
         customer_counts = dict.fromkeys(("created", "updated", "unchanged", "failed"), 0)
@@ -369,7 +395,7 @@ class ExactOrderStepsOperator(EnsureExactCustomersOperator):
             self.log.warning("%s", line)
         self.log.info("Order steps: %s; customers in Exact: %s", counts, customer_counts)
         out = writer.close(
-            columns=manifest.columns,
+            columns=list(dict.fromkeys([*manifest.columns, DELIVERY_ADDRESS_COLUMN])),
             **customer_counts,
             orders=counts,
             existing_orders=existing,
@@ -415,10 +441,58 @@ class ExactOrderStepsOperator(EnsureExactCustomersOperator):
         # 4. customer, only for orders that will be posted
         customer = go & ~exists & ~unknown
         self.key_column = key_col
-        drop = self._customers(chunk, customer, adapter, store, run_id, counts, customer_counts, errors)
+        drop, accounts = self._customers(chunk, customer, adapter, store, run_id, counts, customer_counts,
+                                         errors)  # fmt: skip
         go &= ~drop
+        # 5. delivery address, under the customer's account
+        chunk = chunk.assign(**{DELIVERY_ADDRESS_COLUMN: None})
+        go &= ~self._delivery_addresses(chunk, go & ~exists, accounts, adapter, store, run_id, counts, errors)
         counts["passed"] += int(go.sum())
         return chunk[go].reset_index(drop=True)
+
+    def _delivery_addresses(self, chunk, rows, accounts, adapter, store, run_id, counts, errors):
+        """Fill `_exact_delivery_address` for `rows` that have a customer account; return rows to drop."""
+        import numpy as np
+        import pandas as pd
+
+        from erpsync.state import QuarantineRecord
+
+        drop = np.zeros(len(chunk), dtype=bool)
+        key_col = self.key_column or "Id"
+        positions = [p for p in np.flatnonzero(rows) if accounts.get(int(p))]
+        if not positions or not hasattr(adapter, "ensure_delivery_addresses"):
+            return drop
+        sub = chunk.iloc[positions]
+        frame = pd.DataFrame({"_source_key": sub[key_col].astype(str).to_numpy(),
+                              "Account": [accounts[int(p)] for p in positions]})  # fmt: skip
+        for name, column in DEFAULT_DELIVERY_COLUMNS.items():
+            frame[name] = sub[column].to_numpy(dtype=object) if column in sub.columns else None
+        results = adapter.ensure_delivery_addresses(frame)
+        column = chunk.columns.get_loc(DELIVERY_ADDRESS_COLUMN)
+        quarantine, fine = [], []
+        streets = frame["Street"].tolist()
+        for pos, street, r in zip(positions, streets, results.to_dict("records"), strict=True):
+            if r["action"] == "failed":
+                drop[pos] = True
+                counts["delivery_address_failed"] += 1
+                errors.append(str(r["error"]))
+                quarantine.append(
+                    QuarantineRecord(
+                        source_key=r["_source_key"],
+                        stage="delivery_address",
+                        rule=str(r["error_code"] or "delivery_address_failed"),
+                        column=DEFAULT_DELIVERY_COLUMNS["Street"],
+                        value=None if street is None or pd.isna(street) else str(street),
+                        message=f"{r['error']} (the order is not booked without its delivery address)",
+                        payload={},
+                    )
+                )
+            else:
+                fine.append(r["_source_key"])
+                chunk.iat[pos, column] = r["address_id"]
+        store.quarantine(self.flow, quarantine, run_id=run_id)
+        store.resolve_quarantine(self.flow, stage="delivery_address", keys=fine, run_id=run_id)
+        return drop
 
     def _unknown_products(self, chunk, mapping, adapter, rows):
         """Rows (of those in `rows`) with a line whose required lookup finds nothing in Exact."""
@@ -471,8 +545,9 @@ class ExactOrderStepsOperator(EnsureExactCustomersOperator):
         from erpsync.state import QuarantineRecord
 
         drop = np.zeros(len(chunk), dtype=bool)
+        accounts: dict[int, str] = {}
         if not rows.any():
-            return drop
+            return drop, accounts
         wanted = {k: v for k, v in {**DEFAULT_CUSTOMER_COLUMNS, **(self.columns or {})}.items() if v}
         key_col = self.key_column or "Id"
         sub = chunk[rows]
@@ -511,9 +586,11 @@ class ExactOrderStepsOperator(EnsureExactCustomersOperator):
                 )
             else:
                 fine.append(key)
+                if r.get("account_id"):
+                    accounts[int(pos)] = str(r["account_id"])
         for action in seen_mail.values():
             customer_counts[action] = customer_counts.get(action, 0) + 1
         customer_counts["failed"] += len({str(q.value).casefold() for q in quarantine})
         store.quarantine(self.flow, quarantine, run_id=run_id)
         store.resolve_quarantine(self.flow, stage="customer", keys=fine, run_id=run_id)
-        return drop
+        return drop, accounts

@@ -86,6 +86,15 @@ ENTITIES: dict[str, EntitySpec] = {
             deleted_type=5,
         ),
         _spec(
+            "crm/Addresses",
+            "CRM.Address",
+            "ID Account AccountIsSupplier AccountName AddressLine1 AddressLine2 AddressLine3 City Contact "
+            "ContactName Country CountryName Fax Mailbox Main Notes Phone PhoneExtension Postcode State "
+            "StateDescription Type",
+            read_only="AccountIsSupplier AccountName ContactName CountryName StateDescription",
+            required=("Type",),
+        ),
+        _spec(
             "logistics/Items",
             "Logistics.Item",
             "ID Code Description ExtraDescription Unit UnitDescription IsSalesItem IsPurchaseItem IsStockItem "
@@ -194,6 +203,7 @@ SYNC: dict[str, str] = {
 #: bulk/<path> -> entity path (no stock positions, no VAT codes: Exact has no bulk variant for them).
 BULK: dict[str, str] = {
     "crm/accounts": "crm/Accounts",
+    "crm/addresses": "crm/Addresses",
     "crm/contacts": "crm/Contacts",
     "logistics/items": "logistics/Items",
     "logistics/salesitemprices": "logistics/SalesItemPrices",

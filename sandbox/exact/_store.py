@@ -315,6 +315,60 @@ class ExactStore:
         record["AccountIsSupplier"] = account.get("IsSupplier", False)
         record.setdefault("IsMainContact", account.get("MainContact") == record.get("ID"))
 
+    #: crm/Addresses.Type: Visit=1, Postal=2, Invoice=3, Delivery=4 (Exact's documentation).
+    ADDRESS_TYPES = {1: "Visit", 2: "Postal", 3: "Invoice", 4: "Delivery"}
+
+    def _create_Addresses(self, div: Division, spec: EntitySpec, record: dict) -> None:
+        self._address_refs(div, record)
+        same = [
+            r
+            for r in div.table(spec).values()
+            if r.get("Account") == record["Account"] and r.get("Type") == record["Type"] and r.get("Main")
+        ]
+        record["Main"] = bool(record.get("Main", not same))
+        if record["Main"]:
+            for other in same:
+                other["Main"] = False
+
+    def _update_Addresses(self, div: Division, spec: EntitySpec, record: dict, changes: dict) -> None:
+        merged = {**record, **changes}
+        self._address_refs(div, merged)
+        changes.update({k: merged[k] for k in ("Type", "Account", "AccountName", "AccountIsSupplier")})
+
+    def _address_refs(self, div: Division, record: dict) -> None:
+        kind = record.get("Type")
+        if isinstance(kind, bool) or not isinstance(kind, int) or kind not in self.ADDRESS_TYPES:
+            raise ApiError(
+                400, f"Type: '{kind}' is not a valid address type (1 visit, 2 postal, 3 invoice, 4 delivery)"
+            )
+        if not record.get("Account"):
+            raise ApiError(400, "Mandatory: Account")
+        account = self._ref(div, "crm/Accounts", record["Account"], "Account")
+        record["Account"] = account["ID"]
+        record["AccountName"] = account["Name"]
+        record["AccountIsSupplier"] = account.get("IsSupplier", False)
+        if record.get("Contact"):
+            contact = self._ref(div, "crm/Contacts", record["Contact"], "Contact")
+            record["Contact"] = contact["ID"]
+            record["ContactName"] = contact.get("FullName")
+
+    def _delivery_address(self, div: Division, order: dict) -> None:
+        """A sales order's DeliveryAddress is a delivery address (type 4) of its DeliverTo account."""
+        key = order.get("DeliveryAddress")
+        if not key:
+            return
+        address = self._ref(div, "crm/Addresses", key, "DeliveryAddress")
+        if address.get("Type") != 4:
+            raise ApiError(
+                400,
+                f"DeliveryAddress: address '{key}' is not a delivery address (type {address.get('Type')})",
+            )
+        if address.get("Account") != order.get("DeliverTo"):
+            raise ApiError(
+                400, f"DeliveryAddress: address '{key}' does not belong to the delivery account (DeliverTo)"
+            )
+        order["DeliveryAddress"] = address["ID"]
+
     def _create_Items(self, div: Division, spec: EntitySpec, record: dict) -> None:
         if any(r.get("Code") == record["Code"] for r in div.table(spec).values()):
             raise ApiError(400, f"Code: item code '{record['Code']}' already exists")
@@ -384,6 +438,8 @@ class ExactStore:
         record["OrderedByName"] = account["Name"]
         record.setdefault("DeliverTo", account["ID"])
         record.setdefault("InvoiceTo", account["ID"])
+        record["DeliverTo"] = self._ref(div, "crm/Accounts", record["DeliverTo"], "DeliverTo")["ID"]
+        self._delivery_address(div, record)
         record.setdefault("OrderDate", ms_to_date(now_ms() // 86_400_000 * 86_400_000))
         record.setdefault("Currency", div.currency)
         if record.get("YourRef") is not None and len(str(record["YourRef"])) > 30:
@@ -493,6 +549,11 @@ class ExactStore:
             )
         if "OrderedBy" in changes:
             changes["OrderedBy"] = self._ref(div, "crm/Accounts", changes["OrderedBy"], "OrderedBy")["ID"]
+        if "DeliveryAddress" in changes or "DeliverTo" in changes:
+            merged = {**record, **changes}
+            self._delivery_address(div, merged)
+            if changes.get("DeliveryAddress"):
+                changes["DeliveryAddress"] = merged["DeliveryAddress"]
 
     def _create_SalesOrderLines(self, div: Division, spec: EntitySpec, record: dict) -> None:
         order = self._ref(div, "salesorder/SalesOrders", record["OrderID"], "OrderID")

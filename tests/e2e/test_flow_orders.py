@@ -400,6 +400,99 @@ def test_an_unknown_payment_term_is_quarantined_not_booked_on_30_days(world, cap
     assert run.counts["created"] == 0 and run.counts["quarantined"] >= 1, run.counts
 
 
+def addresses(world) -> dict[str, dict]:
+    """Exact's crm/Addresses (none until the first is created)."""
+    return world["exact"].simulator.store.divisions[DIV].tables.get("crm/Addresses", {})
+
+
+def _fresh_drafts(world, n: int) -> list[dict]:
+    """`n` draft orders with a valid e-mail, known products and a mapped term, not yet in Exact or stuck."""
+    exact_codes = {i["Code"] for i in table(world, "logistics/Items").values()}
+    posted, stuck = exact_orders(world), quarantined(world)
+    found = [
+        o
+        for o in sorted(sf_orders(world), key=lambda o: o["OrderNumber"])
+        if o["Status"] == "Draft"
+        and o["email"]
+        and EMAIL.match(o["email"].strip())
+        and all(ln["code"] in exact_codes for ln in o["lines"])
+        and o.get("Payment_Terms__c") in ("Net 14", "Net 30", "Net 60", "Due on receipt", None)
+        and o["OrderNumber"] not in posted
+        and o["Id"] not in stuck
+    ]
+    assert len(found) >= n, f"the seed has {len(found)} such drafts, need {n}"
+    return found[:n]
+
+
+def test_the_delivery_address_and_dutch_house_numbers_on_both_addresses(world, capfd):
+    """Rule 5: the order's shipping address becomes a delivery address (crm/Addresses, type 4) of the
+    customer, referenced by the order's DeliveryAddress; Dutch street lines are split into street /
+    number / addition and written normalised ("street number addition") on both the delivery and the
+    invoice (account) address, postcodes as PostNL writes them. A second order to the same address,
+    typed differently, reuses it."""
+    first, second = _fresh_drafts(world, 2)
+    sf_patch(
+        world,
+        "Order",
+        first["Id"],
+        {
+            "Status": "Activated",
+            "BillingStreet": "Keizersgracht  0123-a",
+            "BillingPostalCode": "1015cj",
+            "BillingCity": "Amsterdam",
+            "BillingCountry": "Nederland",
+            "ShippingStreet": "Oudegracht 12bis",
+            "ShippingPostalCode": "3511ab",
+            "ShippingCity": "Utrecht",
+            "ShippingCountry": "Netherlands",
+        },
+    )
+    addresses_before = set(addresses(world))
+    run = run_dag(world["dag"], capfd, **PARAMS)
+    assert run.ok, run.why()
+    order = exact_orders(world)[first["OrderNumber"]]
+    account = table(world, "crm/Accounts")[order["OrderedBy"]]
+    assert account["Email"].lower() == first["email"].strip().lower()
+    assert (account["AddressLine1"], account["Postcode"], account["City"], account["Country"]) == (
+        "Keizersgracht 123 A",
+        "1015 CJ",
+        "Amsterdam",
+        "NL",
+    ), account
+    assert order["DeliveryAddress"], "the order has no delivery address"
+    delivery = addresses(world)[order["DeliveryAddress"]]
+    assert (delivery["Type"], delivery["Account"]) == (4, order["DeliverTo"]), delivery
+    assert order["DeliverTo"] == order["OrderedBy"]
+    assert (delivery["AddressLine1"], delivery["Postcode"], delivery["City"], delivery["Country"]) == (
+        "Oudegracht 12 BIS",
+        "3511 AB",
+        "Utrecht",
+        "NL",
+    ), delivery
+    assert set(addresses(world)) - addresses_before == {order["DeliveryAddress"]}
+
+    # The same customer orders again, to the same address typed another way: no second address.
+    sf_patch(
+        world,
+        "Order",
+        second["Id"],
+        {
+            "Status": "Activated",
+            "BillToContactId": first["BillToContactId"],
+            "ShippingStreet": "oudegracht 12 - BIS",
+            "ShippingPostalCode": "3511 AB",
+            "ShippingCity": "Utrecht",
+            "ShippingCountry": "NL",
+        },
+    )
+    run = run_dag(world["dag"], capfd, **PARAMS)
+    assert run.ok, run.why()
+    again = exact_orders(world)[second["OrderNumber"]]
+    assert again["OrderedBy"] == order["OrderedBy"]
+    assert again["DeliveryAddress"] == order["DeliveryAddress"]
+    assert set(addresses(world)) - addresses_before == {order["DeliveryAddress"]}
+
+
 def test_a_run_whose_only_news_is_a_refused_row_sends_the_failure_summary(world, capfd, monkeypatch):
     """Rule 6: the only change is an order Exact refuses at upsert (its payment condition was removed
     from the administration): the run's report says "errors", not a plain success, and the failure

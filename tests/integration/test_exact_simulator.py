@@ -703,3 +703,76 @@ def test_options_from_the_environment_and_clear_errors_for_bad_ones(tmp_path, mo
     monkeypatch.setenv("ERPSYNC_SANDBOX_EXACT", "{minutely_limit: 1}")
     with pytest.raises(ConfigError, match="not valid JSON"), running_exact(tmp_path / "c"):
         pass
+
+
+def test_addresses_and_a_sales_orders_delivery_address(exact):
+    """crm/Addresses (Type 1 visit, 2 postal, 3 invoice, 4 delivery) belong to an account; the first of a
+    type is the main one. A sales order's DeliveryAddress must be a delivery address of its DeliverTo."""
+    with _client(exact) as client:
+        accounts = client.get(
+            f"/api/v1/{DIV}/crm/Accounts", params={"$filter": "Status eq 'C'", "$top": "2"}
+        ).json()["d"]["results"]
+        mine, other = accounts[0]["ID"], accounts[1]["ID"]
+        item = client.get(
+            f"/api/v1/{DIV}/logistics/Items", params={"$filter": "IsSalesItem eq true", "$top": "1"}
+        ).json()["d"]["results"][0]
+        no_type = client.post(f"/api/v1/{DIV}/crm/Addresses", json={"Account": mine, "City": "Utrecht"})
+        assert no_type.status_code == 400 and _error_value(no_type) == "Mandatory: Type"
+        bad_type = client.post(f"/api/v1/{DIV}/crm/Addresses", json={"Account": mine, "Type": 7})
+        assert bad_type.status_code == 400 and "not a valid address type" in _error_value(bad_type)
+        no_account = client.post(f"/api/v1/{DIV}/crm/Addresses", json={"Type": 4, "City": "Utrecht"})
+        assert no_account.status_code == 400 and _error_value(no_account) == "Mandatory: Account"
+        no_house_number = client.post(
+            f"/api/v1/{DIV}/crm/Addresses", json={"Account": mine, "Type": 4, "HouseNumber": "12"}
+        )
+        assert no_house_number.status_code == 400
+        assert "'HouseNumber' does not exist" in _error_value(no_house_number)
+
+        def address(account, kind, line):
+            resp = client.post(
+                f"/api/v1/{DIV}/crm/Addresses",
+                json={
+                    "Account": account,
+                    "Type": kind,
+                    "AddressLine1": line,
+                    "City": "Utrecht",
+                    "Country": "NL",
+                },
+            )
+            assert resp.status_code == 201, resp.text
+            return resp.json()["d"]
+
+        first = address(mine, 4, "Oudegracht 12 BIS")
+        second = address(mine, 4, "Oudegracht 14")
+        invoice = address(mine, 3, "Keizersgracht 123 A")
+        foreign = address(other, 4, "Domplein 1")
+        assert first["Main"] is True and second["Main"] is False and invoice["Main"] is True
+        assert first["AccountName"] == accounts[0]["Name"]
+        listed = client.get(
+            f"/api/v1/{DIV}/crm/Addresses", params={"$filter": f"Account eq guid'{mine}' and Type eq 4"}
+        ).json()["d"]["results"]
+        assert {a["ID"] for a in listed} == {first["ID"], second["ID"]}
+
+        def order(**header):
+            return client.post(
+                f"/api/v1/{DIV}/salesorder/SalesOrders",
+                json={"OrderedBy": mine, "SalesOrderLines": [{"Item": item["ID"], "Quantity": 1}], **header},
+            )
+
+        for bad, message in (
+            (invoice["ID"], "is not a delivery address"),
+            (foreign["ID"], "does not belong to the delivery account"),
+            ("00000000-0000-0000-0000-000000000001", "does not exist"),
+        ):
+            refused = order(DeliveryAddress=bad)
+            assert refused.status_code == 400 and message in _error_value(refused), refused.text
+        taken = order(DeliveryAddress=second["ID"])
+        assert taken.status_code == 201, taken.text
+        assert taken.json()["d"]["DeliveryAddress"] == second["ID"] and taken.json()["d"]["DeliverTo"] == mine
+        elsewhere = order(DeliverTo=other, DeliveryAddress=foreign["ID"])
+        assert elsewhere.status_code == 201, elsewhere.text
+        moved = client.put(
+            f"/api/v1/{DIV}/salesorder/SalesOrders(guid'{taken.json()['d']['OrderID']}')",
+            json={"DeliveryAddress": foreign["ID"]},
+        )
+        assert moved.status_code == 400 and "does not belong" in _error_value(moved)

@@ -48,6 +48,8 @@ def orders():
             "Description": ["deliver before noon", None, None, None, None],
             "Payment_Terms__c": ["Net 14", None, None, None, None],
             "CurrencyIsoCode": ["eur", None, None, None, "usd"],
+            # added by the order steps: the order's delivery address in Exact (crm/Addresses, type 4)
+            "_exact_delivery_address": ["addr-1", None, None, None, None],
             "OrderItems": [
                 {
                     "records": [
@@ -98,6 +100,19 @@ def test_order_header_fields(mapped_orders):
     assert a["PaymentCondition"] == "14" and pd.isna(b["PaymentCondition"])  # empty: the customer's own
     assert a["Currency"] == "EUR" and b["Currency"] == "EUR"
     assert a["Remarks"] == "deliver before noon"
+    # The delivery address the order steps found or created; none: Exact uses the customer's own.
+    assert a["DeliveryAddress"] == "addr-1" and pd.isna(b["DeliveryAddress"])
+
+
+def test_the_delivery_address_comes_from_the_order_steps_not_from_salesforce(orders, exact_tables):
+    mapping = load_flow("sf_orders_to_exact")
+    assert mapping.source.added == ["_exact_delivery_address"]
+    assert "_exact_delivery_address" not in mapping.source.fields  # never asked of Salesforce
+    assert {"ShippingStreet", "ShippingPostalCode", "ShippingCity", "ShippingCountry"} <= set(
+        mapping.source.fields
+    )
+    with pytest.raises(MappingError, match=r"_exact_delivery_address.*steps before map"):
+        mapping.compile().apply(orders.drop(columns=["_exact_delivery_address"]), exact_tables)
 
 
 def test_an_unknown_payment_term_is_rejected_not_booked_on_30_days(orders, exact_tables):
@@ -328,6 +343,7 @@ def test_malformed_lines_reject_only_their_order(exact_tables):
             "PoNumber": [None] * 4,
             "Description": [None] * 4,
             "Payment_Terms__c": [None] * 4,
+            "_exact_delivery_address": [None] * 4,
             "CurrencyIsoCode": [None] * 4,
             "OrderItems": [np.array(good, dtype=object), "not a list", {"totalSize": 1}, [1, 2]],
         }

@@ -56,6 +56,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from erpsync.adapters.base import RESULT_COLUMNS, CallLog, FieldMeta, ObjectMeta, ReadWindow
+from erpsync.addresses import normalise_postcode, normalise_street
 from erpsync.errors import ConfigError, RateLimitedError, RecordError, RetriableSourceError
 
 if TYPE_CHECKING:
@@ -127,6 +128,12 @@ ENTITIES: dict[str, _Entity] = {
             "Account:guid! AccountName FirstName MiddleName LastName FullName~ Initials Title "
             "JobTitleDescription Email BusinessEmail Phone BusinessPhone Mobile Notes Gender Language "
             "AccountIsCustomer:bool~ AccountIsSupplier:bool~ IsMainContact:bool~ City~ Country~ Postcode~ Code~",
+        ),
+        _entity(
+            "crm/Addresses",
+            "Account:guid AccountIsSupplier:bool~ AccountName~ AddressLine1 AddressLine2 AddressLine3 City "
+            "Contact:guid ContactName~ Country CountryName~ Fax Mailbox Main:bool Notes Phone PhoneExtension "
+            "Postcode State StateDescription~ Type:int!",
         ),
         _entity(
             "logistics/Items",
@@ -222,6 +229,8 @@ CUSTOMER_RESULT_COLUMNS = [
     "error_code",
     "retriable",
 ]
+#: Columns of the frame `ensure_delivery_addresses` returns, one row per input row, in input order.
+DELIVERY_RESULT_COLUMNS = ["_source_key", "action", "address_id", "error", "error_code", "retriable"]
 #: Country names (English and the local names Dutch, Belgian and German users type) -> ISO code;
 #: Exact stores ISO codes, Salesforce's standard `BillingCountry` holds free text.
 COUNTRY_CODES: dict[str, str] = {
@@ -1050,12 +1059,91 @@ class ExactOnlineAdapter:
             return {"action": "failed", "error": f"{where}: {exc}", "error_code": _error_code(message)}
 
     def _address(self, row: dict) -> dict:
+        """Exact's address fields for a row; a Dutch street line is split and rejoined normalised."""
         out = {}
         for column, field in _ADDRESS_FIELDS.items():
             value = _text(row.get(column))
             if value is not None:
                 out[field] = _country_code(value) if field == "Country" else value
+        if "AddressLine1" in out:
+            out["AddressLine1"] = normalise_street(out["AddressLine1"], out.get("Country"))
+        if "Postcode" in out:
+            out["Postcode"] = normalise_postcode(out["Postcode"], out.get("Country"))
         return out
+
+    # ---- the orders flow's delivery addresses ----------------------------------------------------------
+
+    def ensure_delivery_addresses(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Find or create each row's delivery address (crm/Addresses, Type 4) under its account.
+
+        Input columns: `_source_key`, `Account` (the order's DeliverTo account ID), `Street`,
+        `PostalCode`, `City`, `State`, `Country` (ISO code or a known name). A Dutch street line is
+        split into street / number / addition and written normalised to `AddressLine1` (Exact has no
+        house-number fields; see `erpsync.addresses`). An address of the account that already holds
+        the same line, postcode (spaces and case ignored), city and country is reused, so a rerun
+        creates nothing; otherwise one is created (the account's first delivery address becomes its
+        main one, as Exact does). Rows without a street and city are `skipped` (Exact then uses the
+        account's own delivery address). Returns `_source_key, action (found / created / skipped /
+        failed), address_id, error, error_code`, one row per input row, in order.
+        """
+        rows = [{str(k): _clean(v) for k, v in r.items()} for r in frame.to_dict("records")]
+        entity = ENTITIES["crm/addresses"]
+        out: list[dict] = []
+        wanted: dict[tuple, list[int]] = {}
+        for i, row in enumerate(rows):
+            res = {"_source_key": str(row.get("_source_key", i)), "action": None, "address_id": None,
+                   "error": None, "error_code": None, "retriable": False}  # fmt: skip
+            out.append(res)
+            country = _text(row.get("Country"))
+            code = _country_code(country) if country else None
+            if country and code is None:
+                res.update(action="failed", error_code="INVALID_COUNTRY",
+                           error=f"delivery address of {res['_source_key']}: Country {country!r} is not a "
+                           "two-letter ISO code nor a country name this adapter knows")  # fmt: skip
+                continue
+            street = normalise_street(_text(row.get("Street")), code)
+            city = _text(row.get("City"))
+            if street is None and city is None:
+                res["action"] = "skipped"
+                continue
+            account = _text(row.get("Account"))
+            if account is None or not _GUID_RE.match(account):
+                res.update(action="failed", error_code="NO_ACCOUNT",
+                           error=f"delivery address of {res['_source_key']}: no Exact account to hold it")  # fmt: skip
+                continue
+            body = {"Account": account.lower(), "Type": 4, "AddressLine1": street, "City": city,
+                    "Postcode": normalise_postcode(_text(row.get("PostalCode")), code), "State": _text(row.get("State")), "Country": code}  # fmt: skip
+            wanted.setdefault(_address_key(body), []).append(i)
+            res["_body"] = {k: v for k, v in body.items() if v is not None}
+        if wanted:
+            self._division()
+            held: dict[tuple, str] = {}
+            accounts = sorted({k[0] for k in wanted})
+            select = ["ID", "Account", "Type", "AddressLine1", "Postcode", "City", "Country"]
+            for rec in self._find(entity, "Account", accounts, select):
+                if int(rec.get("Type") or 0) == 4:
+                    held.setdefault(_address_key(rec), str(rec["ID"]).lower())
+            for key, positions in wanted.items():
+                body = out[positions[0]]["_body"]
+                action, address_id, error = "found", held.get(key), None
+                if address_id is None:
+                    try:
+                        with self.call_log.timed("create", "crm/Addresses", rows=1):
+                            address_id = str(self.hook.create("crm/Addresses", body)["ID"]).lower()
+                        action = "created"
+                    except RecordError as exc:
+                        message = str((exc.details or {}).get("message") or exc.message)
+                        action, error = "failed", (f"delivery address {body.get('AddressLine1')!r}: {exc}",
+                                                   _error_code(message))  # fmt: skip
+                for n, pos in enumerate(positions):
+                    res = out[pos]
+                    res["action"] = action if n == 0 or action == "failed" else "found"
+                    res["address_id"] = address_id
+                    if error:
+                        res["error"], res["error_code"] = error
+        for res in out:
+            res.pop("_body", None)
+        return _object_frame(out, DELIVERY_RESULT_COLUMNS)
 
     def _contact_body(self, row: dict, account_id: str, email: str) -> dict | None:
         first, last = _text(row.get("FirstName")), _text(row.get("LastName"))
@@ -1130,6 +1218,17 @@ class ExactOnlineAdapter:
                 result["action"] = "updated"
                 result["changed"] = ",".join(filter(None, [result.get("changed"), "MainContact"]))
         return result
+
+
+def _address_key(record: dict) -> tuple:
+    """What makes two delivery addresses of an account the same (case, spacing, postcode gaps aside)."""
+    return (
+        str(record.get("Account") or "").lower(),
+        _fold(record.get("AddressLine1")) or "",
+        "".join((_fold(record.get("Postcode")) or "").split()),
+        _fold(record.get("City")) or "",
+        (_text(record.get("Country")) or "").upper(),
+    )
 
 
 def _object_frame(rows: list[dict], columns: list[str]) -> pd.DataFrame:

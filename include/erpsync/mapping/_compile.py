@@ -204,7 +204,12 @@ class _FieldProgram:
                     self.spec.line,
                     self.label,
                     f"source column '{path}' is missing from the extracted data "
-                    f"(columns: {', '.join(map(str, df.columns[:20]))})",
+                    + (
+                        "(source.added: the flow's steps before map add it; did they run?) "
+                        if path in self.mapping.source.added
+                        else ""
+                    )
+                    + f"(columns: {', '.join(map(str, df.columns[:20]))})",
                 )
             )
         return column

@@ -80,6 +80,9 @@ class SourceSpec:
     key: str
     fields: list[str]
     filter: dict[str, list[Any]] = field(default_factory=dict)
+    #: columns the flow's steps before map add to the staged rows (e.g. an Exact address ID); the
+    #: expressions may read them, the extract does not ask the source for them
+    added: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -593,13 +596,15 @@ def build_mapping(doc: YamlDoc) -> tuple[Mapping | None, list[Problem]]:
     # Columns the source quality rules check must be extracted too, or the check step cannot run.
     for rule in quality_raw.get("source", []):
         needed.extend([c for c in [rule.get("column"), *rule.get("columns", [])] if c])
+    added = list(src.get("added", []))
     source = SourceSpec(
         system=src["system"],
         object=src["object"],
         cursor=src.get("cursor"),
         key=key,
-        fields=_unique(needed),
+        fields=[c for c in _unique(needed) if c not in added],
         filter=dict(src.get("filter", {})),
+        added=added,
     )
     for index, column in enumerate(tgt.get("requires", [])):
         if column not in fields:
