@@ -14,8 +14,10 @@ a failed customer step quarantines the order (stage `customer`) instead. Then th
 address becomes a delivery address of the customer in Exact (found or created), referenced by the
 order's `DeliveryAddress`; Dutch street lines are split into street / number / addition and written
 normalised on both the invoice and the delivery address (Exact has no house-number fields). Missing data is enriched (VAT
-code by rate) and payment terms are mapped: an unknown term quarantines the order (stage `map`, rule
-`unmapped`), an empty one leaves Exact to use the customer's own condition. Mapping: `include/mappings/sf_orders_to_exact.yaml`.
+code by rate) and payment terms and methods are mapped together to one Exact payment condition (in
+Exact the method belongs to the condition): an unknown term or pair quarantines the order (stage
+`map`, rule `unmapped`), none leaves Exact to use the customer's own condition; an org without the
+custom field `Payment_Method__c` reads it as empty. Mapping: `include/mappings/sf_orders_to_exact.yaml`.
 
 Runs hourly and also whenever `exact_items_to_sf_products` has updated the Salesforce products.
 Wiring only (airflow dag built by `erpsync.flow_dag.build_flow_dag`): nothing heavy at parse time.
@@ -34,7 +36,8 @@ ORDERS = SystemRef(
     "salesforce",
     SALESFORCE.conn_id,
     SALESFORCE.pool,
-    options={"filters": {"Status": "{{ params.statuses }}"}},
+    # Payment_Method__c is a custom field an org may not have: then it reads empty (term alone).
+    options={"filters": {"Status": "{{ params.statuses }}"}, "optional_fields": ["Payment_Method__c"]},
 )
 
 

@@ -46,6 +46,10 @@ PAYMENT_CONDITIONS = [
     ("60", "60 dagen netto", 60, "B"),
     ("IN", "Automatische incasso 8 dagen", 8, "I"),
     ("VB", "Vooruitbetaling", 0, "B"),
+    # PaymentMethod: B on credit, I collection (incasso), K cash, V credit card
+    ("14I", "14 dagen automatische incasso", 14, "I"),
+    ("30I", "30 dagen automatische incasso", 30, "I"),
+    ("CC", "Creditcard", 0, "V"),
 ]
 
 ACCOUNTS = [

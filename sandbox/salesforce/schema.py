@@ -409,6 +409,15 @@ OBJECTS: dict[str, ObjectDef] = {
                     "Payment Terms",
                     picklist=("Due on receipt", "Net 14", "Net 30", "Net 60", "Prepaid"),
                 ),
+                # How the customer pays (a custom picklist, as the terms are; the orders flow maps the
+                # pair to one Exact payment condition, which carries the payment method).
+                FieldDef(
+                    "Payment_Method__c",
+                    "picklist",
+                    40,
+                    "Payment Method",
+                    picklist=("Invoice", "Direct Debit", "Credit Card", "Cash"),
+                ),
             ),
         ),
         ObjectDef(

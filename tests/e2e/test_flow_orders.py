@@ -493,6 +493,30 @@ def test_the_delivery_address_and_dutch_house_numbers_on_both_addresses(world, c
     assert set(addresses(world)) - addresses_before == {order["DeliveryAddress"]}
 
 
+def test_payment_methods_pick_the_exact_condition_together_with_the_term(world, capfd):
+    """Rule 5: the order's payment method (Payment_Method__c) and term choose one Exact payment
+    condition, whose PaymentMethod is the one paid with (I collection, V credit card); a pair the
+    value map does not list is quarantined naming the pair, never booked on the term's condition."""
+    debit, card, unknown = _fresh_drafts(world, 3)
+    sf_patch(world, "Order", debit["Id"], {"Status": "Activated", "Payment_Terms__c": "Net 30",
+                                          "Payment_Method__c": "Direct Debit"})  # fmt: skip
+    sf_patch(world, "Order", card["Id"], {"Status": "Activated", "Payment_Terms__c": None,
+                                         "Payment_Method__c": "Credit Card"})  # fmt: skip
+    sf_patch(world, "Order", unknown["Id"], {"Status": "Activated", "Payment_Terms__c": "Net 14",
+                                            "Payment_Method__c": "Cash"})  # fmt: skip
+    run = run_dag(world["dag"], capfd, **PARAMS)
+    assert run.ok, run.why()
+    posted = exact_orders(world)
+    methods = {c["Code"]: c["PaymentMethod"] for c in table(world, "cashflow/PaymentConditions").values()}
+    assert posted[debit["OrderNumber"]]["PaymentCondition"] == "30I" and methods["30I"] == "I"
+    assert posted[card["OrderNumber"]]["PaymentCondition"] == "CC" and methods["CC"] == "V"
+    assert unknown["OrderNumber"] not in posted
+    entry = quarantined(world)[unknown["Id"]]
+    assert (entry["stage"], entry["rule"], entry["column"]) == ("map", "unmapped", "PaymentCondition"), entry
+    assert entry["value"] == "Net 14 / Cash", entry
+    assert run.counts["created"] == 2, run.counts
+
+
 def test_a_run_whose_only_news_is_a_refused_row_sends_the_failure_summary(world, capfd, monkeypatch):
     """Rule 6: the only change is an order Exact refuses at upsert (its payment condition was removed
     from the administration): the run's report says "errors", not a plain success, and the failure

@@ -222,6 +222,7 @@ def test_lookups_of_the_orders_mapping_load(adapter):
                     "Payment_Terms__c": "Net 14",
                     "CurrencyIsoCode": "eur",
                     "Status": "Activated",
+                    "Payment_Method__c": None,
                     "_exact_delivery_address": None,  # added by the order steps (no shipping address)
                     "OrderItems": [
                         {

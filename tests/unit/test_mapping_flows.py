@@ -47,6 +47,7 @@ def orders():
             "PoNumber": ["PO-1", None, None, None, None],
             "Description": ["deliver before noon", None, None, None, None],
             "Payment_Terms__c": ["Net 14", None, None, None, None],
+            "Payment_Method__c": [None, None, None, None, None],
             "CurrencyIsoCode": ["eur", None, None, None, "usd"],
             # added by the order steps: the order's delivery address in Exact (crm/Addresses, type 4)
             "_exact_delivery_address": ["addr-1", None, None, None, None],
@@ -113,6 +114,22 @@ def test_the_delivery_address_comes_from_the_order_steps_not_from_salesforce(ord
     )
     with pytest.raises(MappingError, match=r"_exact_delivery_address.*steps before map"):
         mapping.compile().apply(orders.drop(columns=["_exact_delivery_address"]), exact_tables)
+
+
+def test_payment_term_and_method_pick_the_exact_condition_together(orders, exact_tables):
+    """Rule 5: Exact's payment condition carries the method (B on credit, I collection, K cash, V credit
+    card), so term and method choose it together; a pair the value map does not list is rejected,
+    naming the pair; the term alone keeps its usual condition; the method alone picks its own."""
+    changed = orders.copy()
+    changed["Payment_Terms__c"] = ["Net 30", "Net 14", "Net 60", None, "Net 30"]
+    changed["Payment_Method__c"] = ["Direct Debit", "Cash", None, "Credit Card", "Invoice"]
+    changed["OrderItems"] = [{"records": [order_item(f"80{k}", "SKU1", 1, 1, 21)]} for k in "vwxyz"]
+    changed["Status"] = "Activated"
+    mapped = load_flow("sf_orders_to_exact").compile().apply(changed, exact_tables)
+    frame = mapped.frame.set_index("_source_key")["PaymentCondition"].to_dict()
+    assert frame == {"801A": "30I", "801C": "60", "801D": "CC", "801E": "30"}, frame
+    why = mapped.rejected.set_index(["_source_key", "field"]).loc[("801B", "PaymentCondition")]
+    assert why["rule"] == "unmapped" and why["value"] == "Net 14 / Cash", why.to_dict()
 
 
 def test_an_unknown_payment_term_is_rejected_not_booked_on_30_days(orders, exact_tables):
@@ -343,6 +360,7 @@ def test_malformed_lines_reject_only_their_order(exact_tables):
             "PoNumber": [None] * 4,
             "Description": [None] * 4,
             "Payment_Terms__c": [None] * 4,
+            "Payment_Method__c": [None] * 4,
             "_exact_delivery_address": [None] * 4,
             "CurrencyIsoCode": [None] * 4,
             "OrderItems": [np.array(good, dtype=object), "not a list", {"totalSize": 1}, [1, 2]],
