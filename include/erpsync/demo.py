@@ -1,9 +1,10 @@
-"""`make demo`: run the three sync flows on the embedded default and print what happened.
+"""`make demo`: run the four sync flows on the embedded default and print what happened.
 
 Starts, as local processes: the simulators (`sandbox up`: Salesforce over HTTPS, Exact Online,
-QuickBooks' company file), the Web Connector bridge on SQLite (`qbwc-bridge serve`), the simulated
-Web Connector polling it, and Airflow standalone (LocalExecutor on SQLite, sized for 2 cores).
-Then it triggers the three DAGs through Airflow's REST API, waits, prints a summary per flow and
+QuickBooks' company file, Autotask PSA over HTTPS), the Web Connector bridge on SQLite (`qbwc-bridge
+serve`), the simulated Web Connector polling it, and Airflow standalone (LocalExecutor on SQLite, sized
+for 2 cores). Then it triggers the four DAGs through Airflow's REST API, waits, prints a summary per flow
+(the Autotask DAG's contacts stage on a line of its own) and
 writes it to demo-summary.json. Everything keeps its data under .demo/, so a second run shows zero
 writes for unchanged data (`make demo-reset` forgets it). `--keep` leaves the stack running.
 """
@@ -22,7 +23,14 @@ from erpsync.localstack import AirflowApi, LocalProcess, free_port, wait_for_htt
 
 PROJECT = Path(__file__).resolve().parents[2]
 DEMO = PROJECT / ".demo"
-FLOWS = ["exact_items_to_sf_products", "sf_accounts_to_qb_customers", "sf_orders_to_exact"]
+FLOWS = [
+    "exact_items_to_sf_products",
+    "sf_accounts_to_qb_customers",
+    "sf_orders_to_exact",
+    "sf_accounts_to_autotask",
+]
+#: Flows a DAG runs after its own (FlowStage 'then'): each has its own run report under the same run id.
+STAGES = {"sf_accounts_to_autotask": ["sf_contacts_to_autotask"]}
 COMPANY = "demo"
 #: The read-only jobs-API token the demo creates for its company's /status page (see `start_bridge`).
 STATUS_TOKEN = "demo-status"
@@ -182,6 +190,13 @@ class DemoStack:
         if not proc.alive():
             raise RuntimeError(f"the Web Connector simulator exited:\n{proc.log_tail()}")
 
+    def autotask_connection(self) -> str:
+        """The `autotask` connection for the sandbox tenant (the hook's call ledger under .demo/airflow)."""
+        from erpsync.sandbox.autotask import airflow_connection as autotask_connection
+
+        system = self.state["systems"]["autotask"]
+        return json.dumps(autotask_connection(system, self.state["ca_bundle"]))
+
     def connections(self) -> dict[str, str]:
         from erpsync.sandbox.exact import connection_json as exact_connection
         from erpsync.sandbox.salesforce import airflow_connection
@@ -206,6 +221,7 @@ class DemoStack:
                     "extra": {"company": COMPANY, "timeout": 60},
                 }
             ),
+            "AIRFLOW_CONN_AUTOTASK_DEFAULT": self.autotask_connection(),
         }
 
     def airflow_env(self) -> dict[str, str]:
@@ -287,14 +303,28 @@ def run_flows(api: AirflowApi, *, timeout: float = 900) -> dict[str, dict]:
     return results
 
 
+def _counts(stored: dict) -> tuple[dict, dict]:
+    report = stored.get("report") or {}
+    counts = report.get("counts") or stored.get("counts") or {}
+    return report, counts
+
+
 def flow_summary(api: AirflowApi, dag_id: str, run: dict) -> dict:
-    """Counts from the flow's run report (state store), task states and timing from Airflow."""
+    """Counts from the flow's run report (state store), task states and timing from Airflow; a DAG with
+    later stages (`STAGES`) also gets each stage's counts under ``stages``."""
     from erpsync.state import StateStore
 
     tis = api.task_instances(dag_id, run["dag_run_id"])
-    stored = StateStore(f"sqlite:///{DEMO / 'state.db'}").get_run(dag_id, run["dag_run_id"]) or {}
-    report = stored.get("report") or {}
-    counts = report.get("counts") or stored.get("counts") or {}
+    store = StateStore(f"sqlite:///{DEMO / 'state.db'}")
+    report, counts = _counts(store.get_run(dag_id, run["dag_run_id"]) or {})
+    stages = {}
+    for flow in STAGES.get(dag_id, []):
+        stage_report, stage_counts = _counts(store.get_run(flow, run["dag_run_id"]) or {})
+        stages[flow] = {
+            **{k: stage_counts.get(k, 0) for k in ("created", "updated", "skipped", "quarantined", "failed")},
+            "calls_used": stage_report.get("api_calls", 0),
+            "status": stage_report.get("status", "no report"),
+        }
     started, ended = run.get("start_date"), run.get("end_date")
     seconds = None
     if started and ended:
@@ -313,6 +343,7 @@ def flow_summary(api: AirflowApi, dag_id: str, run: dict) -> dict:
         "seconds": seconds,
         "failed_tasks": sorted(ti["task_id"] for ti in tis if ti["state"] in {"failed", "upstream_failed"}),
         "report": (report.get("files") or {}).get("markdown"),
+        "stages": stages,
     }
 
 
@@ -324,6 +355,12 @@ def print_summary(results: dict[str, dict], stack: DemoStack) -> None:
             f"{flow:32} {r['state']:8} {r['created']:>7} {r['updated']:>7} {r['skipped']:>7} "
             f"{r['quarantined']:>8} {r['calls_used']:>6} {r['seconds'] or 0:>6}"
         )
+        for stage, s in (r.get("stages") or {}).items():
+            label = f"  then {stage}"
+            print(
+                f"{label:32} {s['status']:8} {s['created']:>7} {s['updated']:>7} {s['skipped']:>7} "
+                f"{s['quarantined']:>8} {s['calls_used']:>6}"
+            )
         if r["failed_tasks"]:
             print(
                 f"    failed tasks: {', '.join(r['failed_tasks'])} (logs under {DEMO / 'airflow' / 'logs'})"
