@@ -140,7 +140,7 @@ def find_truth_tests(source: str, path: str = "<source>") -> list[str]:
         'el = root.find("X")\nif el:\n    pass',
         'el = root.find("X") if ok else None\nwhile not el:\n    pass',
         'def f(root):\n    ref = _child(root, "CustomerRef")\n    return ref and ref.text',
-        '[c for c in items if c.getparent()]',
+        "[c for c in items if c.getparent()]",
         'x = "a" if (el := node.find("Y")) else "b"',
         "assert doc.getnext()",
         "body = next((el for el in root if _local(el.tag) == 'Body'), None)\nif not body:\n    pass",
