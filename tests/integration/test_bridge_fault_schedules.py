@@ -72,9 +72,11 @@ class StoreCrash:
         with self.lock:
             self.at, self.seen = at, 0
 
-    def disarm(self) -> None:
+    def disarm(self) -> int:
+        """Stop; return how many write statements ran while armed."""
         with self.lock:
             self.at = 0
+            return self.seen
 
     def _before(self, conn, cursor, statement, parameters, context, executemany):
         if not re.match(r"\s*(INSERT|UPDATE|DELETE)", statement, re.IGNORECASE):
@@ -272,3 +274,42 @@ def test_random_fault_schedules_write_each_change_once_or_report_it(
             assert r["state"] in not_applied and r["status_message"], r
     if result["state"] == "completed":
         assert all(r["state"] == "done" for r in result["results"]), result["counts"]
+
+
+def test_a_crash_before_any_store_write_of_a_session_doubles_and_loses_nothing(
+    scheduled_bridge, tmp_path_factory
+):
+    """Deterministic sweep: for every k, the bridge dies at the k-th write of a session (that transaction
+    never commits), the Web Connector goes on as it would, then clean sessions follow. Every customer is
+    in QuickBooks exactly once and the job completes."""
+    bridge, crash = scheduled_bridge
+    from erpsync.qbwc_bridge.crud import add_company
+
+    bridge.configure(max_batch_requests=2)
+
+    def one_company(k: int | None) -> int:
+        tag = os.urandom(4).hex()
+        company = f"sweep-{tag}"
+        with bridge.store.session() as s:
+            add_company(session=s, name=company, password="pw")
+        qb = CompanyFile(tmp_path_factory.mktemp("sweep") / "f.qbw")
+        names = [f"Sweep {tag} {i}" for i in range(3)]
+        jid = enqueue(bridge, [customer_add(n) for n in names], company=company).json()["id"]
+        crash.arm(k if k is not None else 10**9)
+        try:
+            _session(bridge, company, qb)
+        finally:
+            writes = crash.disarm()
+        for _ in range(4):
+            if job(bridge, jid)["state"] in FINAL:
+                break
+            _session(bridge, company, qb)
+        result = job(bridge, jid)
+        assert result["state"] == "completed", (k, result["counts"], result["results"])
+        assert [count_customers(qb, n) for n in names] == [1, 1, 1], k
+        return writes
+
+    total = one_company(None)  # how many writes a clean session of this job makes
+    assert total >= 8, total  # authenticate, two exchanges sent and answered, close: the sweep is real
+    for k in range(1, total + 1):
+        one_company(k)

@@ -15,6 +15,7 @@ import sys
 import time
 
 import httpx
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_bridge_support import (
@@ -31,8 +32,29 @@ from test_bridge_support import (
 )
 
 from erpsync.sandbox.webconnector import Faults, WebConnectorSimulator
+from tests.pg import schema_url
 
 pytest_plugins = ["test_bridge_support"]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def bridge_factory(request, bridge_factory):
+    """Every fault test runs on SQLite and on the real PostgreSQL (a fresh schema per bridge)."""
+    if request.param == "sqlite":
+        return bridge_factory
+    base = request.getfixturevalue("postgres_url")
+
+    def start(database_url: str | None = None, **settings):
+        return bridge_factory(database_url or schema_url(base, "faults"), **settings)
+
+    return start
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'kill.db'}"
+    return schema_url(request.getfixturevalue("postgres_url"), "kill")
 
 
 def _forgetful(qb):
@@ -211,12 +233,12 @@ def _serve(db_url: str, port: int) -> subprocess.Popen:
     raise AssertionError(f"bridge did not start: {proc.stderr.read().decode()[-2000:]}")
 
 
-def test_kill_9_between_send_and_receive_then_restart(tmp_path):
+def test_kill_9_between_send_and_receive_then_restart(tmp_path, store_url):
     """The bridge process dies (SIGKILL) after sendRequestXML; QuickBooks applies; a restart reconciles."""
     from erpsync.qbwc_bridge.crud import add_company
     from erpsync.qbwc_bridge.db import Store, migrate
 
-    db_url = f"sqlite:///{tmp_path / 'kill.db'}"
+    db_url = store_url
     migrate(db_url)
     store = Store(db_url)
     with store.session() as s:
