@@ -19,13 +19,20 @@ Exact the method belongs to the condition): an unknown term or pair quarantines 
 `map`, rule `unmapped`), none leaves Exact to use the customer's own condition; an org without the
 custom field `Payment_Method__c` reads it as empty. Mapping: `include/mappings/sf_orders_to_exact.yaml`.
 
+Orders or invoices (param `sales_document`, default `order`): with `invoice` each order becomes an
+Exact sales invoice (`salesinvoice/SalesInvoices`, Type 8020) in the sales journal `sales_journal`
+(default `70`) instead, with the same identity (`YourRef`), customer, lines, payment condition and
+delivery address (`DeliverToAddress`). "Order exists?" looks among both the sales orders and the
+invoices, so switching the setting never books an order twice; documents already in Exact stay what
+they are.
+
 Runs hourly and also whenever `exact_items_to_sf_products` has updated the Salesforce products.
 Wiring only (airflow dag built by `erpsync.flow_dag.build_flow_dag`): nothing heavy at parse time.
 """
 
 from __future__ import annotations
 
-from airflow.sdk import AssetOrTimeSchedule
+from airflow.sdk import AssetOrTimeSchedule, Param
 
 from erpsync.flow_dag import EXACT_ONLINE, SALESFORCE, FlowParts, SystemRef, build_flow_dag
 from erpsync.flows import ASSETS, interval_schedule, sync_params
@@ -41,6 +48,26 @@ ORDERS = SystemRef(
 )
 
 
+# Orders or invoices, as APIcenter offers: the flow setting `sales_document` (trigger form / params).
+SALES_DOCUMENT = {
+    "sales_document": "{{ params.sales_document }}",
+    "sales_journal": "{{ params.sales_journal }}",
+}
+DOCUMENT_PARAMS = {
+    "sales_document": Param(
+        "order",
+        enum=["order", "invoice"],
+        description="What a Salesforce order becomes in Exact: a sales order, or a sales invoice (Type 8020).",
+    ),
+    "sales_journal": Param(
+        "70",
+        type="string",
+        minLength=1,
+        description="Code of the Exact sales journal invoices are booked in (sales_document: invoice).",
+    ),
+}
+
+
 def order_steps(check_source):
     """The seed's steps before an order is mapped: status, order exists?, products, customer."""
     steps = ExactOrderStepsOperator(
@@ -50,18 +77,21 @@ def order_steps(check_source):
         statuses="{{ params.statuses | join(',') }}",
         existing_orders="{{ params.existing_orders }}",
         conn_id=EXACT_ONLINE.conn_id,
+        # "order exists?" looks where the documents go: sales orders, or sales invoices
+        adapter_kwargs=SALES_DOCUMENT,
         pool=EXACT_ONLINE.pool,
     )
     check_source >> steps
     return steps
 
 
-# An order already in Exact is skipped unless the trigger form says `existing_orders: update`.
+# An order already in Exact is skipped unless the trigger form says `existing_orders: update`; the
+# documents are sales orders, or sales invoices in the given sales journal (`sales_document`).
 EXACT_ORDERS = SystemRef(
     EXACT_ONLINE.system,
     EXACT_ONLINE.conn_id,
     EXACT_ONLINE.pool,
-    options={"existing_orders": "{{ params.existing_orders }}"},
+    options={"existing_orders": "{{ params.existing_orders }}", **SALES_DOCUMENT},
 )
 
 dag = build_flow_dag(
@@ -71,7 +101,7 @@ dag = build_flow_dag(
     source=ORDERS,
     target=EXACT_ORDERS,
     lookups=[EXACT_ONLINE],
-    params=sync_params(batch_size=50, statuses=["Activated"], existing_orders="skip"),
+    params={**sync_params(batch_size=50, statuses=["Activated"], existing_orders="skip"), **DOCUMENT_PARAMS},
     outlets=[ASSETS["exact_sales_orders"]],
     parts=FlowParts(before_map=order_steps),
     tags=["orders"],

@@ -258,7 +258,8 @@ class ExactOrderStepsOperator(EnsureExactCustomersOperator):
        Salesforce for those; orders retried from quarantine are read by key and are filtered here).
        The param is the one source of truth: the mapping has no status filter of its own.
     2. **order exists?** The order number (the mapping's identity source) is looked up as `YourRef`
-       in Exact. With `existing_orders: skip` (default) an existing order is skipped here: no
+       in Exact, among the sales orders and the sales invoices (the flow books either, setting
+       `sales_document`; switching it never books an order twice). With `existing_orders: skip` (default) an existing order is skipped here: no
        customer work, no mapping, and any quarantine it had is closed. With `update` it goes on
        (to have its header updated) but its customer is not touched either.
     3. **every product exists?** The codes of the lines' required lookups (`Item` by
@@ -422,17 +423,27 @@ class ExactOrderStepsOperator(EnsureExactCustomersOperator):
         # 2. order exists?
         refs = chunk[ident_col].where(chunk[ident_col].notna(), None)
         wanted = [str(v) for v in refs[go] if v is not None and str(v).strip()]
-        held = set()
-        if wanted:
+        held, elsewhere = set(), set()
+        if wanted and mapping.target.identity == "YourRef" and hasattr(adapter, "sales_document_refs"):
+            # in Exact as a sales order or a sales invoice, whichever the flow books now; one held as
+            # the other document is never updated (nor booked again) as this one
+            docs = adapter.sales_document_refs(wanted)
+            held = set(docs)
+            elsewhere = {r for r, kind in docs.items() if kind != getattr(adapter, "sales_document", "order")}
+        elif wanted:
             found = adapter.read_by_keys(mapping.target.object, mapping.target.identity, wanted,
                                          columns=[mapping.target.identity])  # fmt: skip
             held = {str(v).strip().casefold() for v in found[mapping.target.identity] if v is not None}
         exists = np.array([go[i] and v is not None and str(v).strip().casefold() in held for i, v in enumerate(refs)],
                           dtype=bool)  # fmt: skip
-        if existing == "skip":
-            counts["skipped_existing"] += int(exists.sum())
-            settled += keys[exists].tolist()
-            go &= ~exists
+        if existing == "skip" or elsewhere:
+            skip = exists if existing == "skip" else np.array(
+                [go[i] and v is not None and str(v).strip().casefold() in elsewhere for i, v in enumerate(refs)],
+                dtype=bool,
+            )  # fmt: skip
+            counts["skipped_existing"] += int(skip.sum())
+            settled += keys[skip].tolist()
+            go &= ~skip
         for stage in _LATER_STAGES:
             store.resolve_quarantine(self.flow, stage=stage, keys=settled, run_id=run_id)
         # 3. every product exists?

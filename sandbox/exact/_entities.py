@@ -160,6 +160,38 @@ ENTITIES: dict[str, EntitySpec] = {
             required=("SalesOrderLineID", "QuantityDelivered"),
         ),
         _spec(
+            "salesinvoice/SalesInvoices",
+            "SalesInvoice.SalesInvoice",
+            "InvoiceID InvoiceNumber Journal JournalDescription Type TypeDescription Status StatusDescription "
+            "OrderedBy OrderedByName OrderedByContactPerson InvoiceTo InvoiceToName DeliverTo DeliverToName "
+            "DeliverToAddress InvoiceDate OrderDate DueDate YourRef Description Remarks Currency PaymentCondition "
+            "PaymentConditionDescription PaymentReference Salesperson AmountDC AmountFC AmountFCExclVat "
+            "VATAmountDC VATAmountFC",
+            key="InvoiceID",
+            read_only="InvoiceNumber JournalDescription TypeDescription Status StatusDescription OrderedByName "
+            "InvoiceToName DeliverToName PaymentConditionDescription DueDate AmountDC AmountFC AmountFCExclVat "
+            "VATAmountDC VATAmountFC",
+            required=("OrderedBy", "Journal"),
+            children={"SalesInvoiceLines": ("salesinvoice/SalesInvoiceLines", "InvoiceID")},
+            deleted_type=13,
+        ),
+        _spec(
+            "salesinvoice/SalesInvoiceLines",
+            "SalesInvoice.SalesInvoiceLine",
+            "ID InvoiceID LineNumber Item ItemCode ItemDescription Description Quantity UnitPrice NetPrice "
+            "Discount AmountDC AmountFC VATCode VATCodeDescription VATPercentage VATAmountDC VATAmountFC UnitCode "
+            "Notes",
+            read_only="LineNumber ItemCode ItemDescription AmountDC AmountFC VATCodeDescription VATAmountDC "
+            "VATAmountFC",
+            required=("InvoiceID", "Item"),
+        ),
+        _spec(
+            "financial/Journals",
+            "Financial.Journal",
+            "ID Code Description Type",
+            methods=frozenset({"GET"}),
+        ),
+        _spec(
             "vat/VATCodes",
             "VAT.VATCode",
             "ID Code Description Percentage Type VATTransactionType IsBlocked Charged",

@@ -39,6 +39,15 @@ VAT_CODES = [
     ("6", "BTW inkopen hoog 21%", 21.0, "I", "P", False),
 ]
 
+#: financial/Journals: code, description, type (20 sales, 12 bank, 22 purchase, 90 general).
+JOURNALS = [
+    ("70", "Verkoopboek", 20),
+    ("71", "Verkoopboek webshop", 20),
+    ("60", "Inkoopboek", 22),
+    ("20", "Bank", 12),
+    ("90", "Memoriaal", 90),
+]
+
 PAYMENT_CONDITIONS = [
     ("00", "Contant", 0, "K"),
     ("14", "14 dagen netto", 14, "B"),
@@ -202,6 +211,16 @@ def seed_store(store: ExactStore, *, item_count: int = 250) -> None:
                     "VATTransactionType": ttype,
                     "IsBlocked": blocked,
                     "Charged": False,
+                },
+            )
+        for jcode, description, jtype in JOURNALS:
+            put(
+                "financial/Journals",
+                {
+                    "ID": _guid(code, "journal", jcode),
+                    "Code": jcode,
+                    "Description": description,
+                    "Type": jtype,
                 },
             )
         for pcode, description, days, method in PAYMENT_CONDITIONS:

@@ -22,6 +22,11 @@ from erpsync.sandbox.exact._odata import ms_to_date
 __all__ = ["ApiError", "Division", "ExactStore", "pad_account_code"]
 
 ORDER_STATUS = {12: "Open", 20: "Partial", 21: "Complete", 45: "Cancelled"}
+#: salesinvoice/SalesInvoices.Status and .Type (Exact's documentation).
+INVOICE_STATUS = {10: "Draft", 20: "Open", 50: "Processed"}
+INVOICE_TYPES = {8020: "Sales invoice", 8021: "Sales credit note", 8023: "Direct sales invoice"}
+#: financial/Journals.Type of a sales journal.
+SALES_JOURNAL = 20
 DELIVERY_STATUS = {12: "Open", 20: "Partial", 21: "Complete"}
 
 
@@ -58,6 +63,7 @@ class Division:
     tables: dict[str, dict[str, dict]] = field(default_factory=dict)
     timestamp: int = 1000
     order_number: int = 0
+    invoice_number: int = 0
     delivery_number: int = 0
     deleted: list[dict] = field(default_factory=list)
 
@@ -554,6 +560,86 @@ class ExactStore:
             self._delivery_address(div, merged)
             if changes.get("DeliveryAddress"):
                 changes["DeliveryAddress"] = merged["DeliveryAddress"]
+
+    # ---- sales invoices -------------------------------------------------------------------------
+
+    def _create_SalesInvoices(self, div: Division, spec: EntitySpec, record: dict) -> None:
+        lines = record.pop("SalesInvoiceLines", None)
+        if isinstance(lines, dict) and "results" in lines:
+            lines = lines["results"]
+        if not isinstance(lines, list) or not lines:
+            raise ApiError(400, "SalesInvoiceLines: a sales invoice needs at least one line")
+        journal = self._by_code(div, "financial/Journals", str(record["Journal"]))
+        if journal is None:
+            raise ApiError(400, f"Journal: journal '{record['Journal']}' does not exist")
+        if journal.get("Type") != SALES_JOURNAL:
+            raise ApiError(400, f"Journal: journal '{record['Journal']}' is not a sales journal")
+        record["JournalDescription"] = journal["Description"]
+        kind = record.setdefault("Type", 8020)
+        if kind not in INVOICE_TYPES:
+            raise ApiError(400, f"Type: '{kind}' is not a sales invoice type (8020, 8021, 8023)")
+        record["TypeDescription"] = INVOICE_TYPES[kind]
+        account = self._ref(div, "crm/Accounts", record["OrderedBy"], "OrderedBy")
+        if account.get("Blocked"):
+            raise ApiError(400, f"OrderedBy: account '{account['Name']}' is blocked")
+        record["OrderedBy"], record["OrderedByName"] = account["ID"], account["Name"]
+        for role in ("InvoiceTo", "DeliverTo"):
+            other = self._ref(div, "crm/Accounts", record.get(role) or account["ID"], role)
+            record[role], record[f"{role}Name"] = other["ID"], other["Name"]
+        if record.get("DeliverToAddress"):
+            check = {"DeliveryAddress": record["DeliverToAddress"], "DeliverTo": record["DeliverTo"]}
+            self._delivery_address(div, check)
+            record["DeliverToAddress"] = check["DeliveryAddress"]
+        today = ms_to_date(now_ms() // 86_400_000 * 86_400_000)
+        record.setdefault("InvoiceDate", today)
+        record.setdefault("Currency", div.currency)
+        if record.get("YourRef") is not None and len(str(record["YourRef"])) > 30:
+            raise ApiError(
+                400, f"YourRef: maximum length is 30 characters, got {len(str(record['YourRef']))}"
+            )
+        pc_code = record.get("PaymentCondition") or account.get("PaymentConditionSales")
+        if pc_code:
+            pc = self._by_code(div, "cashflow/PaymentConditions", pc_code)
+            if pc is None:
+                raise ApiError(400, f"PaymentCondition: payment condition '{pc_code}' does not exist")
+            record["PaymentCondition"], record["PaymentConditionDescription"] = pc_code, pc["Description"]
+        line_spec = ENTITIES["salesinvoice/salesinvoicelines"]
+        staged = []
+        for index, line in enumerate(lines):
+            try:
+                body = self._check_body(line_spec, line, creating=False, allow_key=True)
+                if not body.get("Item"):
+                    raise ApiError(400, "Mandatory: Item")
+                order_line = self._order_line(div, {"OrderID": None, "OrderNumber": None}, body, index + 1)
+            except ApiError as exc:
+                raise ApiError(exc.status, f"SalesInvoiceLines[{index}]: {exc.message}") from None
+            staged.append(
+                {
+                    **{k: v for k, v in order_line.items() if k in line_spec.fields},
+                    "InvoiceID": record["InvoiceID"],
+                    "VATAmountFC": order_line["VATAmount"],
+                    "VATAmountDC": order_line["VATAmount"],
+                }
+            )
+        div.invoice_number += 1
+        record["InvoiceNumber"] = div.invoice_number
+        record["Status"], record["StatusDescription"] = 20, INVOICE_STATUS[20]
+        table = div.table(line_spec)
+        for line in staged:
+            self._stamp(div, line, created=True)
+            table[line["ID"]] = line
+        excl = round(sum(ln["AmountFC"] for ln in staged), 2)
+        vat = round(sum(ln["VATAmountFC"] for ln in staged), 2)
+        record["AmountFCExclVat"] = excl
+        record["VATAmountFC"] = record["VATAmountDC"] = vat
+        record["AmountFC"] = record["AmountDC"] = round(excl + vat, 2)
+
+    def _update_SalesInvoices(self, div: Division, spec: EntitySpec, record: dict, changes: dict) -> None:
+        if record.get("Status") == 50:
+            raise ApiError(400, f"Sales invoice {record['InvoiceNumber']} is processed and cannot be changed")
+        for name in ("Journal", "Type", "OrderedBy"):
+            if name in changes and changes[name] != record.get(name):
+                raise ApiError(400, f"{name} of sales invoice {record['InvoiceNumber']} cannot be changed")
 
     def _create_SalesOrderLines(self, div: Division, spec: EntitySpec, record: dict) -> None:
         order = self._ref(div, "salesorder/SalesOrders", record["OrderID"], "OrderID")

@@ -517,6 +517,61 @@ def test_payment_methods_pick_the_exact_condition_together_with_the_term(world, 
     assert run.counts["created"] == 2, run.counts
 
 
+def invoices(world) -> dict[str, dict]:
+    """YourRef -> Exact sales invoice, with its lines (none until the first invoice)."""
+    tables = world["exact"].simulator.store.divisions[DIV].tables
+    lines: dict[str, list[dict]] = {}
+    for line in tables.get("salesinvoice/SalesInvoiceLines", {}).values():
+        lines.setdefault(line["InvoiceID"], []).append(line)
+    return {
+        i["YourRef"]: {**i, "lines": lines.get(i["InvoiceID"], [])}
+        for i in tables.get("salesinvoice/SalesInvoices", {}).values()
+        if i.get("YourRef")
+    }
+
+
+def test_orders_or_invoices_is_a_flow_setting(world, capfd):
+    """Rule 5: with sales_document=invoice an order becomes an Exact sales invoice (Type 8020, open, in
+    the given sales journal) with its customer, lines, VAT codes, payment condition and delivery address;
+    a rerun writes nothing, and switching back to orders never books it a second time as an order."""
+    draft = _fresh_drafts(world, 1)[0]
+    sf_patch(world, "Order", draft["Id"], {"Status": "Activated", "Payment_Terms__c": "Net 30",
+                                          "Payment_Method__c": "Direct Debit", "ShippingStreet": "Domplein 9-bis",
+                                          "ShippingPostalCode": "3512JE", "ShippingCity": "Utrecht",
+                                          "ShippingCountry": "NL"})  # fmt: skip
+    invoice_params = {**PARAMS, "sales_document": "invoice", "sales_journal": "71"}
+    orders_before = set(exact_orders(world))
+    run = run_dag(world["dag"], capfd, **invoice_params)
+    assert run.ok, run.why()
+    assert run.counts["created"] == 1, run.counts
+    invoice = invoices(world)[draft["OrderNumber"]]
+    assert (invoice["Journal"], invoice["Type"], invoice["Status"]) == ("71", 8020, 20), invoice
+    assert invoice["PaymentCondition"] == "30I"
+    account = table(world, "crm/Accounts")[invoice["OrderedBy"]]
+    assert account["Email"].lower() == draft["email"].strip().lower()
+    vat = {21.0: "2", 9.0: "1"}
+    assert sorted(
+        (ln["code"], ln["Quantity"], ln["UnitPrice"], vat[ln["Tax_Rate__c"]]) for ln in draft["lines"]
+    ) == (sorted((ln["ItemCode"], ln["Quantity"], ln["NetPrice"], ln["VATCode"]) for ln in invoice["lines"]))
+    delivery = addresses(world)[invoice["DeliverToAddress"]]
+    assert (delivery["AddressLine1"], delivery["Postcode"], delivery["Type"]) == (
+        "Domplein 9 BIS",
+        "3512 JE",
+        4,
+    )
+    assert set(exact_orders(world)) == orders_before, "an invoice run created a sales order"
+    assert run.xcom("target.verify")["differences"] == 0
+
+    again = run_dag(world["dag"], capfd, **invoice_params)
+    assert again.ok, again.why()
+    assert again.counts["created"] == again.counts["updated"] == 0, again.counts
+    # Back to orders: the order is in Exact as an invoice, so it is skipped, not booked again.
+    back = run_dag(world["dag"], capfd, **PARAMS)
+    assert back.ok, back.why()
+    assert back.counts["created"] == 0, back.counts
+    assert draft["OrderNumber"] not in exact_orders(world) and len(invoices(world)) == 1
+
+
 def test_a_run_whose_only_news_is_a_refused_row_sends_the_failure_summary(world, capfd, monkeypatch):
     """Rule 6: the only change is an order Exact refuses at upsert (its payment condition was removed
     from the administration): the run's report says "errors", not a plain success, and the failure

@@ -605,3 +605,34 @@ def test_bad_options_are_config_errors_at_construction():
         ExactOnlineAdapter(line_fields=["Item", "Colour"])
     with pytest.raises(ConfigError, match="chunk_rows must be at least 1"):
         list(ExactOnlineAdapter().read("logistics/Items", chunk_rows=0))
+    with pytest.raises(ConfigError, match="sales_document must be 'order' or 'invoice'"):
+        ExactOnlineAdapter(sales_document="quote")
+    with pytest.raises(ConfigError, match="needs sales_journal: the code of a sales journal"):
+        ExactOnlineAdapter(sales_document="invoice", sales_journal=" ")
+
+
+def test_invoices_in_place_of_orders_describe_as_the_orders_mapping_writes():
+    """sales_document=invoice: the orders mapping's fields exist under their order names (the invoice's
+    lines and DeliverToAddress), Journal and Type are the adapter's to set, the key is OrderID."""
+    from erpsync.mapping import check_against_target, default_mappings_dir, load_flow
+
+    meta = ExactOnlineAdapter(sales_document="invoice", sales_journal="70").describe("salesorder/SalesOrders")
+    assert meta.id_field == "OrderID" and "SalesInvoiceLines" not in meta.fields
+    assert meta.fields["SalesOrderLines"].type == "lines" and "DeliveryAddress" in meta.fields
+    assert not meta.fields["Journal"].required and meta.fields["OrderedBy"].required
+    mapping = load_flow("sf_orders_to_exact", default_mappings_dir())
+
+    def problems(meta):
+        fields = {
+            n: {
+                "length": f.length,
+                "required": f.required,
+                "createable": f.createable,
+                "updateable": f.updateable,
+            }
+            for n, f in meta.fields.items()
+        }
+        return [(p.field, p.problem) for p in check_against_target(mapping, fields)]
+
+    # the invoice takes the orders mapping exactly as a sales order does
+    assert problems(meta) == problems(ExactOnlineAdapter().describe("salesorder/SalesOrders"))

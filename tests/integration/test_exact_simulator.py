@@ -776,3 +776,59 @@ def test_addresses_and_a_sales_orders_delivery_address(exact):
             json={"DeliveryAddress": foreign["ID"]},
         )
         assert moved.status_code == 400 and "does not belong" in _error_value(moved)
+
+
+def test_sales_invoices_need_a_sales_journal_and_take_lines_by_deep_insert(exact):
+    """salesinvoice/SalesInvoices: key InvoiceID, Journal (a sales journal's code) mandatory, Type 8020
+    by default, Status 20 (open) and read-only, lines in SalesInvoiceLines by InvoiceID; no payment
+    method field (it belongs to the payment condition)."""
+    with _client(exact) as client:
+        account = client.get(
+            f"/api/v1/{DIV}/crm/Accounts", params={"$filter": f"Code eq '{'1002':>18}'"}
+        ).json()["d"]["results"][0]
+        item = client.get(
+            f"/api/v1/{DIV}/logistics/Items", params={"$filter": "IsSalesItem eq true", "$top": "1"}
+        ).json()["d"]["results"][0]
+        journals = client.get(f"/api/v1/{DIV}/financial/Journals").json()["d"]["results"]
+        assert {j["Code"]: j["Type"] for j in journals}["70"] == 20
+        lines = [{"Item": item["ID"], "Quantity": 2, "NetPrice": 10, "VATCode": "2"}]
+
+        def invoice(**header):
+            return client.post(
+                f"/api/v1/{DIV}/salesinvoice/SalesInvoices",
+                json={"OrderedBy": account["ID"], "SalesInvoiceLines": lines, **header},
+            )
+
+        for header, message in (
+            ({}, "Mandatory: Journal"),
+            ({"Journal": "99"}, "journal '99' does not exist"),
+            ({"Journal": "60"}, "is not a sales journal"),
+            ({"Journal": "70", "Type": 8030}, "not a sales invoice type"),
+            ({"Journal": "70", "Status": 50}, "read-only"),
+            ({"Journal": "70", "PaymentMethod": "V"}, "'PaymentMethod' does not exist"),
+            ({"Journal": "70", "SalesInvoiceLines": []}, "needs at least one line"),
+        ):
+            refused = invoice(**header)
+            assert refused.status_code == 400 and message in _error_value(refused), (header, refused.text)
+        made = invoice(Journal="70", YourRef="SF-INV-1", PaymentCondition="30I")
+        assert made.status_code == 201, made.text
+        head = made.json()["d"]
+        assert "ID" not in head and re.fullmatch(r"[0-9a-f-]{36}", head["InvoiceID"])
+        assert (head["Type"], head["Status"], head["StatusDescription"]) == (8020, 20, "Open")
+        assert isinstance(head["InvoiceNumber"], int) and head["DeliverTo"] == account["ID"]
+        assert head["PaymentConditionDescription"] == "30 dagen automatische incasso"
+        assert head["AmountFCExclVat"] == 20.0 and head["AmountFC"] == 24.2
+        got = client.get(
+            f"/api/v1/{DIV}/salesinvoice/SalesInvoiceLines",
+            params={"$filter": f"InvoiceID eq guid'{head['InvoiceID']}'"},
+        ).json()["d"]["results"]
+        assert [(ln["LineNumber"], ln["Quantity"], ln["VATAmountFC"]) for ln in got] == [(1, 2.0, 4.2)]
+        expanded = client.get(
+            f"/api/v1/{DIV}/salesinvoice/SalesInvoices(guid'{head['InvoiceID']}')",
+            params={"$expand": "SalesInvoiceLines"},
+        ).json()["d"]
+        assert [ln["ID"] for ln in expanded["SalesInvoiceLines"]["results"]] == [got[0]["ID"]]
+        moved = client.put(
+            f"/api/v1/{DIV}/salesinvoice/SalesInvoices(guid'{head['InvoiceID']}')", json={"Journal": "71"}
+        )
+        assert moved.status_code == 400 and "cannot be changed" in _error_value(moved)

@@ -166,6 +166,24 @@ ENTITIES: dict[str, _Entity] = {
             "VATPercentage:number VATAmount:number~ UnitCode DeliveryDate:date Notes",
         ),
         _entity(
+            "salesinvoice/SalesInvoices",
+            "InvoiceNumber:int~ Journal!^ JournalDescription~ Type:int^ TypeDescription~ Status:int~ "
+            "StatusDescription~ OrderedBy:guid!^ OrderedByName~ OrderedByContactPerson:guid InvoiceTo:guid "
+            "InvoiceToName~ DeliverTo:guid DeliverToName~ DeliverToAddress:guid InvoiceDate:date OrderDate:date "
+            "DueDate:date~ YourRef(30) Description Remarks Currency PaymentCondition PaymentConditionDescription~ "
+            "PaymentReference Salesperson:guid AmountDC:number~ AmountFC:number~ AmountFCExclVat:number~ "
+            "VATAmountDC:number~ VATAmountFC:number~ SalesInvoiceLines:lines^",
+            key="InvoiceID",
+            bulk=False,
+        ),
+        _entity(
+            "salesinvoice/SalesInvoiceLines",
+            "InvoiceID:guid! LineNumber:int~ Item:guid! ItemCode~ ItemDescription~ Description Quantity:number "
+            "UnitPrice:number NetPrice:number Discount:number AmountDC:number~ AmountFC:number~ VATCode "
+            "VATCodeDescription~ VATPercentage:number VATAmountDC:number~ VATAmountFC:number~ UnitCode Notes",
+            bulk=False,
+        ),
+        _entity(
             "vat/VATCodes",
             "Code! Description! Percentage:number~ Type VATTransactionType IsBlocked:bool Charged:bool",
             bulk=False,
@@ -180,6 +198,19 @@ ENTITIES: dict[str, _Entity] = {
 }
 
 _ORDERS = "salesorder/salesorders"
+_INVOICES = "salesinvoice/salesinvoices"
+#: The sales document's lines field -> the lines entity.
+_LINES = {
+    "SalesOrderLines": "salesorder/salesorderlines",
+    "SalesInvoiceLines": "salesinvoice/salesinvoicelines",
+}
+#: With sales_document="invoice", the sales order fields a mapping writes -> the sales invoice's own.
+_AS_INVOICE = {
+    "OrderID": "InvoiceID",
+    "SalesOrderLines": "SalesInvoiceLines",
+    "DeliveryAddress": "DeliverToAddress",
+}
+_AS_ORDER = {v: k for k, v in _AS_INVOICE.items()}
 _DATE_RE = re.compile(r"^/Date\((-?\d+)\)/$")
 _GUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -188,6 +219,7 @@ _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _QUERY_CHARS = 1800
 #: Header fields of a sales order that a PUT may change (open orders only).
 _CLOSED_ORDER = {21: "complete", 45: "cancelled"}
+_CLOSED_INVOICE = {50: "processed"}
 #: Exact's refusal texts -> our error codes, first match wins (Exact sends `code` empty).
 _ERROR_CODES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"does not exist on type|is not a property", re.I), "INVALID_FIELD"),
@@ -419,6 +451,14 @@ class ExactOnlineAdapter:
         or "update" (PUT the changed header fields of open orders).
     :param line_fields: order line fields returned in a `SalesOrderLines` column when reading orders
         (what the orders mapping writes; verify compares them).
+    :param sales_document: "order" (default: `salesorder/SalesOrders` are written as such) or
+        "invoice": the orders flow's documents become Exact sales invoices instead
+        (`salesinvoice/SalesInvoices`, Type 8020, in `sales_journal`), as APIcenter offers. The mapping
+        keeps writing `salesorder/SalesOrders`; this adapter reads and writes invoices in their place
+        (`SalesOrderLines` -> `SalesInvoiceLines`, `DeliveryAddress` -> `DeliverToAddress`, key
+        `InvoiceID`; identity `YourRef` as for orders). A processed invoice (Status 50) is closed.
+    :param sales_journal: the code of the Exact sales journal invoices are booked in (required with
+        `sales_document="invoice"`; Exact refuses an invoice without one).
     :param extra_fields: object -> extra field names Exact has but the catalogue lacks (free fields).
     :param name: the system's name in reports.
     """
@@ -432,6 +472,8 @@ class ExactOnlineAdapter:
         timeout: float | None = None,
         token_store_url: str | None = None,
         existing_orders: str = "skip",
+        sales_document: str = "order",
+        sales_journal: str | int | None = None,
         line_fields: Iterable[str] = ("Item", "Quantity", "NetPrice", "Description", "VATCode"),
         extra_fields: dict[str, Iterable[str]] | None = None,
         name: str = "exact_online",
@@ -442,6 +484,15 @@ class ExactOnlineAdapter:
         self.conn_id = conn_id or "exact_online_default"
         self.call_log = CallLog()
         self.existing_orders = existing_orders
+        if sales_document not in ("order", "invoice"):
+            raise ConfigError(f"sales_document must be 'order' or 'invoice', got {sales_document!r}")
+        journal = None if sales_journal is None else str(sales_journal).strip() or None
+        if sales_document == "invoice" and journal is None:
+            raise ConfigError(
+                "sales_document 'invoice' needs sales_journal: the code of a sales journal in Exact (e.g. 70)"
+            )
+        self.sales_document = sales_document
+        self.sales_journal = journal
         self.line_fields = list(line_fields)
         self._hook_args = {
             "division": division,
@@ -520,20 +571,18 @@ class ExactOnlineAdapter:
     ) -> Iterator[list[dict]]:
         """Yield pages: bulk (1,000/page) where possible, regular + $expand for order lines."""
         self._division()
-        expand = "SalesOrderLines" in select
+        expand = next((f for f in _LINES if f in select), None)
         if "Timestamp" in select and (not entity.bulk or expand):
             raise ConfigError(
                 f"Timestamp is only on Exact's bulk and sync endpoints; {entity.path} "
-                + ("read with SalesOrderLines " if expand else "")
+                + (f"read with {expand} " if expand else "")
                 + "cannot return it",
                 where=f"{self.name}.{entity.path}",
             )
         if entity.bulk and not expand:
             pages = self.hook.iter_bulk(entity.path, select, filter=filter_)
         else:
-            pages = self.hook.iter_pages(
-                entity.path, select=select, filter=filter_, expand="SalesOrderLines" if expand else None
-            )
+            pages = self.hook.iter_pages(entity.path, select=select, filter=filter_, expand=expand)
         yield from self._pages(method, entity.path, pages)
 
     def _frame_rows(self, entity: _Entity, rows: list[dict], columns: list[str]) -> list[dict]:
@@ -544,7 +593,7 @@ class ExactOnlineAdapter:
                 kind = entity.fields[c].type
                 value = raw.get(c)
                 if kind == "lines":
-                    value = self._lines_from_wire(value)
+                    value = self._lines_from_wire(value, c)
                 elif c == "Code" and entity.path == "crm/Accounts" and isinstance(value, str):
                     value = value.strip()
                 else:
@@ -553,12 +602,12 @@ class ExactOnlineAdapter:
             out.append(rec)
         return out
 
-    def _lines_from_wire(self, value: Any) -> list[dict] | None:
+    def _lines_from_wire(self, value: Any, field: str = "SalesOrderLines") -> list[dict] | None:
         if isinstance(value, dict):
             value = value.get("results")
         if not isinstance(value, list):
             return None
-        spec = ENTITIES["salesorder/salesorderlines"]
+        spec = ENTITIES[_LINES[field]]
         return [{f: _from_wire(line.get(f), spec.fields[f].type) for f in self.line_fields} for line in value]
 
     @staticmethod
@@ -576,8 +625,43 @@ class ExactOnlineAdapter:
 
     def describe(self, obj: str) -> ObjectMeta:
         """Return the catalogue's metadata (Exact has no metadata endpoint for its REST API)."""
+        if self._as_invoice(obj):
+            # Invoices in place of orders: the invoice's fields under the order names the mapping
+            # writes; Journal and Type are this adapter's to set (sales_journal, 8020).
+            meta = self.describe(_INVOICES)
+            fields = {}
+            for name, f in meta.fields.items():
+                name = _AS_ORDER.get(name, name)
+                required = f.required and name not in ("Journal", "Type")
+                fields[name] = FieldMeta(
+                    name, f.type, f.length, required, f.createable, f.updateable, f.external_id
+                )
+            return ObjectMeta(obj, fields, id_field="OrderID", modified_field=meta.modified_field)
         with self.call_log.timed("describe", obj):
             return self._entity(obj).meta()
+
+    def sales_document_refs(self, refs: Iterable[Any]) -> dict[str, str]:
+        """The `refs` (YourRef, trimmed and case-folded) Exact holds as a sales order *or* a sales
+        invoice, whichever `sales_document` is set now, each with "order" or "invoice": switching the
+        setting never books an order a second time as the other document."""
+        wanted = [r for r in refs if not _blank(r)]
+        held: dict[str, str] = {}
+        if not wanted:
+            return held
+        self._division()
+        for path, kind in ((_ORDERS, "order"), (_INVOICES, "invoice")):
+            entity = ENTITIES[path]
+            for rec in self._find(entity, "YourRef", wanted, [entity.key, "YourRef"]):
+                held.setdefault(self._ident(rec.get("YourRef")), kind)
+        return held
+
+    def _as_invoice(self, obj: str) -> bool:
+        """True when `obj` is the sales order a mapping writes and this adapter books invoices instead."""
+        return self.sales_document == "invoice" and obj.lower() == _ORDERS
+
+    @staticmethod
+    def _order_names(frame: pd.DataFrame) -> pd.DataFrame:
+        return frame.rename(columns={k: v for k, v in _AS_ORDER.items() if k in frame.columns})
 
     def read(
         self,
@@ -590,6 +674,11 @@ class ExactOnlineAdapter:
         """Yield the records modified in `window` (all when None), at most `chunk_rows` per frame."""
         if chunk_rows < 1:
             raise ConfigError(f"chunk_rows must be at least 1, got {chunk_rows}")
+        if self._as_invoice(obj):
+            cols = None if columns is None else [_AS_INVOICE.get(c, c) for c in columns]
+            for frame in self.read(_INVOICES, window=window, columns=cols, chunk_rows=chunk_rows):
+                yield self._order_names(frame)
+            return
         entity = self._entity(obj)
         if columns is None:
             columns = [f for f, m in entity.fields.items() if m.type != "lines" and f != "Timestamp"]
@@ -626,6 +715,12 @@ class ExactOnlineAdapter:
         `casefold` the filter is `tolower(trim(field)) eq '...'` and the rows are compared again here
         (whitespace collapsed, case folded), so the result holds exactly the matching records.
         """
+        if self._as_invoice(obj):
+            cols = None if columns is None else [_AS_INVOICE.get(c, c) for c in columns]
+            found = self.read_by_keys(
+                _INVOICES, _AS_INVOICE.get(field, field), keys, columns=cols, casefold=casefold
+            )
+            return self._order_names(found)
         entity = self._entity(obj)
         if columns is None:
             columns = [f for f, m in entity.fields.items() if m.type != "lines" and f != "Timestamp"]
@@ -692,6 +787,12 @@ class ExactOnlineAdapter:
         """
         import pandas as pd
 
+        if self._as_invoice(obj):
+            rows = rows.rename(columns={k: v for k, v in _AS_INVOICE.items() if k in rows.columns})
+            rows = rows.assign(
+                Journal=self.sales_journal, Type=rows["Type"] if "Type" in rows.columns else 8020
+            )
+            return self.upsert(_INVOICES, rows, identity=_AS_INVOICE.get(identity, identity))
         entity = self._entity(obj)
         if not entity.writable:
             raise ConfigError(f"Exact Online {entity.path} cannot be written", where=self.name)
@@ -715,7 +816,7 @@ class ExactOnlineAdapter:
         self, entity: _Entity, data: list[dict], columns: list[str], identity: str
     ) -> list[dict]:
         results: list[dict | None] = [None] * len(data)
-        is_order = entity.path.lower() == _ORDERS
+        is_order = entity.path.lower() in (_ORDERS, _INVOICES)
         compare = [c for c in columns if entity.fields[c].type != "lines"]
         select = list(dict.fromkeys([entity.key, identity, *compare, *(["Status"] if is_order else [])]))
         # 1. Where does each row go? Target ids first, then the identity values of the others.
@@ -782,23 +883,23 @@ class ExactOnlineAdapter:
             if meta.type in ("date", "datetime"):
                 value = _to_ms(value, meta.type)
             elif meta.type == "lines":
-                value = self._lines_to_wire(value)
+                value = self._lines_to_wire(value, c)
             elif meta.type == "guid" and isinstance(value, str):
                 value = value.strip().lower()
             body[c] = value
         return body
 
-    def _lines_to_wire(self, value: Any) -> list[dict]:
-        spec = ENTITIES["salesorder/salesorderlines"]
+    def _lines_to_wire(self, value: Any, field: str = "SalesOrderLines") -> list[dict]:
+        spec = ENTITIES[_LINES[field]]
         if not isinstance(value, list) or not value:
-            raise RecordError("a sales order needs at least one line in SalesOrderLines")
+            raise RecordError(f"a sales document needs at least one line in {field}")
         lines = []
         for n, line in enumerate(value):
             if not isinstance(line, dict):
-                raise RecordError(f"SalesOrderLines[{n}] is not a record: {str(line)[:80]}")
+                raise RecordError(f"{field}[{n}] is not a record: {str(line)[:80]}")
             unknown = [f for f in line if f not in spec.fields]
             if unknown:
-                raise ConfigError(f"sales order lines have no field(s) {', '.join(unknown)}", where=self.name)
+                raise ConfigError(f"{field} have no field(s) {', '.join(unknown)}", where=self.name)
             out = {}
             for f, v in line.items():
                 v = _clean(v)
@@ -807,7 +908,7 @@ class ExactOnlineAdapter:
                 kind = spec.fields[f].type
                 out[f] = _to_ms(v, kind) if kind in ("date", "datetime") else v
             if _blank(out.get("Item")):
-                raise RecordError(f"SalesOrderLines[{n}]: Item is required (no Exact item for this line)")
+                raise RecordError(f"{field}[{n}]: Item is required (no Exact item for this line)")
             lines.append(out)
         return lines
 
@@ -866,7 +967,8 @@ class ExactOnlineAdapter:
         index: int,
     ) -> dict:
         key = row.get("_source_key")
-        is_order = entity.path.lower() == _ORDERS
+        is_order = entity.path.lower() in (_ORDERS, _INVOICES)
+        closed_states = _CLOSED_INVOICE if entity.path.lower() == _INVOICES else _CLOSED_ORDER
         if is_order and self.existing_orders == "skip":
             return _result(key, target, "skipped")
         held = current.get(target)
@@ -875,15 +977,16 @@ class ExactOnlineAdapter:
                 key, target, "failed", f"{entity.path} {target} does not exist in Exact (deleted?)", "ENTITY_IS_DELETED"
             )  # fmt: skip
         where = f"{entity.path} {target} (source {key})"
-        if is_order and _clean(held.get("Status")) in _CLOSED_ORDER:
+        if is_order and _clean(held.get("Status")) in closed_states:
             changed = self._changes(entity, row, compare, held)
             if not changed:
                 return _result(key, target, "updated")
-            state = _CLOSED_ORDER[int(held["Status"])]
+            state = closed_states[int(held["Status"])]
+            document = "invoice" if closed_states is _CLOSED_INVOICE else "order"
             return _result(
                 key, target, "failed",
-                f"{where}: the order is {state} in Exact and cannot be changed ({', '.join(sorted(changed))} differ)",
-                "ORDER_CLOSED",
+                f"{where}: the {document} is {state} in Exact and cannot be changed ({', '.join(sorted(changed))} differ)",
+                f"{document.upper()}_CLOSED",
             )  # fmt: skip
         changes = self._changes(entity, row, compare, held)
         if not changes:
