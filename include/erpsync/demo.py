@@ -319,11 +319,12 @@ def flow_summary(api: AirflowApi, dag_id: str, run: dict) -> dict:
     report, counts = _counts(store.get_run(dag_id, run["dag_run_id"]) or {})
     stages = {}
     for flow in STAGES.get(dag_id, []):
-        stage_report, stage_counts = _counts(store.get_run(flow, run["dag_run_id"]) or {})
+        stored = store.get_run(flow, run["dag_run_id"]) or {}
+        stage_report, stage_counts = _counts(stored)
         stages[flow] = {
             **{k: stage_counts.get(k, 0) for k in ("created", "updated", "skipped", "quarantined", "failed")},
             "calls_used": stage_report.get("api_calls", 0),
-            "status": stage_report.get("status", "no report"),
+            "status": stored.get("status") or "no report",
         }
     started, ended = run.get("start_date"), run.get("end_date")
     seconds = None
