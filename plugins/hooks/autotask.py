@@ -6,7 +6,11 @@ Rules this module keeps (reference `autotask.md` §1-§9, §12):
    on one rolling hourly threshold, and one noisy caller disables the API for all of them (§8, §12 #1).
    So the hook never spends more than ``budget_share`` (default 50 %) of the threshold in any rolling
    hour (its own calls, counted in a ledger that every task on the host shares), and it reads
-   ``ThresholdInformation`` at the start and every ``threshold_every`` calls: from ``tenant_slowdown_share``
+   ``ThresholdInformation`` at the start and every ``threshold_every`` calls of this package (all tasks on
+   the host, from the ledger's counter), at least once a minute. A reading is shared through the ledger
+   with the host's other tasks for ``threshold_share_ttl`` seconds (default and most 60) and while fewer
+   than ``threshold_every`` calls were made since; a refusal, a wait or a 429 drops it for everybody. The
+   tenant's count is estimated as the reading plus this package's calls since. From ``tenant_slowdown_share``
    of the tenant's count (ours and everybody else's) it paces its calls, and before the count could
    reach ``tenant_stop_share`` it stops with `RateLimitedError` (``retry_after`` set) instead of letting
    the tenant trip 429. A wait shorter than ``max_wait`` is waited out in place.
@@ -23,7 +27,11 @@ Rules this module keeps (reference `autotask.md` §1-§9, §12):
 6. **Writes are PATCHes of the changed fields only** (§3, §12 #7); Contacts are created and updated
    under ``Companies/{companyID}/Contacts`` (§3, §12 #9). A create is never resent after a 5xx or a
    lost answer: it may have been stored (§9); look the record up by its key (UDF) first.
-7. **Errors are classified by status and message** (§9, §12 #8): Autotask answers validation and
+7. **Entity metadata is read once per run**: ``entityInformation`` fields (with picklists) and UDF
+   definitions are kept in the ledger for ``metadata_ttl`` seconds (default 900) and shared by the tasks on
+   the host; a write refused for a picklist value or a UDF drops the entity's entry (once per hook) so the
+   next read asks Autotask again, and creating a UDF definition drops them all.
+8. **Errors are classified by status and message** (§9, §12 #8): Autotask answers validation and
    permission failures with HTTP 500 and ``{"errors": [...]}``.
 
 Connection (type ``autotask``, default id ``autotask_default``):
@@ -39,7 +47,7 @@ Connection (type ``autotask``, default id ``autotask_default``):
 * extra ``budget_share`` (0-1, default 0.5): this package's share of the tenant's hourly threshold.
 * further extras (defaults in `_Settings`): ``timeout``, ``max_wait``, ``max_retries``, ``retry_backoff``,
   ``rate_limit_backoff``, ``tenant_slowdown_share``, ``tenant_stop_share``, ``slowdown_seconds``,
-  ``threshold_every``, ``zone_cache_ttl``, ``ledger_path`` (SQLite file shared by the tasks on a host;
+  ``threshold_every``, ``threshold_share_ttl``, ``metadata_ttl``, ``zone_cache_ttl``, ``ledger_path`` (SQLite file shared by the tasks on a host;
   default ``$AIRFLOW_HOME/erpsync/autotask-ledger.sqlite``), ``budget_key`` (connections that share one
   budget; default the user name).
 
@@ -358,6 +366,8 @@ class _Settings:
     retry_backoff: float
     rate_limit_backoff: float
     zone_cache_ttl: float
+    threshold_share_ttl: float
+    metadata_ttl: float
     ledger_path: str
     budget_key: str
 
@@ -434,6 +444,20 @@ class _Ledger:
                 "CREATE TABLE IF NOT EXISTS zones (cache_key TEXT PRIMARY KEY, root TEXT NOT NULL, "
                 "zone_name TEXT, found_at REAL NOT NULL)"
             )
+            # Every call ever recorded per budget key: "our calls since the tenant's count was read".
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS totals (budget_key TEXT PRIMARY KEY, n INTEGER NOT NULL)"
+            )
+            # The last ThresholdInformation reading, shared by the tasks on the host for a short time.
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS thresholds (budget_key TEXT PRIMARY KEY, threshold INTEGER NOT NULL, "
+                "tenant_count INTEGER NOT NULL, read_at REAL NOT NULL, total_at_read INTEGER NOT NULL)"
+            )
+            # entityInformation answers (fields with picklists, UDF definitions), JSON, with when read.
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS metadata (cache_key TEXT PRIMARY KEY, body TEXT NOT NULL, "
+                "read_at REAL NOT NULL)"
+            )
         except (OSError, sqlite3.Error) as exc:
             raise ConfigError(
                 f"cannot open the Autotask call ledger {path}: {exc}; set the connection extra 'ledger_path' "
@@ -449,6 +473,11 @@ class _Ledger:
                 "INSERT INTO calls (budget_key, minute, n) VALUES (?, ?, ?) "
                 "ON CONFLICT (budget_key, minute) DO UPDATE SET n = n + excluded.n",
                 (key, minute, n),
+            )
+            self._db.execute(
+                "INSERT INTO totals (budget_key, n) VALUES (?, ?) "
+                "ON CONFLICT (budget_key) DO UPDATE SET n = n + excluded.n",
+                (key, n),
             )
             if minute % 10 == 0:
                 self._db.execute("DELETE FROM calls WHERE minute < ?", (minute - 120,))
@@ -483,6 +512,59 @@ class _Ledger:
         with self._lock:
             self._db.execute("DELETE FROM zones WHERE cache_key = ?", (cache_key,))
 
+    def total(self, key: str) -> int:
+        """Return every call recorded for `key` so far (a counter that only grows)."""
+        with self._lock:
+            row = self._db.execute("SELECT n FROM totals WHERE budget_key = ?", (key,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def threshold(self, key: str) -> tuple[int, int, float, int] | None:
+        """Return the shared `(threshold, tenant_count, read_at, total_at_read)` reading, if any."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT threshold, tenant_count, read_at, total_at_read FROM thresholds WHERE budget_key = ?",
+                (key,),
+            ).fetchone()
+        return (int(row[0]), int(row[1]), float(row[2]), int(row[3])) if row else None
+
+    def save_threshold(self, key: str, threshold: int, tenant_count: int, read_at: float, total: int) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO thresholds (budget_key, threshold, tenant_count, read_at, total_at_read) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (budget_key) DO UPDATE SET threshold = excluded.threshold, "
+                "tenant_count = excluded.tenant_count, read_at = excluded.read_at, "
+                "total_at_read = excluded.total_at_read",
+                (key, threshold, tenant_count, read_at, total),
+            )
+
+    def forget_threshold(self, key: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM thresholds WHERE budget_key = ?", (key,))
+
+    def metadata(self, cache_key: str) -> tuple[Any, float] | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT body, read_at FROM metadata WHERE cache_key = ?", (cache_key,)
+            ).fetchone()
+        if not row:
+            return None
+        try:
+            return json.loads(row[0]), float(row[1])
+        except ValueError:
+            return None
+
+    def save_metadata(self, cache_key: str, body: Any, now: float) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO metadata (cache_key, body, read_at) VALUES (?, ?, ?) ON CONFLICT (cache_key) "
+                "DO UPDATE SET body = excluded.body, read_at = excluded.read_at",
+                (cache_key, json.dumps(body), now),
+            )
+
+    def forget_metadata(self, prefix: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM metadata WHERE substr(cache_key, 1, ?) = ?", (len(prefix), prefix))
+
     def close(self) -> None:
         self._db.close()
 
@@ -495,6 +577,8 @@ class BudgetStatus:
     tenant_count: int | None = None  #: the tenant's count at the last `ThresholdInformation` read
     tenant_read_at: float | None = None
     own_calls_at_read: int = 0  #: this hook's counted calls when the tenant count was read
+    total_at_read: int = 0  #: the ledger's count of this package's calls when the tenant count was read
+    shared_reads: int = 0  #: readings taken over from another task through the ledger (no call)
     own_hour: int = 0  #: this package's calls in the rolling hour (ledger), at the last check
     own_cap: int | None = None  #: the most this package may use per rolling hour
     waited_seconds: float = 0.0  #: slept for the budget, the tenant's pace and 429s
@@ -502,12 +586,18 @@ class BudgetStatus:
     rate_limited: int = 0  #: 429 answers received
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k not in ("tenant_read_at", "own_calls_at_read")}
+        return {
+            k: v
+            for k, v in self.__dict__.items()
+            if k not in ("tenant_read_at", "own_calls_at_read", "total_at_read")
+        }
 
 
 # ---- errors (§9) -------------------------------------------------------------------------------------------------
 
 _PERMISSION = re.compile(r"permission|not authori[sz]ed|access denied|security level|not allowed to", re.I)
+#: A write refused for a value the cached metadata may no longer describe (a picklist value, a UDF).
+_STALE_METADATA = re.compile(r"picklist|user-defined field|userdefinedfield|udf", re.I)
 _TRANSIENT = re.compile(r"time[d ]?out|deadlock|temporar|try again|service unavailable|too many|busy", re.I)
 
 
@@ -654,11 +744,15 @@ class AutotaskHook(BaseHook):
         #: Calls this hook sent, by kind ("zone", "threshold", "query", "query_next", "count", "create",
         #: "update", "metadata", "get"); only "zone" does not count toward the tenant's threshold.
         self.calls: dict[str, int] = {}
+        #: entityInformation answers taken from the ledger instead of a call ("fields", "userDefinedFields").
+        self.cache_hits: dict[str, int] = {}
         #: HTTP answers by status (429s included), for reports and tests.
         self.statuses: dict[int, int] = {}
         self.budget = BudgetStatus()
         self._zone_root: str | None = None
         self._zone_name: str | None = None
+        #: Entities whose cached metadata this hook dropped after a refused write (once each).
+        self._metadata_refreshed: set[str] = set()
 
     # ---- Airflow UI ------------------------------------------------------------------------------
 
@@ -741,6 +835,8 @@ class AutotaskHook(BaseHook):
             retry_backoff=knob("retry_backoff", 1.0),
             rate_limit_backoff=knob("rate_limit_backoff", 60.0),
             zone_cache_ttl=knob("zone_cache_ttl", 86_400.0),
+            threshold_share_ttl=min(knob("threshold_share_ttl", 60.0), 60.0),
+            metadata_ttl=knob("metadata_ttl", 900.0),
             ledger_path=str(self._args.get("ledger_path") or extra.get("ledger_path") or _default_ledger()),
             budget_key=str(extra.get("budget_key") or user).strip().lower(),
         )
@@ -788,7 +884,12 @@ class AutotaskHook(BaseHook):
 
     def call_summary(self) -> dict[str, Any]:
         """Return calls by kind, the threshold-counted total and the budget state (for run reports)."""
-        return {"api_calls": self.api_calls, "by_kind": dict(self.calls), "budget": self.budget.as_dict()}
+        return {
+            "api_calls": self.api_calls,
+            "by_kind": dict(self.calls),
+            "metadata_cached": dict(self.cache_hits),
+            "budget": self.budget.as_dict(),
+        }
 
     # ---- zone discovery (§1) ------------------------------------------------------------------------
 
@@ -896,8 +997,40 @@ class AutotaskHook(BaseHook):
         b.tenant_count = int(body["currentTimeframeRequestCount"])
         b.tenant_read_at = self._clock()
         b.own_calls_at_read = self.api_calls
+        b.total_at_read = self.ledger.total(self.settings.budget_key)
         b.own_cap = int(self.settings.budget_share * b.threshold)
+        # The other tasks on the host may use this reading for a short while instead of reading again.
+        self.ledger.save_threshold(
+            self.settings.budget_key, b.threshold, b.tenant_count, b.tenant_read_at, b.total_at_read
+        )
         return body
+
+    def _adopt_shared_reading(self, now: float, total: int) -> bool:
+        """Take over another task's fresh `ThresholdInformation` reading from the ledger (no call)."""
+        s, b = self.settings, self.budget
+        shared = self.ledger.threshold(s.budget_key)
+        if shared is None:
+            return False
+        threshold, tenant_count, read_at, total_at_read = shared
+        if not (0 <= now - read_at < s.threshold_share_ttl) or total - total_at_read >= s.threshold_every:
+            return False
+        if b.tenant_read_at is not None and read_at <= b.tenant_read_at:
+            return False  # not newer than what this hook already found stale
+        b.threshold, b.tenant_count, b.tenant_read_at, b.total_at_read = (
+            threshold,
+            tenant_count,
+            read_at,
+            total_at_read,
+        )
+        b.own_calls_at_read = self.api_calls
+        b.own_cap = int(s.budget_share * threshold)
+        b.shared_reads += 1
+        return True
+
+    def _drop_reading(self) -> None:
+        """Forget the tenant's count here and in the ledger: the next call, of any task, reads it anew."""
+        self.budget.tenant_read_at = None
+        self.ledger.forget_threshold(self.settings.budget_key)
 
     def _own_window(self, now: float) -> list[tuple[int, int]]:
         return self.ledger.window(self.settings.budget_key, now)
@@ -907,18 +1040,21 @@ class AutotaskHook(BaseHook):
         s, b = self.settings, self.budget
         while True:
             now = self._clock()
+            # This package's calls since the reading, from every task on the host (the ledger's counter).
+            total = self.ledger.total(s.budget_key)
             stale = (
                 b.tenant_read_at is None
-                or self.api_calls - b.own_calls_at_read >= s.threshold_every
-                or now - b.tenant_read_at >= 60
+                or total - b.total_at_read >= s.threshold_every
+                or now - b.tenant_read_at >= s.threshold_share_ttl
             )
-            if stale:
+            if stale and not self._adopt_shared_reading(now, total):
                 self.threshold_information()
                 now = self._clock()
+                total = self.ledger.total(s.budget_key)
             assert b.threshold is not None and b.tenant_count is not None and b.own_cap is not None
             window = self._own_window(now)
             b.own_hour = sum(n for _, n in window)
-            tenant = b.tenant_count + (self.api_calls - b.own_calls_at_read)
+            tenant = b.tenant_count + max(total - b.total_at_read, self.api_calls - b.own_calls_at_read)
             stop = int(s.tenant_stop_share * b.threshold)
             wait = 0.0
             reason = ""
@@ -948,7 +1084,7 @@ class AutotaskHook(BaseHook):
                     b.slowed_calls += 1
                 return
             if b.waited_seconds + wait > s.max_wait:
-                b.tenant_read_at = None  # whoever calls again later must see the tenant's count anew
+                self._drop_reading()  # whoever calls again later must see the tenant's count anew
                 raise RateLimitedError(
                     f"Autotask request budget reached: {reason}; retry in {wait:.0f} s",
                     retry_after=wait,
@@ -962,7 +1098,7 @@ class AutotaskHook(BaseHook):
                 )
             log.warning("Autotask budget: %s; waiting %.0f s", reason, wait)
             self._pause(wait, where, reason)
-            b.tenant_read_at = None  # read the tenant's count again after the wait
+            self._drop_reading()  # read the tenant's count again after the wait
 
     def _pause(self, seconds: float, where: str, why: str) -> None:
         self.budget.waited_seconds += seconds
@@ -1060,7 +1196,7 @@ class AutotaskHook(BaseHook):
             if status == 429:
                 rate_waits += 1
                 self.budget.rate_limited += 1
-                self.budget.tenant_read_at = None
+                self._drop_reading()  # every task on the host reads the tenant's count anew
                 wait = _retry_after(resp)
                 if wait is None:
                     wait = s.rate_limit_backoff * 2 ** (rate_waits - 1)
@@ -1199,37 +1335,73 @@ class AutotaskHook(BaseHook):
             return row
         return None
 
-    def entity_fields(self, entity: str) -> list[dict]:
-        """Return `{entity}/entityInformation/fields` (types, lengths, required, picklists with string values)."""
+    def _metadata_prefix(self, entity: str | None = None) -> str:
+        s = self.settings
+        prefix = f"{s.discovery_url}|{s.zone_url or ''}|{s.user.lower()}|"
+        return prefix if entity is None else f"{prefix}{entity.lower()}|"
+
+    def _entity_information(self, entity: str, part: str, action: str) -> list[dict]:
+        """Return `{entity}/entityInformation/{part}`, from the ledger while younger than `metadata_ttl`.
+
+        Every task of a run describes the same entities; the answers change rarely (picklists, UDFs), so
+        the tasks on a host share one reading. A write refused for an unknown picklist value or UDF drops
+        it (`forget_metadata`), so the next read asks Autotask again.
+        """
+        s = self.settings
+        key = self._metadata_prefix(entity) + part
+        now = self._clock()
+        if s.metadata_ttl > 0:
+            hit = self.ledger.metadata(key)
+            if hit is not None and 0 <= now - hit[1] < s.metadata_ttl and isinstance(hit[0], list):
+                self.cache_hits[part] = self.cache_hits.get(part, 0) + 1
+                return hit[0]
         data = self._request(
-            "GET",
-            f"{entity}/entityInformation/fields",
-            kind="metadata",
-            entity=entity,
-            action="read fields of",
+            "GET", f"{entity}/entityInformation/{part}", kind="metadata", entity=entity, action=action
         )
         if not isinstance(data, dict) or not isinstance(data.get("fields"), list):
             raise FatalSourceError(
-                f"Autotask answered entityInformation/fields without 'fields': {str(data)[:200]}",
+                f"Autotask answered entityInformation/{part} without 'fields': {str(data)[:200]}",
                 where=entity,
             )
+        if s.metadata_ttl > 0:
+            self.ledger.save_metadata(key, data["fields"], self._clock())
         return data["fields"]
 
+    def entity_fields(self, entity: str) -> list[dict]:
+        """Return `{entity}/entityInformation/fields` (types, lengths, required, picklists with string values).
+
+        Cached in the ledger for ``metadata_ttl`` seconds (default 15 minutes), shared by the tasks on a host.
+        """
+        return self._entity_information(entity, "fields", "read fields of")
+
     def udf_definitions(self, entity: str) -> list[dict]:
-        """Return `{entity}/entityInformation/userDefinedFields` (name, type, picklist values)."""
-        data = self._request(
-            "GET",
-            f"{entity}/entityInformation/userDefinedFields",
-            kind="metadata",
-            entity=entity,
-            action="read UDFs of",
-        )
-        if not isinstance(data, dict) or not isinstance(data.get("fields"), list):
-            raise FatalSourceError(
-                f"Autotask answered entityInformation/userDefinedFields without 'fields': {str(data)[:200]}",
-                where=entity,
+        """Return `{entity}/entityInformation/userDefinedFields` (name, type, picklist values); cached too."""
+        return self._entity_information(entity, "userDefinedFields", "read UDFs of")
+
+    def forget_metadata(self, entity: str | None = None) -> None:
+        """Drop the cached fields, picklists and UDF definitions of `entity` (None: of every entity)."""
+        self.ledger.forget_metadata(self._metadata_prefix(entity))
+
+    def _write(self, method: str, path: str, *, kind: str, entity: str, record: Mapping[str, Any]) -> Any:
+        try:
+            return self._request(
+                method,
+                path,
+                kind=kind,
+                entity=entity,
+                action=kind,
+                json_body=_wire_record(record),
+                write=True,
             )
-        return data["fields"]
+        except RecordError as exc:
+            if _STALE_METADATA.search(exc.message) and entity not in self._metadata_refreshed:
+                # The picklist or UDF may have changed since the cached reading: read it again, once per hook.
+                self._metadata_refreshed.add(entity)
+                log.info(
+                    "Autotask refused a %s value (%s); dropping the cached metadata", entity, exc.message
+                )
+                self.forget_metadata(None if entity.lower() == "userdefinedfielddefinitions" else entity)
+            raise
 
     def picklist(self, entity: str, field_name: str, *, active_only: bool = True) -> dict[str, int]:
         """Return `{label: value}` of a picklist field (values are strings on the wire, ints in records, §7)."""
@@ -1266,15 +1438,9 @@ class AutotaskHook(BaseHook):
         Never resent after a lost answer or a 5xx (it may exist): look it up by its UDF first.
         """
         path = self._write_path(entity, record, "create")
-        data = self._request(
-            "POST",
-            path,
-            kind="create",
-            entity=entity,
-            action="create",
-            json_body=_wire_record(record),
-            write=True,
-        )
+        data = self._write("POST", path, kind="create", entity=entity, record=record)
+        if entity.lower() == "userdefinedfielddefinitions":
+            self.forget_metadata()  # a new UDF: every entity's cached definitions are out of date
         return _item_id(data, f"POST {path}")
 
     def create_contact(self, company_id: int, record: Mapping[str, Any]) -> int:
@@ -1294,15 +1460,7 @@ class AutotaskHook(BaseHook):
                 details={"entity": entity},
             )
         path = self._write_path(entity, record, "update")
-        data = self._request(
-            "PATCH",
-            path,
-            kind="update",
-            entity=entity,
-            action="update",
-            json_body=_wire_record(record),
-            write=True,
-        )
+        data = self._write("PATCH", path, kind="update", entity=entity, record=record)
         return _item_id(data, f"PATCH {path}")
 
     # ---- status ---------------------------------------------------------------------------------------------

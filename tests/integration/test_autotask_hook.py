@@ -7,6 +7,7 @@ its own call ledger. Budget tests drive the simulator's clock (the hook shares i
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -214,7 +215,71 @@ def test_metadata_reads(make_hook, udf):
     assert fields["companyName"]["isRequired"] and fields["companyType"]["isPickList"]
     assert hook.picklist("Companies", "companyType")["Customer"] == 1
     assert udf in {d["name"] for d in hook.udf_definitions("Companies")}
-    assert hook.calls["metadata"] == 3
+    # The picklist comes from the fields already read (cached in the ledger): 2 calls, not 3.
+    assert hook.calls["metadata"] == 2 and hook.cache_hits == {"fields": 1}
+
+
+def _metadata_calls(sim, entity: str = "Companies") -> tuple[int, int]:
+    calls = sim.admin("GET", "stats")["calls"]
+    return (
+        calls.get(f"GET {entity}/entityInformation/fields", 0),
+        calls.get(f"GET {entity}/entityInformation/userDefinedFields", 0),
+    )
+
+
+def test_metadata_is_read_once_for_the_tasks_of_a_run_then_again_after_the_ttl(make_hook, sim, udf):
+    """Counted at the simulator: a second hook (another task) on the host reads no metadata within the TTL."""
+    before = _metadata_calls(sim)
+    first = make_hook()
+    assert first.entity_fields("Companies") and udf in {d["name"] for d in first.udf_definitions("Companies")}
+    second = make_hook()  # the same ledger file: the next task of the run
+    assert second.entity_fields("Companies") == first.entity_fields("Companies")
+    assert second.picklist("Companies", "companyType")["Customer"] == 1
+    assert udf in {d["name"] for d in second.udf_definitions("Companies")}
+    assert _metadata_calls(sim) == (before[0] + 1, before[1] + 1)
+    assert "metadata" not in second.calls and second.cache_hits == {"fields": 2, "userDefinedFields": 1}
+    later = make_hook(clock=lambda: time.time() + 901)  # past the 15-minute TTL
+    later.entity_fields("Companies")
+    assert _metadata_calls(sim) == (before[0] + 2, before[1] + 1)
+    off = make_hook(extra={"metadata_ttl": 0})  # caching off: every read is a call
+    off.entity_fields("Companies")
+    off.entity_fields("Companies")
+    assert _metadata_calls(sim)[0] == before[0] + 4
+
+
+def test_a_write_refused_for_a_picklist_value_or_udf_drops_the_cached_metadata_once(make_hook, sim, udf):
+    """A stale cache (a picklist value Autotask no longer has) is read again after the refused write."""
+    first = make_hook()
+    fields = first.entity_fields("Companies")
+    stale = [
+        {**f, "picklistValues": [*f["picklistValues"], {"value": "99", "label": "Ghost", "isActive": True}]}
+        if f["name"] == "companyType"
+        else f
+        for f in fields
+    ]
+    first.ledger.save_metadata(first._metadata_prefix("Companies") + "fields", stale, time.time())
+    second = make_hook()
+    assert second.picklist("Companies", "companyType")["Ghost"] == 99  # from the (stale) cache, no call
+    before = _metadata_calls(sim)
+    with pytest.raises(RecordError, match="picklist"):
+        second.create("Companies", _company(sim, "Ghost Type BV", companyType=99))
+    third = make_hook()
+    assert "Ghost" not in third.picklist("Companies", "companyType")  # read again from Autotask
+    assert _metadata_calls(sim)[0] == before[0] + 1 and third.calls["metadata"] == 1
+    # Once per hook: the same hook's next refusal does not drop the fresh reading again.
+    with pytest.raises(RecordError, match="picklist"):
+        second.create("Companies", _company(sim, "Ghost Type BV", companyType=99))
+    make_hook().entity_fields("Companies")
+    assert _metadata_calls(sim)[0] == before[0] + 1
+    # An unknown UDF drops the entity's UDF definitions too.
+    make_hook().udf_definitions("Companies")
+    udfs_before = _metadata_calls(sim)[1]
+    with pytest.raises(RecordError, match="user-defined field"):
+        make_hook().create(
+            "Companies", {**_company(sim, "No Such UDF BV"), "userDefinedFields": {"Nope": "x"}}
+        )
+    make_hook().udf_definitions("Companies")
+    assert _metadata_calls(sim)[1] == udfs_before + 1
 
 
 # ---- writes -----------------------------------------------------------------------------------------------------
@@ -311,6 +376,59 @@ def test_the_tenant_is_never_pushed_into_429_by_this_package(make_hook, small):
     # Another integration (not this package) keeps working in the headroom left.
     with small.api(other=True) as other:
         assert other.get("ThresholdInformation").status_code == 200
+
+
+def _threshold_reads(sandbox) -> int:
+    return sandbox.admin("GET", "stats")["calls"].get("GET ThresholdInformation", 0)
+
+
+def test_a_threshold_reading_is_shared_by_the_tasks_on_the_host_for_a_minute(make_hook, sim):
+    """Counted at the simulator: a second hook within 60 s reads no ThresholdInformation; a 429 drops it."""
+    before = _threshold_reads(sim)
+    first = make_hook()
+    first.count("Companies")
+    second = make_hook()  # the next task of the run, same ledger
+    second.count("Companies")
+    assert _threshold_reads(sim) == before + 1
+    assert "threshold" not in second.calls and second.budget.shared_reads == 1
+    assert second.budget.tenant_count == first.budget.tenant_count
+    # A 429 drops the shared reading: the refused hook reads again, and the next hook uses that reading.
+    waits: list[float] = []
+    refused = make_hook(sleep=waits.append, extra={"rate_limit_backoff": 1})
+    sim.admin("POST", "faults", {"rules": [{"status": 429, "count": 1, "path": "query/count"}]})
+    refused.count("Companies")
+    assert waits == [1.0] and refused.budget.shared_reads == 1 and refused.calls["threshold"] == 1
+    assert _threshold_reads(sim) == before + 2
+    after = make_hook()
+    after.count("Companies")
+    assert (
+        _threshold_reads(sim) == before + 2 and after.budget.tenant_read_at == refused.budget.tenant_read_at
+    )
+    later = make_hook(clock=lambda: time.time() + 61)  # the reading is a minute old: read again
+    later.count("Companies")
+    assert _threshold_reads(sim) == before + 3 and later.budget.shared_reads == 0
+
+
+def test_a_shared_reading_counts_every_task_s_calls_so_the_stop_line_holds(make_hook, small):
+    """Other integrations used 300 of 400; two tasks share one reading and still stop before 85 % (340)."""
+    small.admin("POST", "threshold", {"clear": True, "add": 300})
+    extra = {"slowdown_seconds": 0.001}
+    first = make_hook(sandbox=small, max_wait=0, extra=extra)
+    for _ in range(20):
+        first.count("Companies")
+    second = make_hook(sandbox=small, max_wait=0, extra=extra)
+    with pytest.raises(RateLimitedError, match=r"tenant has used \d+ of its 400"):
+        for _ in range(100):
+            second.count("Companies")
+    stats = small.admin("GET", "stats")
+    assert stats["threshold_count"] <= 340 and stats["refused"] == 0
+    assert second.budget.shared_reads >= 1  # it started from the first task's reading
+    # The refusal dropped the shared reading: the next task reads the tenant's count anew.
+    reads = _threshold_reads(small)
+    third = make_hook(sandbox=small, max_wait=0, extra=extra)
+    with pytest.raises(RateLimitedError):
+        third.count("Companies")
+    assert _threshold_reads(small) == reads + 1 and third.budget.shared_reads == 0
 
 
 def test_a_429_is_backed_off_until_the_window_frees(make_hook, small):
