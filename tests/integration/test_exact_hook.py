@@ -375,18 +375,29 @@ def test_5xx_on_reads_is_retried_and_on_posts_is_not(exact, make_hook):
 
 
 def test_refresh_refused_as_too_early_keeps_the_valid_token(tmp_path, monkeypatch):
-    """Clock skew: the hook thinks the token is nearly expired, Exact says too early; the old pair goes on."""
-    with running_exact(tmp_path, access_token_ttl=3, min_token_age=2.95) as exact:
-        hook = _make_hook(exact, monkeypatch, tmp_path, refresh_margin=1)
-        assert hook.get_records("vat/VATCodes")
-        issued = hook.token_store.read(hook.settings.store_key)["issued_at"]
-        time.sleep(
-            max(issued + 2.88 - time.time(), 0)
-        )  # past the hook's 0.15 s margin, before Exact's 2.95 s
+    """Clock skew: the hook thinks the token is nearly expired, Exact says too early; the old pair goes on.
+
+    The skew is written into the token store (our clock 580 s ahead of Exact's) instead of waited for, so
+    the test does not depend on how fast a busy machine gets from one call to the next.
+    """
+    with running_exact(tmp_path) as exact:  # Exact: 600 s tokens, no refresh within 570 s of issuance
+        consent = exact.new_consent()
+        first = _make_hook(exact, monkeypatch, tmp_path, refresh_token=consent, refresh_margin=30)
+        assert first.get_records("vat/VATCodes")
+        store, key = first.token_store, first.settings.store_key
+        token = store.read(key)["access_token"]
+        now, t = time.time(), store.table
+        with store.engine.begin() as conn:  # 20 s left by our clock: inside the 30 s margin, so refresh
+            conn.execute(
+                t.update().where(t.c.store_key == key).values(issued_at=now - 580, access_expires_at=now + 20)
+            )
+        hook = _make_hook(exact, monkeypatch, tmp_path, refresh_token=consent, refresh_margin=30)
         assert len(hook.get_records("vat/VATCodes", select="Code")) == 7
         stats = exact.simulator.oauth.stats
         assert stats["refused_too_early"] == 1 and stats["refresh_ok"] == 1, stats
+        assert store.read(key)["access_token"] == token  # the old pair was kept, not dropped
         hook.close()
+        first.close()
 
 
 def test_malformed_token_endpoint_answer_is_clear_and_the_token_survives(exact, make_hook):
