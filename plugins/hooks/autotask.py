@@ -575,7 +575,8 @@ class BudgetStatus:
 
     threshold: int | None = None  #: the tenant's requests per rolling hour (`externalRequestThreshold`)
     tenant_count: int | None = None  #: the tenant's count at the last `ThresholdInformation` read
-    tenant_read_at: float | None = None
+    tenant_read_at: float | None = None  #: None once the reading is dropped (stale, refused, 429)
+    last_read_at: float | None = None  #: when the last reading used was taken (kept for reports)
     own_calls_at_read: int = 0  #: this hook's counted calls when the tenant count was read
     total_at_read: int = 0  #: the ledger's count of this package's calls when the tenant count was read
     shared_reads: int = 0  #: readings taken over from another task through the ledger (no call)
@@ -589,7 +590,7 @@ class BudgetStatus:
         return {
             k: v
             for k, v in self.__dict__.items()
-            if k not in ("tenant_read_at", "own_calls_at_read", "total_at_read")
+            if k not in ("tenant_read_at", "last_read_at", "own_calls_at_read", "total_at_read")
         }
 
 
@@ -882,6 +883,37 @@ class AutotaskHook(BaseHook):
         """Calls that count toward the tenant's threshold (all but zone discovery)."""
         return sum(n for kind, n in self.calls.items() if kind != "zone")
 
+    def usage(self) -> dict[str, Any]:
+        """This hook's Autotask calls and budget figures, for run reports (the report step sums the tasks').
+
+        ``calls`` is every call sent that the tenant's threshold counts (writes, reads, pages, counts,
+        metadata, ``ThresholdInformation``; not zone discovery), answered or not; ``reading`` is the last
+        ``ThresholdInformation`` this hook used (its own or one shared through the ledger).
+        """
+        b = self.budget
+        out: dict[str, Any] = {
+            "system": "autotask",
+            "calls": self.api_calls,
+            "by_kind": {k: n for k, n in self.calls.items() if k != "zone"},
+            "metadata_cached": dict(self.cache_hits),
+            "waited_seconds": round(b.waited_seconds, 3),
+            "slowed_calls": b.slowed_calls,
+            "rate_limited": b.rate_limited,
+        }
+        settings = self.__dict__.get("settings")  # never load the connection just to report
+        if settings is not None:
+            out["budget_share"] = settings.budget_share
+        if b.threshold is not None and b.last_read_at is not None:
+            out["threshold"] = b.threshold
+            out["own_cap"] = b.own_cap
+            out["reading"] = {
+                "tenant_count": b.tenant_count,
+                "threshold": b.threshold,
+                "read_at": datetime.fromtimestamp(b.last_read_at, UTC).isoformat(),
+                "own_hour": b.own_hour,
+            }
+        return out
+
     def call_summary(self) -> dict[str, Any]:
         """Return calls by kind, the threshold-counted total and the budget state (for run reports)."""
         return {
@@ -995,7 +1027,7 @@ class AutotaskHook(BaseHook):
         b = self.budget
         b.threshold = int(body.get("externalRequestThreshold") or 10_000)
         b.tenant_count = int(body["currentTimeframeRequestCount"])
-        b.tenant_read_at = self._clock()
+        b.tenant_read_at = b.last_read_at = self._clock()
         b.own_calls_at_read = self.api_calls
         b.total_at_read = self.ledger.total(self.settings.budget_key)
         b.own_cap = int(self.settings.budget_share * b.threshold)
@@ -1023,6 +1055,7 @@ class AutotaskHook(BaseHook):
             total_at_read,
         )
         b.own_calls_at_read = self.api_calls
+        b.last_read_at = read_at
         b.own_cap = int(s.budget_share * threshold)
         b.shared_reads += 1
         return True

@@ -36,9 +36,11 @@ if TYPE_CHECKING:
 __all__ = [
     "StepContext",
     "VerificationError",
+    "adapters_call_summary",
     "check_step",
     "extract_step",
     "map_step",
+    "merge_api_usage",
     "plan_step",
     "report_step",
     "upsert_step",
@@ -297,6 +299,61 @@ def check_step(
 # ---- map ----------------------------------------------------------------------------------------
 
 
+def adapters_call_summary(adapters: Iterable[SystemAdapter]) -> dict[str, Any]:
+    """One call summary for a step that used several adapters (validate, map's lookups).
+
+    An adapter whose summary carries its system's real HTTP calls (``api``, the Autotask adapter's)
+    keeps them, as a list, so the run report can count them.
+    """
+    from erpsync.report import merge_calls
+
+    summaries = [a.call_log.summary() for a in adapters]
+    out = merge_calls({str(i): s for i, s in enumerate(summaries)})
+    out.pop("by_task", None)
+    apis = [s["api"] for s in summaries if isinstance(s.get("api"), dict)]
+    if apis:
+        out["api"] = apis
+    return out
+
+
+def merge_api_usage(summaries: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Sum the real HTTP calls the steps' adapters reported (``calls["api"]``), per system.
+
+    Returns system -> calls, by task, by kind, waits, 429s, and the budget figures: the tenant's
+    threshold, this run's share of it (``share_of_hour``), the package's share and cap, and the
+    newest threshold reading any task used.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for task, summary in summaries.items():
+        api = summary.get("api") if isinstance(summary, dict) else None
+        for part in api if isinstance(api, list) else [api]:
+            if not isinstance(part, dict):
+                continue
+            agg = out.setdefault(
+                str(part.get("system") or "api"),
+                {"calls": 0, "by_task": {}, "by_kind": {}, "waited_seconds": 0.0, "rate_limited": 0},
+            )
+            n = int(part.get("calls") or 0)
+            agg["calls"] += n
+            agg["by_task"][task] = agg["by_task"].get(task, 0) + n
+            for kind, k in (part.get("by_kind") or {}).items():
+                agg["by_kind"][kind] = agg["by_kind"].get(kind, 0) + int(k)
+            agg["waited_seconds"] = round(agg["waited_seconds"] + float(part.get("waited_seconds") or 0), 3)
+            agg["rate_limited"] += int(part.get("rate_limited") or 0)
+            for key in ("budget_share", "own_cap", "threshold"):
+                if part.get(key) is not None:
+                    agg[key] = part[key]
+            reading = part.get("reading")
+            if isinstance(reading, dict) and str(reading.get("read_at")) > str(
+                (agg.get("reading") or {}).get("read_at", "")
+            ):
+                agg["reading"] = reading
+    for agg in out.values():
+        if agg.get("threshold"):
+            agg["share_of_hour"] = round(agg["calls"] / agg["threshold"], 6)
+    return out
+
+
 def load_lookups(mapping: Mapping, adapters: dict[str, SystemAdapter]) -> dict[str, pd.DataFrame]:
     """Read each declared lookup table whole (they are small: sales reps, VAT codes, debtors)."""
     import pandas as pd
@@ -321,8 +378,12 @@ def map_step(
     manifest: Manifest | dict,
     *,
     lookups: dict[str, pd.DataFrame] | None = None,
+    calls: dict[str, Any] | None = None,
 ) -> Manifest:
-    """Apply the compiled mapping chunk by chunk; rejected rows go to quarantine (stage `map`)."""
+    """Apply the compiled mapping chunk by chunk; rejected rows go to quarantine (stage `map`).
+
+    :param calls: the call summary of the lookups' adapters (`adapters_call_summary`), for the report.
+    """
     from erpsync.state import QuarantineRecord
 
     manifest = Manifest.from_xcom(manifest, where="map input")
@@ -359,7 +420,10 @@ def map_step(
         )
         writer.write(mapped.frame)
     out = writer.close(
-        columns=["_source_key", *mapping.fields], quarantined=len(rejected_rows), filtered=filtered
+        columns=["_source_key", *mapping.fields],
+        quarantined=len(rejected_rows),
+        filtered=filtered,
+        **({"calls": calls} if calls else {}),
     )
     log.info(
         "Mapped %d rows; %d rejected, %d left out by the source filter",
@@ -779,11 +843,14 @@ def report_step(
     # A run whose only news is errors is no plain success: it reports (and alerts) as "errors".
     if status == "success" and new_quarantine and not (counts["created"] or counts["updated"]):
         status = "errors"
-    calls = merge_calls({name: extra(name).get("calls") for name in manifests})
+    step_calls = {name: extra(name).get("calls") for name in manifests}
     if isinstance(manifests.get("verify"), dict) and "calls" in manifests["verify"]:
-        calls = merge_calls(
-            {**{name: extra(name).get("calls") for name in manifests}, "verify": manifests["verify"]["calls"]}
-        )
+        step_calls["verify"] = manifests["verify"]["calls"]
+    calls = merge_calls(step_calls)
+    # Systems whose adapters count their real HTTP calls (Autotask: every call against the tenant's
+    # hourly threshold, writes included) report those; the others the adapter operations logged.
+    api_usage = merge_api_usage(step_calls)
+    api_calls = sum(u["calls"] for u in api_usage.values()) if api_usage else calls.get("total", 0)
     window = extra("extract").get("window") or [_iso(ctx.interval_start), _iso(ctx.interval_end)]
     report = RunReport(
         flow=ctx.flow,
@@ -803,7 +870,7 @@ def report_step(
     if run is not None:
         report.duration_seconds = (datetime.now(UTC) - run["started_at"]).total_seconds()
     files = report.write(ctx.staging)
-    summary = {**report.to_dict(), "files": files}
+    summary = {**report.to_dict(), "files": files, "api_calls": api_calls, "api_usage": api_usage}
     ctx.store.finish_run(
         flow=ctx.flow,
         run_id=ctx.run_id,
@@ -822,7 +889,7 @@ def report_step(
                 "files",
             )
         }
-        | {"api_calls": calls.get("total", 0)},
+        | {"api_calls": api_calls, "api_usage": api_usage},
     )
     cursor = extra("extract").get("max_cursor")
     if status in ("success", "errors") and cursor:  # quarantined rows are retried by key, not by cursor

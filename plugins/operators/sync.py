@@ -193,12 +193,17 @@ class ValidateOperator(_SyncStepOperator):
     def run_step(self, context) -> dict:
         from erpsync.adapters import get_adapter
         from erpsync.adapters.validate import DEFAULT_CONN_IDS, validate_flow
+        from erpsync.operators._steps import adapters_call_summary
 
         configured = self.systems or {}
+        built = []
 
         def adapter_for(system: str):
             spec = configured.get(system, {"adapter": system, "conn_id": DEFAULT_CONN_IDS.get(system)})
-            return get_adapter(spec["adapter"], conn_id=spec.get("conn_id"), **(spec.get("options") or {}))
+            built.append(
+                get_adapter(spec["adapter"], conn_id=spec.get("conn_id"), **(spec.get("options") or {}))
+            )
+            return built[-1]
 
         result = validate_flow(self._mapping(), adapter_for, {})
         for line in result.warnings:
@@ -210,7 +215,8 @@ class ValidateOperator(_SyncStepOperator):
                 where=result.path,
             )
         self.log.info("Flow %s is %s: %s", self.flow, result.status, "; ".join(result.passed))
-        return {"status": result.status, "warnings": result.warnings}
+        # The run report counts the calls validating made (describes, an Autotask UDF created).
+        return {"status": result.status, "warnings": result.warnings, "calls": adapters_call_summary(built)}
 
 
 class ExtractOperator(_AdapterStepOperator):
@@ -295,7 +301,7 @@ class MapOperator(_SyncStepOperator, _InputMixin):
 
     def run_step(self, context) -> dict:
         from erpsync.adapters import get_adapter
-        from erpsync.operators._steps import load_lookups, map_step
+        from erpsync.operators._steps import adapters_call_summary, load_lookups, map_step
 
         mapping = self._mapping()
         configured = self.lookup_adapters or {}
@@ -307,7 +313,13 @@ class MapOperator(_SyncStepOperator, _InputMixin):
                     cfg["adapter"], conn_id=cfg.get("conn_id"), **(cfg.get("options") or {})
                 )
         lookups = load_lookups(mapping, adapters)
-        return map_step(self._step_context(context), mapping, self.manifest, lookups=lookups).to_xcom()
+        return map_step(
+            self._step_context(context),
+            mapping,
+            self.manifest,
+            lookups=lookups,
+            calls=adapters_call_summary(adapters.values()),
+        ).to_xcom()
 
 
 class PlanOperator(_AdapterStepOperator, _InputMixin):
@@ -450,7 +462,17 @@ class ReportOperator(_SyncStepOperator):
         if summary["status"] == "failed":
             raise AirflowFailException("; ".join(summary["problems"]))
         return {
-            k: summary[k] for k in ("status", "counts", "resolved", "new_quarantine", "quarantine", "files")
+            k: summary[k]
+            for k in (
+                "status",
+                "counts",
+                "resolved",
+                "new_quarantine",
+                "quarantine",
+                "files",
+                "api_calls",
+                "api_usage",
+            )
         }
 
 

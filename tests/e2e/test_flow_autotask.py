@@ -155,6 +155,44 @@ def test_a_change_in_salesforce_updates_exactly_that_company(world, capfd):
     assert after[companies[rid]["id"]]["phone"] == "+31 10 999 0000"
 
 
+def test_run_reports_count_every_autotask_call_and_carry_the_budget(world, capfd):
+    """The two stages' reports count every Autotask call the run made (writes, key reads, pages,
+    lookups, metadata, ThresholdInformation): together exactly what the simulator counted. Each
+    carries the budget figures: its calls' share of the tenant's hourly threshold and the last reading."""
+    from erpsync.state import StateStore
+
+    rid = sorted(linked(world, "companies", "Salesforce Company ID"))[4]
+    touch_account(world, rid, "+31 10 444 0001")
+    cid = sorted(linked(world, "contacts", "Salesforce Contact ID"))[0]
+    resp = sf_request(world, "PATCH", f"Contact/{cid}", {"Phone": "+31 10 444 0002"})
+    assert resp.status_code == 204, resp.text
+    at = world["at"]
+    at.admin("DELETE", "stats")
+    run = run_dag(world["dag"], capfd)
+    assert run.ok, run.why()
+    stats = at.admin("GET", "stats")
+    companies, contacts = run.xcom("report"), run.xcom("contacts.report")
+    assert stats["calls"].get("PATCH Companies") == 1, stats["calls"]
+    assert stats["calls"].get("PATCH Companies/{id}/Contacts") == 1, stats["calls"]
+    assert companies["api_calls"] + contacts["api_calls"] == stats["total"], (companies, contacts, stats)
+    store = StateStore(world["state_url"])
+    for flow, report in ((FLOW, companies), (CONTACTS_FLOW, contacts)):
+        usage = report["api_usage"]["autotask"]
+        assert usage["calls"] == report["api_calls"] > 1
+        assert usage["by_kind"]["update"] == 1, usage
+        assert sum(usage["by_task"].values()) == usage["calls"], usage
+        assert usage["threshold"] == 10_000 and usage["budget_share"] == 0.5
+        assert usage["share_of_hour"] == round(usage["calls"] / 10_000, 6)
+        reading = usage["reading"]
+        assert 0 < reading["tenant_count"] <= stats["threshold_count"], (reading, stats)
+        assert reading["threshold"] == 10_000 and reading["read_at"]
+        stored = store.get_run(flow, run.dr.run_id)["report"]
+        assert (stored["api_calls"], stored["api_usage"]) == (report["api_calls"], report["api_usage"])
+    # The map step's lookups (Resources, Countries) are counted too; validate's describes, when not cached.
+    by_task = companies["api_usage"]["autotask"]["by_task"]
+    assert {"validate", "map", "plan", "upsert", "verify"} <= set(by_task) and by_task["map"] > 0, by_task
+
+
 # ---- un-mapping ------------------------------------------------------------------------------------
 
 

@@ -164,13 +164,20 @@ class AutotaskAdapter:
         self.aliases = {**UDF_ALIASES, **(udfs or {})}
         self.create_udfs = create_udfs
         self._hook = hook
-        self.call_log = CallLog()
+        self.call_log = _UsageCallLog(self)
         self._meta: dict[str, ObjectMeta] = {}
         self._udf_names: dict[str, set[str]] = {}
         #: (entity, udf, value) -> Autotask id, learned from reads and creates in this adapter's life.
         self._ids: dict[tuple[str, str, str], int] = {}
         #: What this adapter repaired in the tenant (`erpsync validate --fix` prints it).
         self.fixed: list[str] = []
+
+    def usage(self) -> dict[str, Any]:
+        """Every Autotask call this adapter's hook sent and the budget figures (`AutotaskHook.usage`)."""
+        hook = self._hook if self._hook is not None else self.__dict__.get("hook")
+        if hook is None:
+            return {"system": "autotask", "calls": 0, "by_kind": {}}
+        return hook.usage()
 
     @cached_property
     def hook(self) -> AutotaskHook:
@@ -572,6 +579,21 @@ class AutotaskAdapter:
             return _result(
                 key, None if _blank(target_id) else target_id, "failed", exc.message, _code(exc.message)
             )
+
+
+class _UsageCallLog(CallLog):
+    """The adapter's call log; its summary also carries the hook's real HTTP calls (``api``).
+
+    The log's own entries are adapter operations (an upsert of 500 rows is one entry, but 500 calls),
+    so run reports count Autotask calls from ``api``, which every task's step summary carries.
+    """
+
+    def __init__(self, adapter: AutotaskAdapter) -> None:
+        super().__init__()
+        self._adapter = adapter
+
+    def summary(self, slowest: int = 5) -> dict[str, Any]:
+        return {**super().summary(slowest), "api": self._adapter.usage()}
 
 
 def _code(message: str) -> str:
