@@ -308,10 +308,56 @@ def test_summary_goes_to_the_flow_recipients_only_after_a_change_unless_every_ru
 
         run = run_dag(world["dag"], capfd, notify_recipients=SALES, notify_every_run=True)
         assert run.ok, run.why()
-        every = mails[1:]
-        # One summary per flow of the DAG: companies, then contacts.
-        assert [m["Subject"] for m in every] == [f"[erpsync] {FLOW}: 0 created, 0 updated"] * 2
-        assert {m["To"] for m in every} == {", ".join(SALES)}
+        # One summary for the run, companies and contacts in it.
+        assert [m["Subject"] for m in mails[1:]] == [f"[erpsync] {FLOW}: 0 created, 0 updated"]
+        assert mails[1]["To"] == ", ".join(SALES)
+        assert len(posts) == 2
+
+
+def test_one_summary_per_run_with_both_stages_and_the_autotask_calls(world, capfd):
+    """Rule: a run that changes a company and a contact sends ONE message (not one per stage) with
+    each stage's counts and the run's Autotask calls against the tenant's hourly threshold."""
+    rid = sorted(linked(world, "companies", "Salesforce Company ID"))[5]
+    touch_account(world, rid, "+31 10 555 0001")
+    cid = sorted(linked(world, "contacts", "Salesforce Contact ID"))[1]
+    resp = sf_request(world, "PATCH", f"Contact/{cid}", {"Phone": "+31 10 555 0002"})
+    assert resp.status_code == 204, resp.text
+    with smtp_sink() as (smtp_port, mails), webhook_sink() as (hook_port, posts):
+        set_alert_connections(world["mp"], smtp_port, hook_port)
+        run = run_dag(world["dag"], capfd, notify_recipients=SALES, notify_every_run=False)
+        assert run.ok, run.why()
+    assert [m["Subject"] for m in mails] == [f"[erpsync] {FLOW}: 0 created, 2 updated"]
+    assert mails[0]["To"] == ", ".join(SALES)
+    body = mail_html(mails[0])
+    assert FLOW in body and CONTACTS_FLOW in body, body
+    facts = posts[0]["erpsync"]
+    assert len(posts) == 1 and facts["updated"] == 2, posts
+    assert facts[FLOW].startswith("0 created, 1 updated") and facts[CONTACTS_FLOW].startswith(
+        "0 created, 1 updated"
+    ), facts
+    calls = run.xcom("report")["api_calls"] + run.xcom("contacts.report")["api_calls"]
+    assert facts["autotask calls"].startswith(
+        f"{calls:,} ({100 * calls / 10_000:.2f} % of the tenant's 10,000"
+    )
+    assert "last ThresholdInformation" in facts["autotask calls"], facts
+
+
+def test_errors_are_always_summarised_once_even_when_nothing_changed(world, capfd):
+    """Rule: a run whose only news is errors (a new contact without a company, quarantined) is
+    reported although nothing was created or updated and the every-run setting is off."""
+    resp = sf_request(world, "POST", "Contact", {"FirstName": "Olga", "LastName": "Orphan"})
+    assert resp.status_code == 201, resp.text
+    with smtp_sink() as (smtp_port, mails), webhook_sink() as (hook_port, posts):
+        set_alert_connections(world["mp"], smtp_port, hook_port)
+        run = run_dag(world["dag"], capfd, notify_recipients=SALES, notify_every_run=False)
+        assert run.ok, run.why()
+        assert [m["Subject"] for m in mails] == [f"[erpsync] {FLOW}: errors only, 1 newly quarantined"]
+        assert posts[0]["erpsync"]["errors in"] == CONTACTS_FLOW, posts
+        assert "plan/unplaceable" in posts[0]["erpsync"][CONTACTS_FLOW], posts
+        # The same orphan again is no news.
+        run = run_dag(world["dag"], capfd, notify_recipients=SALES, notify_every_run=False)
+        assert run.ok, run.why()
+        assert len(mails) == 1 and len(posts) == 1
 
 
 def test_wrong_secret_fails_the_run_and_alerts_the_recipients_by_mail_and_webhook(world, capfd):
