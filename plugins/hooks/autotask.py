@@ -125,6 +125,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: The tenant's requests per rolling hour (§8), assumed until a `ThresholdInformation` reading says otherwise.
+DEFAULT_THRESHOLD = 10_000
 #: Where zone discovery lives for every tenant (§1).
 DISCOVERY_BASE = "https://webservices.autotask.net"
 #: The operators Autotask documents (§4.1); an unknown one is silently dropped by the service (§12 #3).
@@ -538,8 +540,14 @@ class _Ledger:
             )
 
     def forget_threshold(self, key: str) -> None:
+        """Make the shared reading stale for everybody; its threshold value stays known (`last_threshold`)."""
         with self._lock:
-            self._db.execute("DELETE FROM thresholds WHERE budget_key = ?", (key,))
+            self._db.execute("UPDATE thresholds SET read_at = 0 WHERE budget_key = ?", (key,))
+
+    def last_threshold(self, key: str) -> int | None:
+        """Return the tenant's threshold as last read on this ledger (fresh or not), if ever."""
+        row = self.threshold(key)
+        return row[0] if row else None
 
     def metadata(self, cache_key: str) -> tuple[Any, float] | None:
         with self._lock:
@@ -1069,7 +1077,11 @@ class AutotaskHook(BaseHook):
         return self.ledger.window(self.settings.budget_key, now)
 
     def _admit(self, where: str) -> None:
-        """Wait or refuse before a call that would pass the share or bring the tenant near its threshold."""
+        """Wait or refuse before a call that would pass the share or bring the tenant near its threshold.
+
+        A `ThresholdInformation` read is a call too: it is sent only when it fits the share (checked
+        with the last known threshold), so neither the read nor the call after it ever passes the share.
+        """
         s, b = self.settings, self.budget
         while True:
             now = self._clock()
@@ -1081,6 +1093,13 @@ class AutotaskHook(BaseHook):
                 or now - b.tenant_read_at >= s.threshold_share_ttl
             )
             if stale and not self._adopt_shared_reading(now, total):
+                known = b.threshold or self.ledger.last_threshold(s.budget_key) or DEFAULT_THRESHOLD
+                window = self._own_window(now)
+                b.own_hour = sum(n for _, n in window)
+                cap = int(s.budget_share * known)
+                if b.own_hour + 1 > cap:
+                    self._hold(*self._share_wait(window, cap, known, now), where)
+                    continue
                 self.threshold_information()
                 now = self._clock()
                 total = self.ledger.total(s.budget_key)
@@ -1089,21 +1108,10 @@ class AutotaskHook(BaseHook):
             b.own_hour = sum(n for _, n in window)
             tenant = b.tenant_count + max(total - b.total_at_read, self.api_calls - b.own_calls_at_read)
             stop = int(s.tenant_stop_share * b.threshold)
-            wait = 0.0
-            reason = ""
             if b.own_hour + 1 > b.own_cap:
-                # The oldest minutes of the rolling hour free up first.
-                excess, freed, wait = b.own_hour + 1 - b.own_cap, 0, 3600.0
-                for minute, n in window:
-                    freed += n
-                    if freed >= excess:
-                        wait = max((minute + 60) * 60 - now, 1.0)
-                        break
-                reason = (
-                    f"this package used {b.own_hour} of its {b.own_cap} requests per hour "
-                    f"({s.budget_share:.0%} of the tenant's {b.threshold})"
-                )
-            elif tenant + 1 > stop:
+                self._hold(*self._share_wait(window, b.own_cap, b.threshold, now), where)
+                continue
+            if tenant + 1 > stop:
                 # ThresholdInformation does not say when old requests leave the window: assume an even spread.
                 excess = tenant + 1 - stop
                 wait = min(max(excess * 3600 / max(tenant, 1), 60.0), 3600.0)
@@ -1111,27 +1119,49 @@ class AutotaskHook(BaseHook):
                     f"the tenant has used {tenant} of its {b.threshold} requests this hour (all integrations); "
                     f"this package stops at {s.tenant_stop_share:.0%} so the tenant never reaches its threshold"
                 )
-            if not reason:
-                if tenant >= s.tenant_slowdown_share * b.threshold and s.slowdown_seconds > 0:
-                    self._pause(s.slowdown_seconds, where, "tenant above the slowdown share")
-                    b.slowed_calls += 1
-                return
-            if b.waited_seconds + wait > s.max_wait:
-                self._drop_reading()  # whoever calls again later must see the tenant's count anew
-                raise RateLimitedError(
-                    f"Autotask request budget reached: {reason}; retry in {wait:.0f} s",
-                    retry_after=wait,
-                    where=where,
-                    details={
-                        "own_hour": b.own_hour,
-                        "own_cap": b.own_cap,
-                        "tenant_count": tenant,
-                        "threshold": b.threshold,
-                    },
-                )
-            log.warning("Autotask budget: %s; waiting %.0f s", reason, wait)
-            self._pause(wait, where, reason)
-            self._drop_reading()  # read the tenant's count again after the wait
+                self._hold(wait, reason, where, tenant=tenant)
+                continue
+            if tenant >= s.tenant_slowdown_share * b.threshold and s.slowdown_seconds > 0:
+                self._pause(s.slowdown_seconds, where, "tenant above the slowdown share")
+                b.slowed_calls += 1
+            return
+
+    def _share_wait(
+        self, window: list[tuple[int, int]], cap: int, threshold: int, now: float
+    ) -> tuple[float, str]:
+        """How long until this package's rolling hour has room for one more call, and why it waits."""
+        b, s = self.budget, self.settings
+        # The oldest minutes of the rolling hour free up first.
+        excess, freed, wait = b.own_hour + 1 - cap, 0, 3600.0
+        for minute, n in window:
+            freed += n
+            if freed >= excess:
+                wait = max((minute + 60) * 60 - now, 1.0)
+                break
+        return wait, (
+            f"this package used {b.own_hour} of its {cap} requests per hour "
+            f"({s.budget_share:.0%} of the tenant's {threshold})"
+        )
+
+    def _hold(self, wait: float, reason: str, where: str, *, tenant: int | None = None) -> None:
+        """Wait `wait` seconds in place when `max_wait` allows, else raise `RateLimitedError`."""
+        s, b = self.settings, self.budget
+        if b.waited_seconds + wait > s.max_wait:
+            self._drop_reading()  # whoever calls again later must see the tenant's count anew
+            raise RateLimitedError(
+                f"Autotask request budget reached: {reason}; retry in {wait:.0f} s",
+                retry_after=wait,
+                where=where,
+                details={
+                    "own_hour": b.own_hour,
+                    "own_cap": b.own_cap,
+                    "tenant_count": tenant if tenant is not None else b.tenant_count,
+                    "threshold": b.threshold,
+                },
+            )
+        log.warning("Autotask budget: %s; waiting %.0f s", reason, wait)
+        self._pause(wait, where, reason)
+        self._drop_reading()  # read the tenant's count again after the wait
 
     def _pause(self, seconds: float, where: str, why: str) -> None:
         self.budget.waited_seconds += seconds

@@ -363,6 +363,24 @@ def test_own_share_stops_the_hook_and_frees_up_as_the_hour_rolls(make_hook, smal
     assert small.admin("GET", "stats")["refused"] == 0
 
 
+def test_at_its_share_the_hook_sends_not_even_a_threshold_read(make_hook, small):
+    """The boundary: the share used up and the reading a minute old, a new task refuses before
+    reading ThresholdInformation (a call too); the tenant saw exactly the share, not one more."""
+    small.admin("POST", "threshold", {"clear": True})
+    clock = small.simulator.clock
+    hook = make_hook(sandbox=small, budget_share=0.1, max_wait=0, clock=clock, extra={"budget_key": "edge"})
+    with pytest.raises(RateLimitedError, match="used 40 of its 40 requests per hour"):
+        for _ in range(100):
+            hook.count("Companies")
+    assert small.admin("GET", "stats")["threshold_count"] == 40
+    clock.advance(61)  # the shared reading is stale; the rolling hour is not over
+    later = make_hook(sandbox=small, budget_share=0.1, max_wait=0, clock=clock, extra={"budget_key": "edge"})
+    with pytest.raises(RateLimitedError, match="used 40 of its 40 requests per hour"):
+        later.count("Companies")
+    stats = small.admin("GET", "stats")
+    assert stats["threshold_count"] == 40 and stats["refused"] == 0 and later.calls == {}
+
+
 def test_the_tenant_is_never_pushed_into_429_by_this_package(make_hook, small):
     """Other integrations used 300 of 400; the hook paces from 70 % and stops before 85 % (340)."""
     small.admin("POST", "threshold", {"clear": True, "add": 300})

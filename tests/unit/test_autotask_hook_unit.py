@@ -555,3 +555,37 @@ def test_threshold_information_is_read_again_every_n_calls(make_hook):
         list(hook.query("Companies"))
     assert hook.calls["threshold"] == 3  # at the start, after 5 and after 10 counted calls
     assert hook.call_summary()["api_calls"] == 15
+
+
+def _budget_reads(tenant: FakeTenant) -> int:
+    return sum(1 for r in tenant.requests if r.url.path.endswith("/ThresholdInformation"))
+
+
+def test_a_threshold_read_is_never_sent_past_the_share(make_hook):
+    """At its cap with a stale reading, the hook refuses without reading ThresholdInformation (the read
+    is a call too); a fresh hook (another task) likewise. One below the cap the read fits, the call
+    after it would not: the package ends exactly at its share, never one past it."""
+    clock = FakeClock()
+    tenant = FakeTenant(rows=1, threshold=(100, 0))
+    hook = make_hook(tenant, clock=clock, budget_share=0.1, max_wait=0)  # 10 calls an hour
+    for _ in range(9):
+        list(hook.query("Companies"))  # 1 threshold read + 9 queries = 10
+    clock.now += 61  # the reading is stale (used for 60 s at most), the hour is not over
+    sent = len(tenant.requests)
+    with pytest.raises(RateLimitedError, match="used 10 of its 10 requests per hour"):
+        list(hook.query("Companies"))
+    other = make_hook(tenant, clock=clock, budget_share=0.1, max_wait=0)
+    with pytest.raises(RateLimitedError, match="used 10 of its 10 requests per hour"):
+        list(other.query("Companies"))
+    assert len(tenant.requests) == sent  # nothing sent, not even the threshold read
+    assert _budget_reads(tenant) == 1
+
+    # One below the cap: the stale reading is refreshed (call 10), the query after it is refused.
+    tenant2 = FakeTenant(rows=1, threshold=(100, 0))
+    hook2 = make_hook(tenant2, clock=clock, budget_share=0.1, max_wait=0, budget_key="another budget")
+    for _ in range(8):
+        list(hook2.query("Companies"))  # 1 read + 8 queries = 9
+    clock.now += 61
+    with pytest.raises(RateLimitedError, match="used 10 of its 10 requests per hour"):
+        list(hook2.query("Companies"))
+    assert _budget_reads(tenant2) == 2 and hook2.api_calls == hook2.budget.own_hour == 10
