@@ -5,7 +5,9 @@ Rules this module keeps (reference `autotask.md` §1-§9, §12):
 1. **The tenant's 10,000 requests an hour are shared.** Every integration on an Autotask database draws
    on one rolling hourly threshold, and one noisy caller disables the API for all of them (§8, §12 #1).
    So the hook never spends more than ``budget_share`` (default 50 %) of the threshold in any rolling
-   hour (its own calls, counted in a ledger that every task on the host shares), and it reads
+   hour (its own calls, counted in a ledger that every task on the host shares, or every task on every
+   host with ``ledger_url``: each call is reserved there before it is sent, check and count in one
+   locked step, so tasks calling at the same moment never pass the share together), and it reads
    ``ThresholdInformation`` at the start and every ``threshold_every`` calls of this package (all tasks on
    the host, from the ledger's counter), at least once a minute. A reading is shared through the ledger
    with the host's other tasks for ``threshold_share_ttl`` seconds (default and most 60) and while fewer
@@ -47,9 +49,13 @@ Connection (type ``autotask``, default id ``autotask_default``):
 * extra ``budget_share`` (0-1, default 0.5): this package's share of the tenant's hourly threshold.
 * further extras (defaults in `_Settings`): ``timeout``, ``max_wait``, ``max_retries``, ``retry_backoff``,
   ``rate_limit_backoff``, ``tenant_slowdown_share``, ``tenant_stop_share``, ``slowdown_seconds``,
-  ``threshold_every``, ``threshold_share_ttl``, ``metadata_ttl``, ``zone_cache_ttl``, ``ledger_path`` (SQLite file shared by the tasks on a host;
-  default ``$AIRFLOW_HOME/erpsync/autotask-ledger.sqlite``), ``budget_key`` (connections that share one
-  budget; default the user name).
+  ``threshold_every``, ``threshold_share_ttl``, ``metadata_ttl``, ``zone_cache_ttl``, ``ledger_path`` (SQLite
+  file shared by the tasks on a host; default ``$AIRFLOW_HOME/erpsync/autotask-ledger.sqlite``),
+  ``budget_key`` (connections that share one budget; default the user name).
+* extra ``ledger_url``: a PostgreSQL URL (``postgresql+psycopg://user@db-host/erpsync``) for one ledger
+  shared by the workers of every host (Celery, Kubernetes): the budget, the threshold reading, zones and
+  cached metadata are then kept there (tables ``erpsync_autotask_ledger_*``, created when missing) and
+  ``ledger_path`` is not used. Without it, tasks on two hosts would each spend the whole share.
 
 Precedence: hook argument > connection extra > default. Errors follow `erpsync.errors`:
 
@@ -60,14 +66,14 @@ Precedence: hook argument > connection extra > default. Errors follow `erpsync.e
     FatalSourceError     403/405, refusals of reads (unknown field, bad query), malformed answers
     RecordError          a write refused for this record (validation message, unknown id)
 
-The module is cheap to import: httpx and sqlite3 load on first use, never at DAG parse time.
+The module is cheap to import: httpx, sqlite3 and SQLAlchemy load on first use, never at DAG parse time.
+The ledgers live in `erpsync.hooks._autotask_ledger`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import threading
 import time
@@ -76,7 +82,6 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from functools import cached_property
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook
@@ -90,6 +95,7 @@ from erpsync.errors import (
     RetriableSourceError,
     SyncError,
 )
+from erpsync.hooks._autotask_ledger import SqliteLedger, SqlLedger, default_ledger_path, open_ledger
 
 if TYPE_CHECKING:
     import httpx
@@ -371,6 +377,7 @@ class _Settings:
     threshold_share_ttl: float
     metadata_ttl: float
     ledger_path: str
+    ledger_url: str | None
     budget_key: str
 
 
@@ -411,170 +418,10 @@ def _share(value: Any, name: str, default: float, conn_id: str) -> float:
     return share
 
 
-def _default_ledger() -> str:
-    home = os.environ.get("AIRFLOW_HOME") or str(Path.home() / "airflow")
-    return str(Path(home) / "erpsync" / "autotask-ledger.sqlite")
-
-
-# ---- the shared ledger: own calls per minute and the zone cache ------------------------------------------------
+# ---- the zone cache (process); the ledger (erpsync.hooks._autotask_ledger) shares it across processes ----
 
 _ZONES: dict[tuple[str, str], tuple[str, str | None, float]] = {}  # (discovery url, user) -> (root, name, at)
 _ZONES_LOCK = threading.Lock()
-
-
-class _Ledger:
-    """A small SQLite file shared by every task on a host: calls per minute per budget key, and zones.
-
-    Losing it costs little (the tenant's `ThresholdInformation` still guards the threshold), so it runs
-    without fsync; it must only be shared, and cheap.
-    """
-
-    def __init__(self, path: str):
-        import sqlite3
-
-        self.path = path
-        try:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=OFF")
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS calls (budget_key TEXT NOT NULL, minute INTEGER NOT NULL, "
-                "n INTEGER NOT NULL, PRIMARY KEY (budget_key, minute))"
-            )
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS zones (cache_key TEXT PRIMARY KEY, root TEXT NOT NULL, "
-                "zone_name TEXT, found_at REAL NOT NULL)"
-            )
-            # Every call ever recorded per budget key: "our calls since the tenant's count was read".
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS totals (budget_key TEXT PRIMARY KEY, n INTEGER NOT NULL)"
-            )
-            # The last ThresholdInformation reading, shared by the tasks on the host for a short time.
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS thresholds (budget_key TEXT PRIMARY KEY, threshold INTEGER NOT NULL, "
-                "tenant_count INTEGER NOT NULL, read_at REAL NOT NULL, total_at_read INTEGER NOT NULL)"
-            )
-            # entityInformation answers (fields with picklists, UDF definitions), JSON, with when read.
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS metadata (cache_key TEXT PRIMARY KEY, body TEXT NOT NULL, "
-                "read_at REAL NOT NULL)"
-            )
-        except (OSError, sqlite3.Error) as exc:
-            raise ConfigError(
-                f"cannot open the Autotask call ledger {path}: {exc}; set the connection extra 'ledger_path' "
-                "to a writable file",
-                where="ledger_path",
-            ) from exc
-        self._lock = threading.Lock()
-
-    def record(self, key: str, now: float, n: int = 1) -> None:
-        minute = int(now // 60)
-        with self._lock:
-            self._db.execute(
-                "INSERT INTO calls (budget_key, minute, n) VALUES (?, ?, ?) "
-                "ON CONFLICT (budget_key, minute) DO UPDATE SET n = n + excluded.n",
-                (key, minute, n),
-            )
-            self._db.execute(
-                "INSERT INTO totals (budget_key, n) VALUES (?, ?) "
-                "ON CONFLICT (budget_key) DO UPDATE SET n = n + excluded.n",
-                (key, n),
-            )
-            if minute % 10 == 0:
-                self._db.execute("DELETE FROM calls WHERE minute < ?", (minute - 120,))
-
-    def window(self, key: str, now: float) -> list[tuple[int, int]]:
-        """Return `(minute, calls)` of the rolling hour, oldest first."""
-        minute = int(now // 60)
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT minute, n FROM calls WHERE budget_key = ? AND minute > ? ORDER BY minute",
-                (key, minute - 60),
-            ).fetchall()
-        return [(int(m), int(n)) for m, n in rows]
-
-    def zone(self, cache_key: str) -> tuple[str, str | None, float] | None:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT root, zone_name, found_at FROM zones WHERE cache_key = ?", (cache_key,)
-            ).fetchone()
-        return (row[0], row[1], float(row[2])) if row else None
-
-    def save_zone(self, cache_key: str, root: str, zone_name: str | None, now: float) -> None:
-        with self._lock:
-            self._db.execute(
-                "INSERT INTO zones (cache_key, root, zone_name, found_at) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (cache_key) DO UPDATE SET root = excluded.root, zone_name = excluded.zone_name, "
-                "found_at = excluded.found_at",
-                (cache_key, root, zone_name, now),
-            )
-
-    def forget_zone(self, cache_key: str) -> None:
-        with self._lock:
-            self._db.execute("DELETE FROM zones WHERE cache_key = ?", (cache_key,))
-
-    def total(self, key: str) -> int:
-        """Return every call recorded for `key` so far (a counter that only grows)."""
-        with self._lock:
-            row = self._db.execute("SELECT n FROM totals WHERE budget_key = ?", (key,)).fetchone()
-        return int(row[0]) if row else 0
-
-    def threshold(self, key: str) -> tuple[int, int, float, int] | None:
-        """Return the shared `(threshold, tenant_count, read_at, total_at_read)` reading, if any."""
-        with self._lock:
-            row = self._db.execute(
-                "SELECT threshold, tenant_count, read_at, total_at_read FROM thresholds WHERE budget_key = ?",
-                (key,),
-            ).fetchone()
-        return (int(row[0]), int(row[1]), float(row[2]), int(row[3])) if row else None
-
-    def save_threshold(self, key: str, threshold: int, tenant_count: int, read_at: float, total: int) -> None:
-        with self._lock:
-            self._db.execute(
-                "INSERT INTO thresholds (budget_key, threshold, tenant_count, read_at, total_at_read) "
-                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (budget_key) DO UPDATE SET threshold = excluded.threshold, "
-                "tenant_count = excluded.tenant_count, read_at = excluded.read_at, "
-                "total_at_read = excluded.total_at_read",
-                (key, threshold, tenant_count, read_at, total),
-            )
-
-    def forget_threshold(self, key: str) -> None:
-        """Make the shared reading stale for everybody; its threshold value stays known (`last_threshold`)."""
-        with self._lock:
-            self._db.execute("UPDATE thresholds SET read_at = 0 WHERE budget_key = ?", (key,))
-
-    def last_threshold(self, key: str) -> int | None:
-        """Return the tenant's threshold as last read on this ledger (fresh or not), if ever."""
-        row = self.threshold(key)
-        return row[0] if row else None
-
-    def metadata(self, cache_key: str) -> tuple[Any, float] | None:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT body, read_at FROM metadata WHERE cache_key = ?", (cache_key,)
-            ).fetchone()
-        if not row:
-            return None
-        try:
-            return json.loads(row[0]), float(row[1])
-        except ValueError:
-            return None
-
-    def save_metadata(self, cache_key: str, body: Any, now: float) -> None:
-        with self._lock:
-            self._db.execute(
-                "INSERT INTO metadata (cache_key, body, read_at) VALUES (?, ?, ?) ON CONFLICT (cache_key) "
-                "DO UPDATE SET body = excluded.body, read_at = excluded.read_at",
-                (cache_key, json.dumps(body), now),
-            )
-
-    def forget_metadata(self, prefix: str) -> None:
-        with self._lock:
-            self._db.execute("DELETE FROM metadata WHERE substr(cache_key, 1, ?) = ?", (len(prefix), prefix))
-
-    def close(self) -> None:
-        self._db.close()
 
 
 @dataclass
@@ -716,7 +563,8 @@ class AutotaskHook(BaseHook):
         the connection's ``budget_share``.
     :param timeout: HTTP timeout in seconds.
     :param max_wait: longest total wait (budget, pacing, 429 backoff) before `RateLimitedError`.
-    :param ledger_path: the shared call ledger (SQLite file); overrides the connection's.
+    :param ledger_path: the host's call ledger (SQLite file); overrides the connection's.
+    :param ledger_url: a PostgreSQL URL for a ledger shared by every host; overrides the connection's.
     :param clock: ``time.time`` stand-in (unit tests); the ledger's minutes follow it.
     :param sleep: ``time.sleep`` stand-in (unit tests).
     :param transport: an ``httpx`` transport (unit tests with ``httpx.MockTransport``).
@@ -735,6 +583,7 @@ class AutotaskHook(BaseHook):
         timeout: float | None = None,
         max_wait: float | None = None,
         ledger_path: str | None = None,
+        ledger_url: str | None = None,
         clock: Callable[[], float] | None = None,
         sleep: Callable[[float], None] | None = None,
         transport: Any = None,
@@ -746,6 +595,7 @@ class AutotaskHook(BaseHook):
             "timeout": timeout,
             "max_wait": max_wait,
             "ledger_path": ledger_path,
+            "ledger_url": ledger_url,
         }
         self._clock = clock or time.time
         self._sleep = sleep or time.sleep
@@ -846,7 +696,10 @@ class AutotaskHook(BaseHook):
             zone_cache_ttl=knob("zone_cache_ttl", 86_400.0),
             threshold_share_ttl=min(knob("threshold_share_ttl", 60.0), 60.0),
             metadata_ttl=knob("metadata_ttl", 900.0),
-            ledger_path=str(self._args.get("ledger_path") or extra.get("ledger_path") or _default_ledger()),
+            ledger_path=str(
+                self._args.get("ledger_path") or extra.get("ledger_path") or default_ledger_path()
+            ),
+            ledger_url=str(self._args.get("ledger_url") or extra.get("ledger_url") or "").strip() or None,
             budget_key=str(extra.get("budget_key") or user).strip().lower(),
         )
 
@@ -867,8 +720,9 @@ class AutotaskHook(BaseHook):
         return self.client
 
     @cached_property
-    def ledger(self) -> _Ledger:
-        return _Ledger(self.settings.ledger_path)
+    def ledger(self) -> SqliteLedger | SqlLedger:
+        """The call ledger: the database at ``ledger_url`` (every host) or the file ``ledger_path`` (one host)."""
+        return open_ledger(path=self.settings.ledger_path, url=self.settings.ledger_url)
 
     def close(self) -> None:
         if "client" in self.__dict__:
@@ -1022,10 +876,19 @@ class AutotaskHook(BaseHook):
 
     # ---- the budget (§8) ------------------------------------------------------------------------------
 
-    def threshold_information(self) -> dict[str, Any]:
-        """Return `ThresholdInformation` (the tenant's threshold and its count in the current hour)."""
+    def threshold_information(self, *, reserved: bool = False) -> dict[str, Any]:
+        """Return `ThresholdInformation` (the tenant's threshold and its count in the current hour).
+
+        :param reserved: the budget already counted this call in the ledger (`_admit`); else it is
+            counted once sent (the UI's Test button).
+        """
         body = self._request(
-            "GET", "ThresholdInformation", kind="threshold", entity="ThresholdInformation", budgeted=False
+            "GET",
+            "ThresholdInformation",
+            kind="threshold",
+            entity="ThresholdInformation",
+            budgeted=False,
+            reserved=reserved,
         )
         if not isinstance(body, dict) or "currentTimeframeRequestCount" not in body:
             raise FatalSourceError(
@@ -1097,10 +960,12 @@ class AutotaskHook(BaseHook):
                 window = self._own_window(now)
                 b.own_hour = sum(n for _, n in window)
                 cap = int(s.budget_share * known)
-                if b.own_hour + 1 > cap:
-                    self._hold(*self._share_wait(window, cap, known, now), where)
+                reserved = None if b.own_hour + 1 > cap else self.ledger.reserve(s.budget_key, now, cap)
+                if reserved is None:  # no room, or another task took the last of it
+                    b.own_hour = max(b.own_hour, cap)
+                    self._hold(*self._share_wait(self._own_window(now), cap, known, now), where)
                     continue
-                self.threshold_information()
+                self.threshold_information(reserved=True)
                 now = self._clock()
                 total = self.ledger.total(s.budget_key)
             assert b.threshold is not None and b.tenant_count is not None and b.own_cap is not None
@@ -1124,6 +989,12 @@ class AutotaskHook(BaseHook):
             if tenant >= s.tenant_slowdown_share * b.threshold and s.slowdown_seconds > 0:
                 self._pause(s.slowdown_seconds, where, "tenant above the slowdown share")
                 b.slowed_calls += 1
+                now = self._clock()
+            # Check and count in one step of the ledger: tasks at the same moment never pass the share.
+            reserved = self.ledger.reserve(s.budget_key, now, b.own_cap)
+            if reserved is None:
+                continue  # another task took the last room meanwhile: the check above now says how long
+            b.own_hour = reserved
             return
 
     def _share_wait(
@@ -1185,6 +1056,7 @@ class AutotaskHook(BaseHook):
         params: dict | None = None,
         write: bool = False,
         budgeted: bool = True,
+        reserved: bool = False,
     ) -> Any:
         """Send one call with auth, budget, 401 rediscovery, 429 backoff and safe retries; return its JSON.
 
@@ -1202,7 +1074,8 @@ class AutotaskHook(BaseHook):
             url = self._url(path)
             where = f"{method} {urllib.parse.urlsplit(url).path}"
             if budgeted:
-                self._admit(where)
+                self._admit(where)  # reserves the call in the ledger
+            counted, reserved = budgeted or reserved, False  # a resend is reserved again (or recorded)
             headers = self._auth_headers()
             if json_body is not None:
                 headers["Content-Type"] = "application/json"
@@ -1211,7 +1084,7 @@ class AutotaskHook(BaseHook):
             except httpx.HTTPError as exc:
                 _raise_if_tls_config(exc, url)
                 # The call may have reached Autotask: count it against the budget all the same.
-                self._record(kind)
+                self._record(kind, counted)
                 if not creates and retries < s.max_retries:
                     retries += 1
                     self._pause(min(s.retry_backoff * 2 ** (retries - 1), 30), where, "transport error")
@@ -1224,7 +1097,7 @@ class AutotaskHook(BaseHook):
                 raise RetriableSourceError(
                     f"Autotask {action} {entity} unreachable: {type(exc).__name__}: {exc}{hint}", where=where
                 ) from exc
-            self._record(kind)
+            self._record(kind, counted)
             status = resp.status_code
             self.statuses[status] = self.statuses.get(status, 0) + 1
             if status < 400:
@@ -1288,9 +1161,11 @@ class AutotaskHook(BaseHook):
                 )
             raise error
 
-    def _record(self, kind: str) -> None:
+    def _record(self, kind: str, in_ledger: bool) -> None:
+        """Count a call sent; into the ledger too unless its reservation counted it there already."""
         self._count(kind)
-        self.ledger.record(self.settings.budget_key, self._clock())
+        if not in_ledger:
+            self.ledger.record(self.settings.budget_key, self._clock())
 
     # ---- reading (§3, §4) ---------------------------------------------------------------------------------
 
