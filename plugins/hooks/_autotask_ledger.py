@@ -207,6 +207,39 @@ class SqliteLedger:
         with self._lock:
             self._db.execute("DELETE FROM metadata WHERE substr(cache_key, 1, ?) = ?", (len(prefix), prefix))
 
+    def save_many(self, items: dict[str, Any], now: float) -> None:
+        """Save several cache entries (`save_metadata`) in one transaction."""
+        if not items:
+            return
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(
+                    "INSERT INTO metadata (cache_key, body, read_at) VALUES (?, ?, ?) ON CONFLICT (cache_key) "
+                    "DO UPDATE SET body = excluded.body, read_at = excluded.read_at",
+                    [(k, json.dumps(v), now) for k, v in items.items()],
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def load_many(self, keys: list[str]) -> dict[str, tuple[Any, float]]:
+        """Return the cache entries of `keys` that exist, as (body, read_at)."""
+        out: dict[str, tuple[Any, float]] = {}
+        for start in range(0, len(keys), 500):
+            part = keys[start : start + 500]
+            with self._lock:
+                rows = self._db.execute(
+                    f"SELECT cache_key, body, read_at FROM metadata WHERE cache_key IN ({','.join('?' * len(part))})",
+                    part,
+                ).fetchall()
+            for key, body, read_at in rows:
+                hit = _decoded((body, read_at))
+                if hit is not None:
+                    out[key] = hit
+        return out
+
     def close(self) -> None:
         self._db.close()
 
@@ -419,6 +452,38 @@ class SqlLedger:
         self._run(
             f"DELETE FROM {_T['metadata']} WHERE substr(cache_key, 1, :n) = :p", n=len(prefix), p=prefix
         )
+
+    def save_many(self, items: dict[str, Any], now: float) -> None:
+        """Save several cache entries (`save_metadata`) in one transaction."""
+        from sqlalchemy import text
+
+        if not items:
+            return
+        with self._engine.begin() as conn:
+            conn.execute(
+                text(
+                    f"INSERT INTO {_T['metadata']} (cache_key, body, read_at) VALUES (:k, :b, :r) "
+                    "ON CONFLICT (cache_key) DO UPDATE SET body = excluded.body, read_at = excluded.read_at"
+                ),
+                [{"k": k, "b": json.dumps(v), "r": now} for k, v in sorted(items.items())],
+            )
+
+    def load_many(self, keys: list[str]) -> dict[str, tuple[Any, float]]:
+        """Return the cache entries of `keys` that exist, as (body, read_at)."""
+        from sqlalchemy import bindparam, text
+
+        out: dict[str, tuple[Any, float]] = {}
+        query = text(
+            f"SELECT cache_key, body, read_at FROM {_T['metadata']} WHERE cache_key IN :keys"
+        ).bindparams(bindparam("keys", expanding=True))
+        for start in range(0, len(keys), 500):
+            with self._engine.begin() as conn:
+                rows = conn.execute(query, {"keys": keys[start : start + 500]}).fetchall()
+            for key, body, read_at in rows:
+                hit = _decoded((body, read_at))
+                if hit is not None:
+                    out[key] = hit
+        return out
 
     def close(self) -> None:
         self._engine.dispose()

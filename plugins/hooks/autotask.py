@@ -376,6 +376,9 @@ class _Settings:
     zone_cache_ttl: float
     threshold_share_ttl: float
     metadata_ttl: float
+    picklist_ttl: float
+    reference_ttl: float
+    identity_ttl: float
     ledger_path: str
     ledger_url: str | None
     budget_key: str
@@ -695,7 +698,10 @@ class AutotaskHook(BaseHook):
             rate_limit_backoff=knob("rate_limit_backoff", 60.0),
             zone_cache_ttl=knob("zone_cache_ttl", 86_400.0),
             threshold_share_ttl=min(knob("threshold_share_ttl", 60.0), 60.0),
-            metadata_ttl=knob("metadata_ttl", 900.0),
+            metadata_ttl=knob("metadata_ttl", 86_400.0),
+            picklist_ttl=knob("picklist_ttl", 900.0),
+            reference_ttl=knob("reference_ttl", 86_400.0),
+            identity_ttl=knob("identity_ttl", 300.0),
             ledger_path=str(
                 self._args.get("ledger_path") or extra.get("ledger_path") or default_ledger_path()
             ),
@@ -915,7 +921,7 @@ class AutotaskHook(BaseHook):
         if shared is None:
             return False
         threshold, tenant_count, read_at, total_at_read = shared
-        if not (0 <= now - read_at < s.threshold_share_ttl) or total - total_at_read >= s.threshold_every:
+        if not self._reading_fresh(threshold, tenant_count, read_at, total_at_read, now, total):
             return False
         if b.tenant_read_at is not None and read_at <= b.tenant_read_at:
             return False  # not newer than what this hook already found stale
@@ -930,6 +936,24 @@ class AutotaskHook(BaseHook):
         b.own_cap = int(s.budget_share * threshold)
         b.shared_reads += 1
         return True
+
+    def _reading_fresh(
+        self, threshold: int, tenant_count: int, read_at: float, total_at_read: int, now: float, total: int
+    ) -> bool:
+        """Whether a reading still describes the tenant well enough to go on without reading again.
+
+        Our own calls since the reading are counted exactly (the ledger) and added to it; what a reading
+        cannot know is the other integrations' calls since, which grow with time. So a reading is used
+        for ``threshold_share_ttl`` seconds (60 at most). Near the lines (the estimate at half the
+        slowdown share or more) it is also read again every ``threshold_every`` calls of ours; far below
+        them (under 35 % of the threshold by default, 5,000 calls from the stop line at 10,000) the
+        minute alone bounds what others could add unseen.
+        """
+        s = self.settings
+        if not 0 <= now - read_at < s.threshold_share_ttl:
+            return False
+        near = tenant_count + (total - total_at_read) >= s.tenant_slowdown_share * threshold / 2
+        return not (near and total - total_at_read >= s.threshold_every)
 
     def _drop_reading(self) -> None:
         """Forget the tenant's count here and in the ledger: the next call, of any task, reads it anew."""
@@ -952,8 +976,11 @@ class AutotaskHook(BaseHook):
             total = self.ledger.total(s.budget_key)
             stale = (
                 b.tenant_read_at is None
-                or total - b.total_at_read >= s.threshold_every
-                or now - b.tenant_read_at >= s.threshold_share_ttl
+                or b.threshold is None
+                or b.tenant_count is None
+                or not self._reading_fresh(
+                    b.threshold, b.tenant_count, b.tenant_read_at, b.total_at_read, now, total
+                )
             )
             if stale and not self._adopt_shared_reading(now, total):
                 known = b.threshold or self.ledger.last_threshold(s.budget_key) or DEFAULT_THRESHOLD
@@ -1278,19 +1305,19 @@ class AutotaskHook(BaseHook):
         prefix = f"{s.discovery_url}|{s.zone_url or ''}|{s.user.lower()}|"
         return prefix if entity is None else f"{prefix}{entity.lower()}|"
 
-    def _entity_information(self, entity: str, part: str, action: str) -> list[dict]:
-        """Return `{entity}/entityInformation/{part}`, from the ledger while younger than `metadata_ttl`.
+    def _entity_information(self, entity: str, part: str, action: str, ttl: float) -> list[dict]:
+        """Return `{entity}/entityInformation/{part}`, from the ledger while younger than `ttl` seconds.
 
         Every task of a run describes the same entities; the answers change rarely (picklists, UDFs), so
-        the tasks on a host share one reading. A write refused for an unknown picklist value or UDF drops
-        it (`forget_metadata`), so the next read asks Autotask again.
+        the tasks share one reading. A write refused for an unknown picklist value or UDF drops it
+        (`forget_metadata`), so the next read asks Autotask again.
         """
         s = self.settings
         key = self._metadata_prefix(entity) + part
         now = self._clock()
-        if s.metadata_ttl > 0:
+        if ttl > 0:
             hit = self.ledger.metadata(key)
-            if hit is not None and 0 <= now - hit[1] < s.metadata_ttl and isinstance(hit[0], list):
+            if hit is not None and 0 <= now - hit[1] < ttl and isinstance(hit[0], list):
                 self.cache_hits[part] = self.cache_hits.get(part, 0) + 1
                 return hit[0]
         data = self._request(
@@ -1301,20 +1328,75 @@ class AutotaskHook(BaseHook):
                 f"Autotask answered entityInformation/{part} without 'fields': {str(data)[:200]}",
                 where=entity,
             )
-        if s.metadata_ttl > 0:
+        if max(s.metadata_ttl, s.picklist_ttl) > 0:
             self.ledger.save_metadata(key, data["fields"], self._clock())
         return data["fields"]
 
-    def entity_fields(self, entity: str) -> list[dict]:
+    def entity_fields(self, entity: str, *, ttl: float | None = None) -> list[dict]:
         """Return `{entity}/entityInformation/fields` (types, lengths, required, picklists with string values).
 
-        Cached in the ledger for ``metadata_ttl`` seconds (default 15 minutes), shared by the tasks on a host.
+        Cached in the ledger for ``metadata_ttl`` seconds (default a day: field definitions change with
+        the API version, and a write refused for a picklist value drops the entry), shared by the tasks.
+        `picklist` asks for a reading younger than ``picklist_ttl`` (15 minutes): picklist values are the
+        tenant's own data, which a mapping resolves labels against.
         """
-        return self._entity_information(entity, "fields", "read fields of")
+        return self._entity_information(
+            entity, "fields", "read fields of", self.settings.metadata_ttl if ttl is None else ttl
+        )
 
     def udf_definitions(self, entity: str) -> list[dict]:
-        """Return `{entity}/entityInformation/userDefinedFields` (name, type, picklist values); cached too."""
-        return self._entity_information(entity, "userDefinedFields", "read UDFs of")
+        """Return `{entity}/entityInformation/userDefinedFields` (name, type, picklist values); cached for
+        ``metadata_ttl`` too (a write refused for a UDF, or a UDF created here, drops the entry)."""
+        return self._entity_information(
+            entity, "userDefinedFields", "read UDFs of", self.settings.metadata_ttl
+        )
+
+    def reference_rows(self, entity: str, fields: Sequence[str]) -> list[dict]:
+        """Return every row of a reference entity (Countries: Autotask's own list), cached in the ledger
+        for ``reference_ttl`` seconds (default a day) and shared by the tasks, like metadata."""
+        s = self.settings
+        key = f"{self._metadata_prefix(entity)}rows|{','.join(sorted(set(fields)))}"
+        now = self._clock()
+        if s.reference_ttl > 0:
+            hit = self.ledger.metadata(key)
+            if hit is not None and 0 <= now - hit[1] < s.reference_ttl and isinstance(hit[0], list):
+                self.cache_hits["rows"] = self.cache_hits.get("rows", 0) + 1
+                return hit[0]
+        rows = list(self.query(entity, None, fields=fields))
+        if s.reference_ttl > 0:
+            self.ledger.save_metadata(key, rows, self._clock())
+        return rows
+
+    def _identity_key(self, entity: str, udf_name: str, value: str) -> str:
+        return f"{self._metadata_prefix(entity)}id|{udf_name}|{value}"
+
+    def remember_ids(self, entity: str, udf_name: str, pairs: Mapping[str, int]) -> None:
+        """Keep `{identity value: Autotask id}` pairs just read, for the run's next tasks (`recall_ids`)."""
+        if self.settings.identity_ttl > 0 and pairs:
+            self.ledger.save_many(
+                {self._identity_key(entity, udf_name, v): int(i) for v, i in pairs.items()}, self._clock()
+            )
+
+    def recall_ids(self, entity: str, udf_name: str, values: Iterable[str]) -> dict[str, int]:
+        """Return the pairs `remember_ids` kept that are younger than ``identity_ttl`` (default 5 minutes).
+
+        Read by one task of a run, used by the next (the plan's reads by the upsert): the run's verify
+        reads every written record and its references back from Autotask, so a pair gone stale in
+        those minutes is still caught there.
+        """
+        ttl = self.settings.identity_ttl
+        values = [str(v) for v in values]
+        if ttl <= 0 or not values:
+            return {}
+        keys = {self._identity_key(entity, udf_name, v): v for v in values}
+        now = self._clock()
+        out = {}
+        for key, (body, read_at) in self.ledger.load_many(list(keys)).items():
+            if 0 <= now - read_at < ttl and isinstance(body, int):
+                out[keys[key]] = body
+        if out:
+            self.cache_hits["ids"] = self.cache_hits.get("ids", 0) + len(out)
+        return out
 
     def forget_metadata(self, entity: str | None = None) -> None:
         """Drop the cached fields, picklists and UDF definitions of `entity` (None: of every entity)."""
@@ -1343,7 +1425,7 @@ class AutotaskHook(BaseHook):
 
     def picklist(self, entity: str, field_name: str, *, active_only: bool = True) -> dict[str, int]:
         """Return `{label: value}` of a picklist field (values are strings on the wire, ints in records, §7)."""
-        for f in self.entity_fields(entity):
+        for f in self.entity_fields(entity, ttl=self.settings.picklist_ttl):
             if f.get("name", "").lower() == field_name.lower():
                 return {
                     str(v.get("label")): int(v["value"])

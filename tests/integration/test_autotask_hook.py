@@ -228,7 +228,7 @@ def _metadata_calls(sim, entity: str = "Companies") -> tuple[int, int]:
 
 
 def test_metadata_is_read_once_for_the_tasks_of_a_run_then_again_after_the_ttl(make_hook, sim, udf):
-    """Counted at the simulator: a second hook (another task) on the host reads no metadata within the TTL."""
+    """Counted at the simulator: a second hook (another task) on the host reads no metadata within the TTLs."""
     before = _metadata_calls(sim)
     first = make_hook()
     assert first.entity_fields("Companies") and udf in {d["name"] for d in first.udf_definitions("Companies")}
@@ -238,13 +238,22 @@ def test_metadata_is_read_once_for_the_tasks_of_a_run_then_again_after_the_ttl(m
     assert udf in {d["name"] for d in second.udf_definitions("Companies")}
     assert _metadata_calls(sim) == (before[0] + 1, before[1] + 1)
     assert "metadata" not in second.calls and second.cache_hits == {"fields": 2, "userDefinedFields": 1}
-    later = make_hook(clock=lambda: time.time() + 901)  # past the 15-minute TTL
+    # 20 minutes later (the next scheduled run): field and UDF definitions still serve (a day), but
+    # picklist values are the tenant's data and are read again after 15 minutes.
+    later = make_hook(clock=lambda: time.time() + 1200)
     later.entity_fields("Companies")
+    later.udf_definitions("Companies")
+    assert _metadata_calls(sim) == (before[0] + 1, before[1] + 1)
+    assert later.picklist("Companies", "companyType")["Customer"] == 1
     assert _metadata_calls(sim) == (before[0] + 2, before[1] + 1)
-    off = make_hook(extra={"metadata_ttl": 0})  # caching off: every read is a call
+    next_day = make_hook(clock=lambda: time.time() + 1200 + 86_401)  # a day after the last reads
+    next_day.entity_fields("Companies")
+    next_day.udf_definitions("Companies")
+    assert _metadata_calls(sim) == (before[0] + 3, before[1] + 2)
+    off = make_hook(extra={"metadata_ttl": 0, "picklist_ttl": 0})  # caching off: every read is a call
     off.entity_fields("Companies")
     off.entity_fields("Companies")
-    assert _metadata_calls(sim)[0] == before[0] + 4
+    assert _metadata_calls(sim)[0] == before[0] + 5
 
 
 def test_a_write_refused_for_a_picklist_value_or_udf_drops_the_cached_metadata_once(make_hook, sim, udf):

@@ -548,13 +548,28 @@ def test_above_the_slowdown_share_each_call_is_paced(make_hook):
     assert hook.budget.slowed_calls == 3
 
 
-def test_threshold_information_is_read_again_every_n_calls(make_hook):
-    tenant = FakeTenant(rows=1)
+def test_threshold_information_is_read_again_every_n_calls_near_the_lines(make_hook):
+    """At 40 % of the threshold (over half the 70 % slowdown share) the count is read every n calls."""
+    tenant = FakeTenant(rows=1, threshold=(10_000, 4_000))
     hook = make_hook(tenant, threshold_every=5)
     for _ in range(12):
         list(hook.query("Companies"))
     assert hook.calls["threshold"] == 3  # at the start, after 5 and after 10 counted calls
     assert hook.call_summary()["api_calls"] == 15
+
+
+def test_far_below_the_lines_a_reading_serves_for_its_minute(make_hook):
+    """At 1 % of the threshold only the reading's age (60 s) asks for a new one: others cannot add
+    thousands of calls unseen within a minute of ours; the minute still bounds it."""
+    clock = FakeClock()
+    tenant = FakeTenant(rows=1, threshold=(10_000, 100))
+    hook = make_hook(tenant, threshold_every=5, clock=clock)
+    for _ in range(12):
+        list(hook.query("Companies"))
+    assert hook.calls["threshold"] == 1
+    clock.now += 60
+    list(hook.query("Companies"))
+    assert hook.calls["threshold"] == 2
 
 
 def _budget_reads(tenant: FakeTenant) -> int:

@@ -26,6 +26,9 @@ Rules this module keeps:
 5. **Few calls.** Reads by key are ``in`` queries of 500 values (`AutotaskHook.query_in`), reference
    resolution is one query per 500 distinct ids, and created companies are remembered for the rest of
    the call; each record written is one call (Autotask has no batch write), a PATCH of the given fields.
+   The upsert resolves references the run's plan read minutes before from the ledger (`recall_ids`,
+   5 minutes; verify reads them back fresh); lookups read Resources once per task and Countries (Autotask's
+   own list) from the ledger's day-long cache. Reads by identity before a create are always fresh.
 6. **Picklists are lookups.** ``<Entity>.<picklistField>`` (e.g. ``Companies.companyType``) reads as a
    table of the *active* values (``value``, ``label``), so a mapping resolves labels against the
    tenant's own picklist (an inactive value cannot be set on a record).
@@ -169,6 +172,8 @@ class AutotaskAdapter:
         self._udf_names: dict[str, set[str]] = {}
         #: (entity, udf, value) -> Autotask id, learned from reads and creates in this adapter's life.
         self._ids: dict[tuple[str, str, str], int] = {}
+        #: Whole read-only entities read in this adapter's life (Resources for several lookups).
+        self._rows: dict[str, list[dict]] = {}
         #: What this adapter repaired in the tenant (`erpsync validate --fix` prints it).
         self.fixed: list[str] = []
 
@@ -346,6 +351,7 @@ class AutotaskAdapter:
                 out[int(rec["id"])] = value
                 if not _blank(value):
                     self._ids[(entity, udf, str(value))] = int(rec["id"])
+        self.hook.remember_ids(entity, udf, {str(v): i for i, v in out.items() if not _blank(v)})
         return out
 
     def _ids_by_identity(self, entity: str, udf: str, values: Iterable[Any]) -> dict[str, list[int]]:
@@ -363,9 +369,10 @@ class AutotaskAdapter:
                     value = _udf_values(rec).get(udf)
                     if not _blank(value):
                         found.setdefault(str(value), []).append(int(rec["id"]))
-        for value, ids in found.items():
-            if len(ids) == 1:
-                self._ids[(entity, udf, value)] = ids[0]
+        unique = {value: ids[0] for value, ids in found.items() if len(ids) == 1}
+        for value, rid in unique.items():
+            self._ids[(entity, udf, value)] = rid
+        self.hook.remember_ids(entity, udf, unique)
         return found
 
     def read(
@@ -388,6 +395,9 @@ class AutotaskAdapter:
             yield frame[list(dict.fromkeys(["value", *(columns or ["label"])]))]
             return
         meta = self.describe(obj)
+        if obj in READ_ONLY and window is None:
+            yield self._read_reference(obj, meta, columns)
+            return
         flt = []
         if window is not None and meta.modified_field:
             if window.start is not None:
@@ -404,6 +414,23 @@ class AutotaskAdapter:
                     batch = batch[chunk_rows:]
         if batch or not entry["rows"]:
             yield self._frame(obj, batch, columns)
+
+    def _read_reference(self, obj: str, meta: ObjectMeta, columns: list[str] | None) -> pd.DataFrame:
+        """A lookup's read of a read-only entity: Countries from the ledger's day-long cache (Autotask's
+        own list), Resources once per task whatever the columns (people change: never across runs)."""
+        wanted = list(dict.fromkeys(["id", *(columns or [])]))
+        unknown = [c for c in wanted if c not in meta.fields and c != "id"]
+        if columns is not None and unknown:
+            raise ConfigError(f"Autotask {obj} has no field(s) {', '.join(unknown)}")
+        with self.call_log.timed("read", obj) as entry:
+            if obj == "Countries":
+                records = self.hook.reference_rows(obj, wanted if columns is not None else list(meta.fields))
+            else:
+                if obj not in self._rows:
+                    self._rows[obj] = [r for page in self.hook.query_pages(obj) for r in page]
+                records = self._rows[obj]
+            entry["rows"] = len(records)
+        return self._frame(obj, records, columns)
 
     def read_by_keys(
         self,
@@ -464,9 +491,14 @@ class AutotaskAdapter:
         unresolved = [r.get(identity) for r in records if _blank(r.get("_target_id"))]
         holders = self._ids_by_identity(obj, id_udf, unresolved)
         # References known up front; rows of this call that create a parent are resolved as they go.
+        # Pairs the run's plan read minutes ago are used as they are (`AutotaskHook.recall_ids`): verify
+        # reads every written reference back, fresh.
         for ref in entity.references:
             values = {str(r[ref.column]) for r in records if not _blank(r.get(ref.column))}
             unknown = [v for v in values if (ref.entity, ref.udf, v) not in self._ids]
+            for value, rid in self.hook.recall_ids(ref.entity, ref.udf, unknown).items():
+                self._ids[(ref.entity, ref.udf, value)] = rid
+            unknown = [v for v in unknown if (ref.entity, ref.udf, v) not in self._ids]
             self._ids_by_identity(ref.entity, ref.udf, unknown)
         with self.call_log.timed("upsert", obj, rows=len(records)):
             for i in self._order(obj, records, identity, results):
