@@ -13,6 +13,8 @@ Fault injection lives under ``/__admin`` (no auth: it is a sandbox):
   matching requests (``lock_row``: the next `count` records written).
 - ``DELETE /__admin/faults``; ``POST /__admin/sessions/expire``; ``POST /__admin/limits``
   ``{"used": n, "max": m}``; ``GET /__admin/stats`` (API calls by kind, for benchmarks).
+- ``POST /__admin/clock`` ``{"advance": seconds}`` moves the org's clock forward (session and query
+  locator idleness, SystemModstamp), so tests of timeouts never sleep; ``GET`` reads the offset.
 """
 
 from __future__ import annotations
@@ -91,6 +93,7 @@ class SalesforceSimulator(RestApi, BulkApi):
         self.stats: Counter[str] = Counter()
         self.save_interval = float(opts.get("save_interval", 2.0))
         self._last_save = time.monotonic()
+        self.clock_offset = 0.0  # seconds added by POST /__admin/clock
         self.app = Starlette(
             routes=[
                 Route("/services/oauth2/token", self.token, methods=["POST"]),
@@ -108,6 +111,7 @@ class SalesforceSimulator(RestApi, BulkApi):
                 Route("/__admin/sessions/expire", self.admin_expire, methods=["POST"]),
                 Route("/__admin/limits", self.admin_limits, methods=["POST"]),
                 Route("/__admin/stats", self.admin_stats, methods=["GET", "DELETE"]),
+                Route("/__admin/clock", self.admin_clock, methods=["GET", "POST"]),
             ]
         )
 
@@ -129,6 +133,20 @@ class SalesforceSimulator(RestApi, BulkApi):
                 "rules": self.faults.rules,
             }
         )
+
+    def clock(self) -> float:
+        """Monotonic seconds as the org sees them: real time plus what `/__admin/clock` advanced."""
+        return time.monotonic() + self.clock_offset
+
+    async def admin_clock(self, request: Request) -> Response:
+        if request.method == "POST":
+            body = await request.json()
+            advance = float(body.get("advance", 0))
+            if advance < 0:
+                return JSONResponse({"error": "the clock only moves forward"}, status_code=400)
+            self.clock_offset += advance
+            self.org.clock_offset = self.clock_offset
+        return JSONResponse({"offset": self.clock_offset})
 
     async def admin_expire(self, request: Request) -> Response:
         n = len(self.sessions)
@@ -293,7 +311,7 @@ class SalesforceSimulator(RestApi, BulkApi):
 
     def _new_session(self) -> str:
         access = f"{self.org_id[:15]}!AR{secrets.token_urlsafe(32)}"
-        now = time.monotonic()
+        now = self.clock()
         self.sessions[access] = Session(self.org.integration_user_id, now, now)
         return access
 
@@ -324,7 +342,7 @@ class SalesforceSimulator(RestApi, BulkApi):
             auth[7:] if auth.lower().startswith("bearer ") else auth[6:] if auth.startswith("OAuth ") else ""
         )
         session = self.sessions.get(token)
-        now = time.monotonic()
+        now = self.clock()
         if session is None or now - session.last_used > self.session_timeout:
             self.sessions.pop(token, None)
             return None

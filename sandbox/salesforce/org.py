@@ -13,7 +13,7 @@ import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +75,7 @@ class Org:
         self.integration_user_id: str | None = None
         self.dirty = False
         self._last_stamp: datetime | None = None
+        self.clock_offset = 0.0  # seconds the simulator's /__admin/clock moved this org forward
         self._rebuild_indexes()
 
     # ----- persistence -------------------------------------------------------------------------
@@ -278,7 +279,8 @@ class Org:
 
     # ----- writes ------------------------------------------------------------------------------
     def _stamp(self) -> str:
-        now = datetime.now(UTC).replace(microsecond=datetime.now(UTC).microsecond // 1000 * 1000)
+        now = datetime.now(UTC) + timedelta(seconds=self.clock_offset)
+        now = now.replace(microsecond=now.microsecond // 1000 * 1000)
         if self._last_stamp and now <= self._last_stamp:
             now = self._last_stamp  # never move SystemModstamp backwards within a process
         self._last_stamp = now

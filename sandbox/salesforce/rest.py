@@ -6,7 +6,6 @@ A mixin of `SalesforceSimulator`: it uses the simulator's `org`, `cursors`, `loc
 from __future__ import annotations
 
 import json
-import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -42,12 +41,12 @@ class RestApi:
             cursor = self.cursors.get(locator)
             if (
                 cursor is None
-                or time.monotonic() - cursor.last_used > self.cursor_timeout
+                or self.clock() - cursor.last_used > self.cursor_timeout
                 or not offset.isdigit()
             ):
                 self.cursors.pop(locator, None)
                 return rest_error(400, "INVALID_QUERY_LOCATOR", "invalid query locator")
-            cursor.last_used = time.monotonic()
+            cursor.last_used = self.clock()
             response = self._page(cursor, locator, int(offset), batch, version)
             if self._take_rule(request, {"repeat_next"}):
                 # A server bug a client must survive: the page points back at itself.
@@ -68,7 +67,7 @@ class RestApi:
             return JSONResponse({"totalSize": len(rows), "done": True, "records": []})
         self.cursor_counter += 1
         locator = make_id("01g", self.cursor_counter)[:15]
-        cursor = Cursor([r["Id"] for r in rows], q.fields, version, time.monotonic(), endpoint, q.subqueries)
+        cursor = Cursor([r["Id"] for r in rows], q.fields, version, self.clock(), endpoint, q.subqueries)
         if len(cursor.ids) > batch:
             self.cursors[locator] = cursor
             while len(self.cursors) > 10:  # a user keeps at most 10 open cursors; the oldest dies

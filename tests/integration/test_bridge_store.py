@@ -125,15 +125,28 @@ def test_cancel_and_long_poll(bridge_factory, database_url, tmp_path):
     assert httpx.get(f"{b.url}/api/v1/jobs/nope", headers=AUTH).status_code == 404
 
 
-def test_jobs_expire(bridge_factory, database_url, tmp_path):
-    b = bridge_factory(database_url, job_ttl_seconds=1)
-    jid = enqueue(b, [customer_add("Late Co")]).json()["id"]
-    import time
+def _age_job(bridge, job_id: str, seconds: float) -> None:
+    """Play `seconds` passing for a job: move its stored deadline back instead of sleeping."""
+    with bridge.store.engine.begin() as conn:
+        conn.execute(
+            text("UPDATE jobs SET expires_at = expires_at - :s WHERE id = :id"), {"s": seconds, "id": job_id}
+        )
 
-    time.sleep(1.2)
-    assert job(b, jid)["state"] == "expired"
+
+def test_jobs_expire(bridge_factory, database_url, tmp_path):
+    b = bridge_factory(database_url, job_ttl_seconds=600)
+    made = job(b, enqueue(b, [customer_add("Late Co")]).json()["id"])
+    jid = made["id"]
+    assert made["expires_at"] - made["created_at"] == pytest.approx(600)
+    _age_job(b, jid, 599)
+    assert job(b, jid)["state"] == "queued"  # one second to go
+    _age_job(b, jid, 2)
+    assert job(b, jid)["state"] == "expired"  # read: the API settles the overdue job
+    other = enqueue(b, [customer_add("Later Co")]).json()["id"]
+    _age_job(b, other, 601)
     qb = make_company_file(tmp_path / "e.qbw")
-    assert wc(b, qb).run_once().status == "none"
+    assert wc(b, qb).run_once().status == "none"  # the Web Connector's login expires it, sends nothing
+    assert job(b, other)["state"] == "expired" and count_customers(qb, "Later Co") == 0
 
 
 def test_two_replicas_on_one_database_serve_one_session(bridge_factory, database_url, tmp_path):

@@ -210,7 +210,7 @@ def test_crud_maintains_system_fields_and_soft_delete(api):
     before = api.get(f"{V}/sobjects/Account/{rid[:15]}").json()
     assert before["attributes"]["url"] == f"{V}/sobjects/Account/{rid}" and before["Name"] == "Crud Test BV"
     assert before["CreatedDate"] == before["SystemModstamp"] and before["OwnerId"].startswith("005")
-    time.sleep(0.01)
+    assert api.post("/__admin/clock", json={"advance": 1}).json()["offset"] >= 1  # a later millisecond
     assert api.patch(f"{V}/sobjects/Account/{rid}", json={"Phone": "+31 1"}).status_code == 204
     after = api.get(
         f"{V}/sobjects/Account/{rid}", params={"fields": "Phone,SystemModstamp,LastModifiedDate"}
@@ -435,12 +435,14 @@ def test_collections_create_update_delete_and_the_200_cap(api):
 
 # ----- Bulk API 2.0 ------------------------------------------------------------------------------
 def _wait(api, kind: str, job_id: str) -> dict:
-    for _ in range(500):  # up to ~10 s on a busy machine; a healthy run needs a few polls
+    """Poll until the job reaches a final state (a condition; the deadline only stops a hung job)."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
         job = api.get(f"{V}/jobs/{kind}/{job_id}").json()
         if job["state"] in ("JobComplete", "Failed", "Aborted"):
             return job
-        time.sleep(0.02)
-    raise AssertionError("job never finished")
+        time.sleep(0.02)  # poll pause, not a wait for time to pass
+    raise AssertionError(f"job {job_id} not finished after 120 s: {job['state']}")
 
 
 def _rows(text: str) -> list[dict]:
@@ -641,29 +643,33 @@ def test_seed_has_the_dirty_rows_the_sync_must_quarantine(api):
 
 
 def test_idle_sessions_and_query_locators_expire(tmp_path):
-    """Margins are generous on purpose: a slow machine only makes things idle longer, never shorter."""
-    with running_salesforce(tmp_path, seed=False, session_timeout=0.8, cursor_timeout=0.3) as short:
+    """Idleness is measured on the org's clock, moved by /__admin/clock: no sleeping, no timing window."""
+    with running_salesforce(tmp_path, seed=False, session_timeout=600, cursor_timeout=300) as short:
         tok = short.token()
         with httpx.Client(
             base_url=short.url, verify=short.ssl_context(), headers={"Authorization": f"Bearer {tok}"}
         ) as c:
             body = {"records": [{"attributes": {"type": "Account"}, "Name": f"n{i}"} for i in range(200)]}
-            for _ in range(2):
+            for _ in range(3):  # three pages of 200
                 assert c.post(f"{V}/composite/sobjects", json=body).status_code == 200
             page = c.get(
                 f"{V}/query",
                 params={"q": "SELECT Id FROM Account"},
                 headers={"Sforce-Query-Options": "batchSize=200"},
             ).json()
-            time.sleep(0.45)
-            stale = c.get(page["nextRecordsUrl"])
+            assert short.admin("POST", "clock", {"advance": 299})["offset"] == 299
+            fresh = c.get(page["nextRecordsUrl"], headers={"Sforce-Query-Options": "batchSize=200"})
+            # idle 299 s of 300: still open, and used again now
+            assert fresh.status_code == 200, fresh.text
+            short.admin("POST", "clock", {"advance": 301})
+            stale = c.get(fresh.json()["nextRecordsUrl"])
             assert stale.status_code == 400 and stale.json()[0]["errorCode"] == "INVALID_QUERY_LOCATOR"
-            time.sleep(0.5)
-            # The session is now older than its timeout, but was used 0.5 s ago: activity keeps it alive.
+            # The session is now 600 s old, its timeout, but was used just now: activity keeps it alive.
             assert c.get(f"{V}/limits").status_code == 200
-            time.sleep(1.0)
+            short.admin("POST", "clock", {"advance": 601})
             expired = c.get(f"{V}/limits")
             assert expired.status_code == 401 and expired.json()[0]["errorCode"] == "INVALID_SESSION_ID"
+            assert c.post(f"{short.url}/__admin/clock", json={"advance": -1}).status_code == 400
 
 
 def test_only_ten_query_locators_stay_open(api):
