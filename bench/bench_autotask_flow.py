@@ -8,12 +8,18 @@ freshly migrated SQLite metadata database, against the Salesforce simulator over
 process with the generated accounts and contacts) and the Autotask simulator over HTTPS (the seeded,
 dirty tenant; every API call delayed by ``--latency-ms``, 150 by default, like a WAN round trip).
 
-Each mode runs twice on its own fresh simulators, state store, staging folder and call ledger:
+Each mode runs three times on its own fresh simulators, state store and staging folder:
 
 1. **first run** (``full_refresh``): every account becomes a company, then every contact a contact
    (Autotask has no batch write: one call per record written, whatever the batching);
 2. **incremental run** (``full_refresh`` off: from the flow's cursor to now) after ``--changes``
-   Salesforce records changed (a new phone number; alternately an account and a contact).
+   Salesforce records changed (a new phone number; alternately an account and a contact), on a fresh
+   (cold) call ledger: every cache empty, as on the first run of a day;
+3. **next run**, the schedule's next run 20 minutes later, after another ``--changes`` changes: the
+   same ledger with its entries made 20 minutes older (`age_ledger`; the hook reads real time), so
+   what expires between two scheduled runs (picklists after 15 minutes, the threshold reading after a
+   minute, cached reference pairs after 5) is read again and what lasts (field and UDF definitions,
+   Countries: a day) is not. This is the steady state of a deployment.
 
 Modes:
 
@@ -59,6 +65,7 @@ DAG_ID = "sf_accounts_to_autotask"
 CONTACTS_FLOW = "sf_contacts_to_autotask"
 HOURLY_THRESHOLD = 10_000
 BUDGET_SHARE = 0.5  # the hook's default share of the tenant's threshold
+SCHEDULE_SECONDS = 20 * 60  # the flow runs every 20 minutes
 FIRST_RUN_THRESHOLD = 10**8
 
 
@@ -197,8 +204,11 @@ def seed_salesforce(sf, accounts: int, contacts: int) -> tuple[list[str], list[s
     return account_ids, contact_ids, time.perf_counter() - started
 
 
-def change_records(sf, account_ids: list[str], contact_ids: list[str], n: int) -> dict[str, int]:
-    """Give `n` records a new phone number, alternately an account and a contact (spread over the org)."""
+def change_records(
+    sf, account_ids: list[str], contact_ids: list[str], n: int, round_: int = 0
+) -> dict[str, int]:
+    """Give `n` records a new phone number, alternately an account and a contact (spread over the org);
+    `round_` makes the numbers new again for a later run."""
     from erpsync.sandbox.salesforce.schema import get_object
 
     org = sf.simulator.org
@@ -207,7 +217,7 @@ def change_records(sf, account_ids: list[str], contact_ids: list[str], n: int) -
     for k in range(n):
         name, ids = ("Account", account_ids) if k % 2 == 0 else ("Contact", placeable)
         rid = ids[(k // 2 * 7919) % len(ids)]  # a prime stride: different records, spread out
-        errors = org.update(get_object(name), rid, {"Phone": f"+31 10 {5_000_000 + k}"})
+        errors = org.update(get_object(name), rid, {"Phone": f"+31 10 {5_000_000 + 100_000 * round_ + k}"})
         if errors:
             raise RuntimeError(f"could not change {name} {rid}: {errors}")
         done[name] += 1
@@ -338,7 +348,29 @@ def run_mode(dag, mode: Mode, work: Path, args) -> dict[str, Any]:
         at_hook._ZONES.clear()
         out["incremental"] = _run(dag, at, state_url, {**conf, "full_refresh": False})
         out["incremental"]["latency_ms"] = args.latency_ms
+        if out["incremental"]["state"] != "success":
+            return out
+
+        # The next scheduled run, 20 minutes later: the same ledger, its entries 20 minutes older.
+        change_records(sf, account_ids, contact_ids, args.changes, round_=1)
+        age_ledger(folder / "ledger2.db", SCHEDULE_SECONDS)
+        at_hook._ZONES.clear()
+        out["steady"] = _run(dag, at, state_url, {**conf, "full_refresh": False})
+        out["steady"]["latency_ms"] = args.latency_ms
     return out
+
+
+def age_ledger(path: Path, seconds: float) -> None:
+    """Make the call ledger look `seconds` older (what the schedule's wait does; the hook reads real time)."""
+    import sqlite3
+
+    db = sqlite3.connect(path)
+    with db:
+        db.execute("UPDATE metadata SET read_at = read_at - ?", (seconds,))
+        db.execute("UPDATE thresholds SET read_at = read_at - ?", (seconds,))
+        db.execute("UPDATE zones SET found_at = found_at - ?", (seconds,))
+        db.execute("UPDATE calls SET minute = minute - ?", (int(seconds // 60),))
+    db.close()
 
 
 # ---- report ---------------------------------------------------------------------------------------------
@@ -364,12 +396,14 @@ def report(results: list[dict[str, Any]], args, setup: float) -> None:
     cols: list[tuple[str, dict[str, Any], str, float]] = [
         (f"batched first {batched['accounts']:,}", batched, "first", 1.0),
         ("batched incremental", batched, "incremental", 1.0),
+        ("batched next run", batched, "steady", 1.0),
     ]
     if base:
         cols.append((f"1/call first {base['accounts']:,}", base, "first", 1.0))
         if scale != 1:
             cols.append((f"1/call first ->x{scale:g} (extrap.)", base, "first", scale))
         cols.append(("1/call incremental", base, "incremental", 1.0))
+        cols.append(("1/call next run", base, "steady", 1.0))
     width = 40
     colw = max(18, *(len(c[0]) + 2 for c in cols))
     print()
@@ -400,7 +434,7 @@ def report(results: list[dict[str, Any]], args, setup: float) -> None:
     )
     line("Autotask calls (simulator)", lambda r, x: x["calls"], 0, True)
     line("  writes (POST/PATCH/PUT)", lambda r, x: _writes(x), 0, True)
-    line("  reads (queries, pages, metadata)", lambda r, x: x["calls"] - _writes(x), 0, True)
+    line("  reads (queries, pages, metadata) = fixed", lambda r, x: x["calls"] - _writes(x), 0, True)
     line(
         "  run reports' api_calls",
         lambda r, x: sum(x[k]["api_calls"] or 0 for k in ("companies", "contacts")),
@@ -418,14 +452,17 @@ def report(results: list[dict[str, Any]], args, setup: float) -> None:
             kinds = ", ".join(f"{kk} {v}" for kk, v in sorted(r[run]["calls_by_kind"].items()))
             print(f"  {name}: {kinds}")
     inc = batched.get("incremental")
-    if inc:
-        verdict = "met" if inc["calls"] <= HOURLY_THRESHOLD // 100 else "NOT met"
-        print()
+    for key, label in (("incremental", "cold ledger"), ("steady", "next run, 20 minutes later")):
+        run = batched.get(key)
+        if not run:
+            continue
+        verdict = "met" if run["calls"] <= HOURLY_THRESHOLD // 100 else "NOT met"
         print(
-            f"goal: incremental run <= 1 % of the hourly budget ({HOURLY_THRESHOLD // 100} calls): "
-            f"{inc['calls']} calls -> {verdict} ({args.changes} changes; Autotask has no batch write, "
-            "so each changed record costs one write call)"
+            f"goal: incremental run <= 1 % of the hourly budget ({HOURLY_THRESHOLD // 100} calls), {label}: "
+            f"{run['calls']} calls ({_writes(run)} writes + {run['calls'] - _writes(run)} fixed) -> {verdict} "
+            f"({args.changes} changes; Autotask has no batch write, so each changed record costs one write call)"
         )
+    if inc:
         if base and base.get("incremental"):
             b = base["incremental"]
             print(
@@ -523,7 +560,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"[bench] {mode.name}: {mode.accounts:,} accounts, {mode.contacts:,} contacts ...", flush=True
             )
             r = run_mode(dag, mode, work, args)
-            for run in ("first", "incremental"):
+            for run in ("first", "incremental", "steady"):
                 if run in r:
                     x = r[run]
                     print(
@@ -536,7 +573,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             print(json.dumps(results, indent=2, default=str))
         ok = all(
-            r.get(run, {}).get("state") == "success" for r in results for run in ("first", "incremental")
+            r.get(run, {}).get("state") == "success"
+            for r in results
+            for run in ("first", "incremental", "steady")
         )
         return 0 if ok else 1
     finally:

@@ -8,11 +8,13 @@ Rules this module keeps (reference `autotask.md` §1-§9, §12):
    hour (its own calls, counted in a ledger that every task on the host shares, or every task on every
    host with ``ledger_url``: each call is reserved there before it is sent, check and count in one
    locked step, so tasks calling at the same moment never pass the share together), and it reads
-   ``ThresholdInformation`` at the start and every ``threshold_every`` calls of this package (all tasks on
-   the host, from the ledger's counter), at least once a minute. A reading is shared through the ledger
-   with the host's other tasks for ``threshold_share_ttl`` seconds (default and most 60) and while fewer
-   than ``threshold_every`` calls were made since; a refusal, a wait or a 429 drops it for everybody. The
-   tenant's count is estimated as the reading plus this package's calls since. From ``tenant_slowdown_share``
+   ``ThresholdInformation`` at the start and at least once a minute (``threshold_share_ttl``, default and
+   most 60 s), and near the lines (the estimate at half ``tenant_slowdown_share`` or more) also every
+   ``threshold_every`` calls of this package (all tasks, from the ledger's counter). A reading is shared
+   through the ledger with the other tasks while it is fresh by these rules; a refusal, a wait or a 429
+   drops it for everybody. The tenant's count is estimated as the reading plus this package's calls
+   since (counted exactly); what a reading cannot see, other integrations' calls, grows with time, hence
+   the minute. A ``ThresholdInformation`` read is itself a call and is sent only when it fits the share. From ``tenant_slowdown_share``
    of the tenant's count (ours and everybody else's) it paces its calls, and before the count could
    reach ``tenant_stop_share`` it stops with `RateLimitedError` (``retry_after`` set) instead of letting
    the tenant trip 429. A wait shorter than ``max_wait`` is waited out in place.
@@ -29,10 +31,13 @@ Rules this module keeps (reference `autotask.md` §1-§9, §12):
 6. **Writes are PATCHes of the changed fields only** (§3, §12 #7); Contacts are created and updated
    under ``Companies/{companyID}/Contacts`` (§3, §12 #9). A create is never resent after a 5xx or a
    lost answer: it may have been stored (§9); look the record up by its key (UDF) first.
-7. **Entity metadata is read once per run**: ``entityInformation`` fields (with picklists) and UDF
-   definitions are kept in the ledger for ``metadata_ttl`` seconds (default 900) and shared by the tasks on
-   the host; a write refused for a picklist value or a UDF drops the entity's entry (once per hook) so the
-   next read asks Autotask again, and creating a UDF definition drops them all.
+7. **Metadata is read seldom**: ``entityInformation`` fields and UDF definitions are kept in the ledger
+   for ``metadata_ttl`` seconds (default a day) and shared by the tasks; picklist values (the tenant's
+   data a mapping resolves labels against) are read again after ``picklist_ttl`` (default 15 minutes).
+   A write refused for a picklist value or a UDF drops the entity's entries (once per hook) so the next
+   read asks Autotask again, and creating a UDF definition drops them all. Reference rows (Countries) are
+   kept ``reference_ttl`` (a day); identity pairs a task read are kept ``identity_ttl`` (5 minutes) for
+   the run's next task (`recall_ids`).
 8. **Errors are classified by status and message** (§9, §12 #8): Autotask answers validation and
    permission failures with HTTP 500 and ``{"errors": [...]}``.
 
@@ -49,7 +54,8 @@ Connection (type ``autotask``, default id ``autotask_default``):
 * extra ``budget_share`` (0-1, default 0.5): this package's share of the tenant's hourly threshold.
 * further extras (defaults in `_Settings`): ``timeout``, ``max_wait``, ``max_retries``, ``retry_backoff``,
   ``rate_limit_backoff``, ``tenant_slowdown_share``, ``tenant_stop_share``, ``slowdown_seconds``,
-  ``threshold_every``, ``threshold_share_ttl``, ``metadata_ttl``, ``zone_cache_ttl``, ``ledger_path`` (SQLite
+  ``threshold_every``, ``threshold_share_ttl``, ``metadata_ttl``, ``picklist_ttl``, ``reference_ttl``,
+  ``identity_ttl``, ``zone_cache_ttl``, ``ledger_path`` (SQLite
   file shared by the tasks on a host; default ``$AIRFLOW_HOME/erpsync/autotask-ledger.sqlite``),
   ``budget_key`` (connections that share one budget; default the user name).
 * extra ``ledger_url``: a PostgreSQL URL (``postgresql+psycopg://user@db-host/erpsync``) for one ledger
