@@ -6,7 +6,8 @@ Every hour, the Exact Online sales items changed in the run's data interval beco
 step. The long description is written only when a product is created, so descriptions enriched in
 Salesforce are never overwritten. Mapping: `include/mappings/exact_items_to_sf_products.yaml`.
 
-On success the `erpsync://salesforce/Product2` asset is updated, which starts `sf_orders_to_exact`.
+When the run wrote a product the `erpsync://salesforce/Product2` asset is updated, which starts
+`sf_orders_to_exact` (an unchanged run emits no asset event).
 Wiring only (airflow dag built by `erpsync.flow_dag.build_flow_dag`): nothing heavy at parse time.
 """
 

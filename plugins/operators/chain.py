@@ -93,7 +93,7 @@ def sync_tasks(
         status, order exists, products, customers); the report counts its skips and its calls.
     :param upsert: builds the upsert task from (plan task, keyword arguments); default UpsertOperator.
     :param after_upsert: called with the upsert task; returns tasks verify must wait for (write-back).
-    :param outlets: assets the upsert step updates.
+    :param outlets: assets the upsert step updates (an event only when it created or updated rows).
     :param report_kwargs: extra operator arguments for the report (callbacks, retry delay).
     """
     from airflow.sdk import TaskGroup

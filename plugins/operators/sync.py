@@ -122,10 +122,32 @@ class _SyncStepOperator(BaseOperator):
         from erpsync.quality import QualityThresholdError
 
         try:
-            return self.run_step(context)
+            result = self.run_step(context)
         except (ConfigError, FatalSourceError, QualityThresholdError) as exc:
             # A retry cannot fix these: fail now, with the error's own words.
             raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+        self._keep_outlets_only_if_written(result)
+        return result
+
+    def _keep_outlets_only_if_written(self, result: Any) -> None:
+        """Drop this try's asset outlets when its manifest shows nothing created or updated.
+
+        The task runner reads `task.outlets` after `execute` to record the asset events, so an
+        unchanged run (or a dry run) of the products flow does not start the orders flow for nothing.
+        Only results that carry write counts (upsert manifests) are judged; other steps keep theirs.
+        """
+        if not self.outlets or not isinstance(result, dict):
+            return
+        counts = (result.get("extra") or {}).get("counts")
+        if not isinstance(counts, dict) or "created" not in counts:
+            return
+        written = int(counts.get("created") or 0) + int(counts.get("updated") or 0)
+        if written == 0:
+            self.log.info(
+                "Nothing was written: no asset event for %s",
+                ", ".join(str(getattr(o, "uri", o)) for o in self.outlets),
+            )
+            self.outlets = []
 
     def run_step(self, context) -> Any:  # pragma: no cover - every subclass overrides it
         raise NotImplementedError
