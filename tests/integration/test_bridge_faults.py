@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import httpx
@@ -365,10 +366,15 @@ def test_busy_quickbooks_and_locked_records_are_retried(bridge, qb):
 
 
 class _SlowReceive:
-    """ASGI wrapper: receiveResponseXML is handled, but its answer comes after the client gave up."""
+    """ASGI wrapper: receiveResponseXML is handled only once the test releases it (the client gave up).
 
-    def __init__(self, app, delay: float):
-        self.app, self.delay, self.slowed = app, delay, 0
+    `release` and `handled` are events, so the test waits for conditions, not for time: the client's
+    timeout fires while the call is held, whatever the machine's load.
+    """
+
+    def __init__(self, app):
+        self.app, self.slowed = app, 0
+        self.release, self.handled = threading.Event(), threading.Event()
 
     async def __call__(self, scope, receive, send):
         import asyncio
@@ -387,17 +393,28 @@ class _SlowReceive:
 
         if b"receiveResponseXML" in body and not self.slowed:
             self.slowed += 1
-            await asyncio.sleep(self.delay)
+            await asyncio.to_thread(self.release.wait, 120)
+            try:
+                await self.app(scope, again, send)
+            finally:
+                self.handled.set()
+            return
         await self.app(scope, again, send)
 
 
 def test_client_timeout_and_slow_quickbooks(bridge_factory, qb):
     """QBWC gives up on a slow receiveResponseXML (the bridge stored it anyway); QuickBooks is slow too."""
-    b = bridge_factory(wrap=lambda app: _SlowReceive(app, 1.5))
+    slow: list[_SlowReceive] = []
+    b = bridge_factory(wrap=lambda app: slow.append(_SlowReceive(app)) or slow[-1])
     names = [f"Timeout Co {i}" for i in range(4)]
     jid = enqueue(b, [customer_add(n) for n in names]).json()["id"]
-    first = wc(b, qb, timeout=0.5, faults=Faults(slow_quickbooks=0.2)).run_once()
+    # The held call times out at 3 s; the calls before it answer well within that even under load.
+    try:
+        first = wc(b, qb, timeout=3, faults=Faults(slow_quickbooks=0.2)).run_once()
+    finally:
+        slow[0].release.set()
     assert first.status == "error" and "ReadTimeout" in first.last_error
+    assert slow[0].handled.wait(120), "the held receiveResponseXML was never handled"
     assert wc(b, qb, faults=Faults(slow_quickbooks=0.2)).run_once().status in {"ok", "none"}
     assert job(b, jid)["state"] == "completed"
     assert all(count_customers(qb, n) == 1 for n in names)

@@ -562,18 +562,21 @@ def test_company_file_persists_across_restart(tmp_path, clock):
 
 
 def test_iterators_expire(clock):
-    import time
-
-    company = CompanyFile(None, clock=clock, iterator_ttl_seconds=0.05)
+    company = CompanyFile(None, clock=clock, iterator_ttl_seconds=600)
     run(company, *[q.customer_add({"Name": f"C{i}"}, request_id=f"c{i}") for i in range(5)])
     first = run(company, q.customer_query(request_id="s", iterator="Start", max_returned=2)).responses[0]
     assert first.iterator_remaining_count == 3
-    time.sleep(0.1)
-    late = run(
-        company,
-        q.customer_query(request_id="c", iterator="Continue", iterator_id=first.iterator_id, max_returned=2),
-    )
-    assert late.responses[0].status_code == 3391
+
+    def more() -> q.QbResponse:
+        rq = q.customer_query(
+            request_id="c", iterator="Continue", iterator_id=first.iterator_id, max_returned=2
+        )
+        return run(company, rq).responses[0]
+
+    clock.now += 599  # idle just under the TTL: still open, and each page restarts the TTL
+    assert more().iterator_remaining_count == 1
+    clock.now += 601
+    assert more().status_code == 3391
     assert q.outcome_for(3391) is q.Outcome.REFRESH_RETRY  # the bridge restarts the query with Start
 
 
