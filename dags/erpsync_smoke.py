@@ -41,9 +41,9 @@ def erpsync_smoke():
     @task
     def count_rows(manifest: dict) -> dict:
         """Read the staged file back and check it holds what the manifest says."""
-        from pathlib import Path
+        from erpsync.staging import staging_path
 
-        lines = Path(manifest["uri"]).read_text().splitlines()
+        lines = staging_path(manifest["uri"]).read_text().splitlines()
         if len(lines) != manifest["rows"]:
             raise ValueError(
                 f"{manifest['uri']}: manifest says {manifest['rows']} rows, file has {len(lines)}"

@@ -1,7 +1,7 @@
 """Staging chunk files and the manifest that describes them in XCom.
 
 Tasks hand rows to each other as Parquet files under the run's staging folder
-(`erpsync.staging.run_staging_dir`) and pass only a `Manifest` through XCom: the files, row counts,
+(`erpsync.staging.run_staging_dir`: a local folder or object storage) and pass only a `Manifest` through XCom: the files, row counts,
 columns and types, and a content hash. A writer replaces the files of an earlier try of the same
 task, so a retried task leaves exactly one set behind; a reader checks every file's hash, so a
 truncated or swapped file fails loudly instead of feeding wrong rows downstream.
@@ -12,8 +12,8 @@ pandas and pyarrow are imported inside the functions: DAG files import operators
 from __future__ import annotations
 
 import hashlib
+import io
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -107,16 +107,20 @@ class ChunkWriter:
 
     Opening a writer deletes the files an earlier try of the same task left under `name`, so the
     manifest always lists exactly what this try wrote. Each file lands under a temporary name and
-    is renamed when complete: a crash never leaves a half-written chunk with a final name.
+    is renamed when complete (on object storage each PUT is whole already): a crash never leaves a
+    half-written chunk with a final name. `directory` is a folder or an `ObjectStoragePath`.
     """
 
-    def __init__(self, directory: Path | str, name: str, *, stage: str | None = None):
-        self.directory = Path(directory)
+    def __init__(self, directory: Any, name: str, *, stage: str | None = None):
+        from erpsync.staging import glob_fresh, is_remote
+
+        self.directory = directory if is_remote(directory) else Path(directory)
         self.name = name
         self.stage = stage or name
-        self.directory.mkdir(parents=True, exist_ok=True)
-        for old in self.directory.glob(f"{name}-*.parquet*"):
-            old.unlink()
+        if not is_remote(self.directory):
+            self.directory.mkdir(parents=True, exist_ok=True)
+        for old in glob_fresh(self.directory, f"{name}-*.parquet*"):
+            old.unlink(missing_ok=True)
         self._chunks: list[ChunkRef] = []
         self._columns: list[str] | None = None
         self._schema: dict[str, str] = {}
@@ -133,11 +137,14 @@ class ChunkWriter:
         table = pa.Table.from_pandas(df.reset_index(drop=True), preserve_index=False)
         if not self._schema:
             self._schema = {f.name: str(f.type) for f in table.schema}
+        from erpsync.staging import write_bytes_atomic
+
         path = self.directory / f"{self.name}-{len(self._chunks):05d}.parquet"
-        tmp = path.with_suffix(".parquet.tmp")
-        pq.write_table(table, tmp)
-        digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
-        os.replace(tmp, path)
+        buffer = io.BytesIO()
+        pq.write_table(table, buffer)
+        data = buffer.getvalue()
+        digest = hashlib.sha256(data).hexdigest()
+        write_bytes_atomic(path, data)
         ref = ChunkRef(uri=str(path), rows=table.num_rows, sha256=digest)
         self._chunks.append(ref)
         return ref
@@ -167,9 +174,11 @@ def read_chunks(manifest: Manifest | dict, *, columns: list[str] | None = None) 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from erpsync.staging import staging_path
+
     manifest = Manifest.from_xcom(manifest)
     for ref in manifest.chunks:
-        path = Path(ref.uri.removeprefix("file://"))
+        path = staging_path(ref.uri)
         try:
             data = path.read_bytes()
         except FileNotFoundError:

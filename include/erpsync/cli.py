@@ -111,26 +111,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 1 if red else 0
 
 
-def prune_staging(root: Path, older_than_days: float) -> int:
-    """Delete run folders (<root>/<dag>/<run>) untouched for longer than the cutoff; return how many.
+def prune_staging(root, older_than_days: float) -> int:
+    """Delete staged run folders older than the cutoff (a folder or object storage; see erpsync.staging)."""
+    from erpsync.staging import prune_staging as prune
 
-    Staged chunks hold copies of source rows (personal data included), so they go with the runs.
-    """
-    import shutil
-    import time
-
-    if not root.is_dir():
-        return 0
-    cutoff = time.time() - older_than_days * 86400
-    removed = 0
-    for run_dir in (p for dag_dir in root.iterdir() if dag_dir.is_dir() for p in dag_dir.iterdir()):
-        if not run_dir.is_dir():
-            continue
-        newest = max((f.stat().st_mtime for f in run_dir.rglob("*")), default=run_dir.stat().st_mtime)
-        if newest < cutoff:
-            shutil.rmtree(run_dir)
-            removed += 1
-    return removed
+    return prune(root, older_than_days)
 
 
 def cmd_prune(args: argparse.Namespace) -> int:

@@ -167,12 +167,13 @@ class RunReport:
         return "\n".join(parts) + "\n"
 
     def write(self, directory: Path | str) -> dict[str, str]:
-        """Write report.md and report.html into `directory`; return their paths."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
+        """Write report.md and report.html into `directory` (a folder or object storage); return their paths."""
+        from erpsync.staging import is_remote, write_bytes_atomic
+
+        directory = directory if is_remote(directory) else Path(directory)
         md, page = directory / "report.md", directory / "report.html"
-        md.write_text(self.to_markdown(), encoding="utf-8")
-        page.write_text(self.to_html(), encoding="utf-8")
+        write_bytes_atomic(md, self.to_markdown().encode("utf-8"))
+        write_bytes_atomic(page, self.to_html().encode("utf-8"))
         return {"markdown": str(md), "html": str(page)}
 
 

@@ -240,14 +240,15 @@ class QuickBooksUpsertOperator(_SyncStepOperator, _InputMixin):
 
 
 class _Progress:
-    """What an upsert task already finished, saved in the run's staging folder, so a resume skips it.
+    """What an upsert task already finished, saved in the run's staging folder (a local folder or
+    object storage, whichever `erpsync.staging` uses), so a resume on any worker skips it.
 
     One folder per task (and map index) of the run and plan: a cleared task that re-planned starts
     afresh. The rows to write are fixed by the first execution (`pending.parquet` + `already.json`)
     and every execution reads them back from there, so each batch holds the same rows and builds the
     same requests (and job keys) whenever it runs. A finished batch keeps its jobs, calls and
-    results; a job's answers are kept only while its batch runs. Files are written to a temporary
-    name and renamed, so a crash never leaves half a file.
+    results; a job's answers are kept only while its batch runs. Files are written whole
+    (`write_bytes_atomic`), so a crash never leaves half a file.
     """
 
     def __init__(self, staging, task_key: str, plan_digest: str):
@@ -269,16 +270,16 @@ class _Progress:
 
     def _write(self, path, value: Any) -> None:
         import json
-        import os
 
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(value, default=str))
-        os.replace(tmp, path)
+        from erpsync.staging import write_bytes_atomic
+
+        write_bytes_atomic(path, json.dumps(value, default=str).encode())
 
     def pending(self) -> tuple[Any, dict[str, Any]] | None:
         """The rows to write (a DataFrame: a resume converts only the batch it runs to dicts) and
         those an earlier try wrote; None before the first execution saved them."""
+        import io
+
         import pandas as pd
 
         from erpsync.state import Identity
@@ -286,15 +287,18 @@ class _Progress:
         already = self._read(self.folder / "already.json")
         if already is None:
             return None
-        rows = pd.read_parquet(self.folder / "pending.parquet")
+        rows = pd.read_parquet(io.BytesIO((self.folder / "pending.parquet").read_bytes()))
         return rows, {k: Identity(k, target, digest) for k, target, digest in already}
 
     def save_pending(self, todo, already: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
         """Keep the rows still to write and those an earlier try wrote; return them as read back."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = self.folder / "pending.parquet.tmp"
-        todo.to_parquet(tmp, index=False)
-        tmp.replace(self.folder / "pending.parquet")
+        import io
+
+        from erpsync.staging import write_bytes_atomic
+
+        buffer = io.BytesIO()
+        todo.to_parquet(buffer, index=False)
+        write_bytes_atomic(self.folder / "pending.parquet", buffer.getvalue())
         self._write(
             self.folder / "already.json", [[k, i.target_id, i.content_hash] for k, i in already.items()]
         )
@@ -306,7 +310,9 @@ class _Progress:
     def save_batch(self, index: int, **saved: list) -> dict[str, Any]:
         """Save a finished batch (`jobs`, `calls`, `results`), drop its job answers, return what was saved."""
         self._write(self.folder / f"batch-{index:05d}.json", saved)
-        for path in self.folder.glob("job-*.json"):
+        from erpsync.staging import glob_fresh
+
+        for path in glob_fresh(self.folder, "job-*.json"):
             path.unlink(missing_ok=True)
         return saved
 

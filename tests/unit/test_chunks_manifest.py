@@ -99,16 +99,17 @@ def test_malformed_manifests_are_refused(value, message):
 
 
 def test_the_staging_root_is_a_folder_and_a_url_is_refused_by_name(tmp_path, monkeypatch):
-    """Run folders are made under ERPSYNC_STAGING_ROOT with safe names; an s3:// URL would otherwise
-    become a local folder called 's3:', so it is refused, naming the setting."""
+    """Run folders are made under ERPSYNC_STAGING_ROOT with safe names; an s3:// URL there would
+    otherwise become a local folder called 's3:', so it is refused, naming the setting for URLs."""
     from erpsync.errors import ConfigError
     from erpsync.staging import run_staging_dir
 
+    monkeypatch.delenv("ERPSYNC_STAGING_URL", raising=False)
     monkeypatch.setenv("ERPSYNC_STAGING_ROOT", str(tmp_path / "staging"))
     folder = run_staging_dir("flow", "manual__2026-01-01T00:00:00+00:00")
     assert folder == tmp_path / "staging" / "flow" / "manual__2026-01-01T00_00_00+00_00" and folder.is_dir()
     monkeypatch.setenv("ERPSYNC_STAGING_ROOT", "s3://bucket/staging")
     with pytest.raises(
-        ConfigError, match="ERPSYNC_STAGING_ROOT='s3://bucket/staging': staging is a filesystem"
+        ConfigError, match="ERPSYNC_STAGING_ROOT='s3://bucket/staging' is a folder; put object storage URLs"
     ):
         run_staging_dir("flow", "r1")
