@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import threading
 
 import pytest
@@ -139,9 +140,38 @@ def test_trigger_reports_unknown_jobs_and_bad_tokens(bridge, monkeypatch):
 
 
 def test_trigger_waits_out_a_bridge_that_is_down(monkeypatch):
-    """Transient failures keep the trigger waiting (the job lives in the bridge's store), not failing."""
-    _connect(monkeypatch, "qbwc_bridge_down", "http://127.0.0.1:9")
-    with pytest.raises(asyncio.TimeoutError):
-        asyncio.run(
-            _first_event(QbwcJobTrigger("j", "qbwc_bridge_down", poll_interval=0.1, long_poll=0), timeout=1)
-        )
+    """Transient failures keep the trigger waiting (the job lives in the bridge's store), not failing.
+
+    The 'bridge' accepts each connection and drops it; the test waits until the trigger has come back
+    three times (a condition, not a time span), then checks it never yielded an event.
+    """
+    attempts = threading.Semaphore(0)
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def drop_every_connection() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return  # the server socket was closed: the test is over
+            conn.close()
+            attempts.release()
+
+    threading.Thread(target=drop_every_connection, daemon=True).start()
+    _connect(monkeypatch, "qbwc_bridge_down", f"http://127.0.0.1:{server.getsockname()[1]}")
+
+    async def scenario() -> None:
+        trigger = QbwcJobTrigger("j", "qbwc_bridge_down", poll_interval=0.05, long_poll=0)
+        task = asyncio.ensure_future(_first_event(trigger, timeout=600))
+        try:
+            for n in range(3):
+                came_back = await asyncio.to_thread(attempts.acquire, True, 120)
+                assert came_back, f"the trigger stopped polling after {n} dropped connections"
+                assert not task.done(), task.result()
+        finally:
+            task.cancel()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        server.close()
