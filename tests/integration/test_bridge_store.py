@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import httpx
 import pytest
@@ -187,6 +188,14 @@ def test_token_created_by_cli_is_accepted(bridge_factory, database_url, monkeypa
     assert ok.status_code == 200
 
 
+def _wait_until(condition, failure: str, timeout: float = 120) -> None:
+    """Poll `condition` until it holds; the deadline only stops a hung test."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, failure
+        threading.Event().wait(0.01)
+
+
 def test_sqlite_writers_of_one_process_are_served_in_arrival_order(tmp_path):
     """50 Web Connectors writing at once: each waits its turn, none is overtaken for long."""
     url = f"sqlite:///{tmp_path / 'fifo.db'}"
@@ -207,8 +216,9 @@ def test_sqlite_writers_of_one_process_are_served_in_arrival_order(tmp_path):
 
                 threads.append(threading.Thread(target=write))
                 threads[-1].start()
-                arrived.wait(5)
-                threading.Event().wait(0.02)  # let it reach the lock before the next one arrives
+                assert arrived.wait(60)
+                # The next one starts only once this one is queued at the lock (a condition, not a pause).
+                _wait_until(lambda i=i: len(store._writer._waiters) == i + 1, f"writer {i} never queued")
         for t in threads:
             t.join(10)
         assert order == list(range(8))
@@ -232,11 +242,7 @@ def test_sqlite_wal_is_checkpointed_in_the_background(tmp_path, monkeypatch):
             s.execute(text("CREATE TABLE filler (x TEXT)"))
             s.execute(text("INSERT INTO filler VALUES (:x)"), [{"x": "y" * 1000}] * 500)
         assert path.stat().st_size == size  # committed to the WAL only
-        for _ in range(100):
-            if path.stat().st_size > size + 400_000:
-                break
-            threading.Event().wait(0.05)
-        assert path.stat().st_size > size + 400_000
+        _wait_until(lambda: path.stat().st_size > size + 400_000, "the WAL was never checkpointed")
     finally:
         store.dispose()
     assert store._checkpointer._thread is not None and not store._checkpointer._thread.is_alive()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -196,7 +197,20 @@ def test_migrating_postgresql_waits_for_the_advisory_lock(postgres_url):
         holder.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
         worker = threading.Thread(target=lambda: (upgrade(postgres_url), done.set()))
         worker.start()
-        assert not done.wait(1.0), "upgrade ran while another process held the migration lock"
+        # Wait until PostgreSQL shows the upgrade queued on the advisory lock (a condition, not a pause).
+        deadline = time.monotonic() + 120
+        with engine.connect() as probe:
+            while not probe.execute(
+                text(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                    " AND objsubid = 1 AND ((classid::bigint << 32) | objid::bigint) = :k"
+                ),
+                {"k": _PG_MIGRATION_LOCK},
+            ).scalar():
+                assert time.monotonic() < deadline and not done.is_set(), "upgrade never waited for the lock"
+                probe.rollback()
+                threading.Event().wait(0.01)
+        assert not done.is_set(), "upgrade ran while another process held the migration lock"
     worker.join(30)
     assert done.is_set(), "upgrade did not proceed once the lock was released"
     engine.dispose()
