@@ -3,7 +3,8 @@
 Connection (`exact_online`, default id `exact_online_default`):
 
 * login / password: the app's client id and client secret.
-* host: the site's base URL, e.g. `https://start.exactonline.nl` (one per region) or the sandbox URL.
+* host: the site's base URL, e.g. `https://start.exactonline.nl` (one per region) or the sandbox URL;
+  https only (a plain-http URL is a ConfigError).
 * extra: `division` (code) or `division_name` (the administration's exact name, as App4Sales asks),
   `refresh_token` (from the consent flow; seeds the token store), `redirect_uri`, `token_store_url`
   (SQLAlchemy URL; SQLite under AIRFLOW_HOME by default, PostgreSQL when workers run on several hosts),
@@ -239,6 +240,14 @@ class ExactOnlineHook(BaseHook):
             host = f"{scheme}://{host}"
         if conn.port and host.count(":") < 2:
             host = f"{host}:{conn.port}"
+        if urllib.parse.urlsplit(host).scheme.lower() != "https":
+            # Exact Online is https-only; a plain-http base URL would send the client secret and the
+            # rotating refresh token in clear text. No exception, not even for loopback.
+            raise ConfigError(
+                f"the Exact base URL must use https, got {host!r}: Exact Online serves https only "
+                "(for a private CA such as the sandbox's, set the connection extra 'ca_bundle')",
+                where=self.exact_online_conn_id,
+            )
         if not conn.login or not conn.password:
             raise ConfigError(
                 "the connection needs the client id (login) and client secret (password)",

@@ -1,7 +1,8 @@
 """Exact Online simulator: OAuth with one-time refresh tokens, divisions, OData endpoints, API limits.
 
-`service(ctx)` builds it for `sandbox up` and tests. Plain HTTP: Exact's own clients do not insist on
-https the way simple-salesforce does, and the hook takes any base URL (with a CA bundle when https).
+`service(ctx)` builds it for `sandbox up` and tests. HTTPS only, with a certificate from the sandbox CA
+(the state file's `ca_bundle`), like the Salesforce simulator: Exact Online itself is https-only, and
+the hook refuses a plain-http base URL.
 Options come from `ctx.options["exact"]` (see `SimulatorOptions`; e.g. `{"access_token_ttl": 3}`) and,
 for `sandbox up`, from the JSON in the environment variable `ERPSYNC_SANDBOX_EXACT`.
 Data and consent chains persist in `<data_dir>/exact/exact-state.json` between runs.
@@ -68,7 +69,7 @@ def service(ctx: SandboxContext) -> ServiceSpec:
         "authorize_path": "/api/oauth2/auth",
         "token_path": "/api/oauth2/token",
     }
-    spec = ServiceSpec(name="exact", app=sim.app, tls=False, port=8502, info=info, on_stop=sim.save)
+    spec = ServiceSpec(name="exact", app=sim.app, tls=True, port=8502, info=info, on_stop=sim.save)
     spec.simulator = sim  # tests reach counters directly; clients use the admin endpoints
     return spec
 
@@ -86,7 +87,7 @@ def connection_json(facts: dict[str, Any], **extra: Any) -> str:
         "refresh_token": facts["refresh_token"],
         "redirect_uri": facts["redirect_uri"],
     }
-    if facts.get("ca_bundle") and str(facts["url"]).startswith("https"):
+    if facts.get("ca_bundle"):
         extras["ca_bundle"] = facts["ca_bundle"]
     if "division_name" in extra and "division" not in extra:
         extras.pop("division")

@@ -12,12 +12,16 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from erpsync.sandbox.exact import connection_json, service
 from erpsync.sandbox.exact.app import ExactSimulator
 from erpsync.sandbox.runner import RunningService, SandboxCA, SandboxContext, serve_in_thread
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["RunningExact", "running_exact"]
 
@@ -35,6 +39,23 @@ class RunningExact:
     def url(self) -> str:
         return self.running.url
 
+    @property
+    def ca_bundle(self) -> str:
+        return self.info["ca_bundle"]
+
+    @cached_property
+    def http(self) -> httpx.Client:
+        """An httpx client that trusts the sandbox CA, for admin calls and raw protocol checks."""
+        import httpx
+
+        return httpx.Client(verify=self.ca_bundle, timeout=30)
+
+    def client(self, **kwargs: Any) -> httpx.Client:
+        """A new httpx client (caller closes it) trusting the sandbox CA; `kwargs` go to httpx.Client."""
+        import httpx
+
+        return httpx.Client(verify=self.ca_bundle, **kwargs)
+
     def connection_json(self, **extra: Any) -> str:
         """An `AIRFLOW_CONN_*` value (JSON form) for this simulator; `extra` is merged into the extras.
 
@@ -50,22 +71,21 @@ class RunningExact:
 
 
 @contextlib.contextmanager
-def running_exact(
-    data_dir: Path, *, seed: bool = True, tls: bool = False, **options: Any
-) -> Iterator[RunningExact]:
+def running_exact(data_dir: Path, *, seed: bool = True, **options: Any) -> Iterator[RunningExact]:
     """Start the simulator with `options` (see SimulatorOptions) on a free port; stop it afterwards.
 
-    `tls=True` serves https with a certificate from the sandbox CA (`info["ca_bundle"]`).
+    It serves https only, with a certificate from the sandbox CA (`info["ca_bundle"]`), as Exact does.
     """
     ctx = SandboxContext(
         data_dir=Path(data_dir), ca=SandboxCA(Path(data_dir) / "ca"), seed=seed, options={"exact": options}
     )
     spec = service(ctx)
-    if tls:
-        spec.tls = True
-        spec.info["ca_bundle"] = str(ctx.ca.ca_bundle)
+    spec.info["ca_bundle"] = str(ctx.ca.ca_bundle)
     running = serve_in_thread(spec, ctx, port=0)
+    exact = RunningExact(running, spec.simulator, dict(spec.info), Path(data_dir))
     try:
-        yield RunningExact(running, spec.simulator, dict(spec.info), Path(data_dir))
+        yield exact
     finally:
+        if "http" in exact.__dict__:
+            exact.http.close()
         running.stop()

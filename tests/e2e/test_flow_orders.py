@@ -637,8 +637,6 @@ def test_exact_refusing_the_token_fails_the_run_and_alerts_by_mail_and_webhook(w
     exact = world["exact"]
     # Consent revoked in Exact (the admin revokes every token chain of the app), fresh token store.
     exact_admin = world["exact"].url + "/admin/revoke"
-    import httpx
-
     world["mp"].setenv(
         "AIRFLOW_CONN_EXACT_ONLINE_DEFAULT",
         exact.connection_json(
@@ -646,7 +644,7 @@ def test_exact_refusing_the_token_fails_the_run_and_alerts_by_mail_and_webhook(w
             token_store_url=f"sqlite:///{world['folder'] / 'tokens-revoked.db'}",
         ),
     )
-    assert httpx.post(exact_admin, timeout=30).status_code == 200
+    assert exact.http.post(exact_admin).status_code == 200
     with smtp_sink() as (smtp_port, mails), webhook_sink() as (hook_port, posts):
         set_alert_connections(world["mp"], smtp_port, hook_port)
         run = run_dag(world["dag"], capfd, **PARAMS)

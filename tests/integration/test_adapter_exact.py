@@ -13,7 +13,6 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
-import httpx
 import pandas as pd
 import pytest
 
@@ -58,7 +57,7 @@ def adapter(exact, monkeypatch, tmp_path):
 @pytest.fixture(autouse=True)
 def _clear_faults(exact):
     yield
-    httpx.delete(f"{exact.url}/admin/faults")
+    exact.http.delete(f"{exact.url}/admin/faults")
 
 
 def _div(exact):
@@ -402,7 +401,7 @@ def test_a_post_lost_in_transit_is_looked_up_then_reported_retriable(adapter, ex
     debtor, items = _debtor(exact), _items(adapter, 1)
     ref = f"T5-{uuid.uuid4().hex[:8]}"
     rows = pd.DataFrame([_order(ref, debtor, items)])
-    httpx.post(
+    exact.http.post(
         f"{exact.url}/admin/faults", json={"status": 503, "count": 1, "match": "/salesorder/SalesOrders"}
     )
     out = adapter.upsert("salesorder/SalesOrders", rows, identity="YourRef")
@@ -565,7 +564,7 @@ def test_malformed_customer_rows_get_clear_errors_while_others_carry_on(adapter,
 def test_a_refused_contact_fails_the_row_and_the_next_run_finishes_it(adapter, exact):
     email = f"half.{uuid.uuid4().hex[:6]}@x.example"
     row = pd.DataFrame([_customer(email, CompanyName="Half Done BV", FirstName="Pim", LastName="Half")])
-    httpx.post(f"{exact.url}/admin/faults", json={"status": 400, "count": 1, "match": "/crm/Contacts"})
+    exact.http.post(f"{exact.url}/admin/faults", json={"status": 400, "count": 1, "match": "/crm/Contacts"})
     out = adapter.ensure_customers(row).iloc[0]
     assert out["action"] == "failed" and out["account_id"] and "its contact was refused" in out["error"]
     assert "injected by the sandbox" in out["error"] and out["error_code"] == "REJECTED"

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import time
 
-import httpx
 import pytest
 
 from erpsync.errors import (
@@ -57,13 +56,13 @@ def make_hook(exact, monkeypatch, tmp_path):
 
 
 def _fault(exact, **fault) -> None:
-    httpx.post(f"{exact.url}/admin/faults", json=fault).raise_for_status()
+    exact.http.post(f"{exact.url}/admin/faults", json=fault).raise_for_status()
 
 
 @pytest.fixture(autouse=True)
 def _clear_faults(exact):
     yield
-    httpx.delete(f"{exact.url}/admin/faults")
+    exact.http.delete(f"{exact.url}/admin/faults")
 
 
 # ---- connection, divisions ------------------------------------------------------------------------------
@@ -286,7 +285,7 @@ def test_revoked_consent_is_an_auth_error(tmp_path, monkeypatch):
     with running_exact(tmp_path) as exact:
         hook = _make_hook(exact, monkeypatch, tmp_path)
         assert hook.get_records("vat/VATCodes")
-        httpx.post(f"{exact.url}/admin/revoke").raise_for_status()
+        exact.http.post(f"{exact.url}/admin/revoke").raise_for_status()
         with pytest.raises(AuthError, match="consent again"):
             hook.get_records("vat/VATCodes")
         ok, message = ExactOnlineHook().test_connection()
@@ -298,7 +297,7 @@ def test_a_new_consent_in_the_connection_replaces_the_stored_chain(tmp_path, mon
     with running_exact(tmp_path) as exact:
         store = f"sqlite:///{tmp_path / 'tokens.db'}"
         assert _make_hook(exact, monkeypatch, tmp_path, token_store_url=store).get_records("vat/VATCodes")
-        httpx.post(f"{exact.url}/admin/revoke").raise_for_status()
+        exact.http.post(f"{exact.url}/admin/revoke").raise_for_status()
         fresh = exact.new_consent()
         assert _make_hook(
             exact, monkeypatch, tmp_path, token_store_url=store, refresh_token=fresh
@@ -323,7 +322,7 @@ def test_a_429_caused_by_someone_else_is_waited_out(tmp_path, monkeypatch):
         hook = _make_hook(exact, monkeypatch, tmp_path)
         time.sleep(2 - time.time() % 2 + 0.02)  # start a fresh window: all calls below share it
         _ = hook.division  # one call, headers seen
-        pair = httpx.post(
+        pair = exact.http.post(
             f"{exact.url}/api/oauth2/token",
             data={
                 "grant_type": "refresh_token",
@@ -333,7 +332,7 @@ def test_a_429_caused_by_someone_else_is_waited_out(tmp_path, monkeypatch):
             },
         ).json()
         for _ in range(3):  # another worker spends the rest of the minute
-            httpx.get(
+            exact.http.get(
                 f"{exact.url}/api/v1/{DIV}/vat/VATCodes",
                 headers={"Authorization": f"Bearer {pair['access_token']}"},
             )
@@ -435,8 +434,25 @@ def test_deletions_arrive_through_the_deleted_sync_feed(make_hook):
         hook.delete("crm/Accounts", created["ID"])
 
 
+@pytest.mark.parametrize("host", ["http://127.0.0.1:8502", "HTTP://localhost", "ftp://start.exactonline.nl"])
+def test_a_base_url_other_than_https_is_refused_before_any_call(exact, tmp_path, monkeypatch, host):
+    before = exact.simulator.stats.requests
+    hook = _make_hook(exact, monkeypatch, tmp_path, conn={"host": host})
+    with pytest.raises(ConfigError, match="must use https"):
+        hook.get_records("vat/VATCodes")
+    assert exact.simulator.stats.requests == before  # nothing was sent, not even the token refresh
+
+
+def test_a_host_without_scheme_is_https_and_an_http_scheme_extra_is_refused(exact, tmp_path, monkeypatch):
+    host = exact.url.removeprefix("https://")
+    assert len(_make_hook(exact, monkeypatch, tmp_path, conn={"host": host}).get_records("vat/VATCodes")) == 7
+    refused = _make_hook(exact, monkeypatch, tmp_path, conn={"host": host}, scheme="http")
+    with pytest.raises(ConfigError, match="must use https"):
+        refused.get_records("vat/VATCodes")
+
+
 def test_https_is_verified_against_the_ca_bundle_from_the_connection(tmp_path, monkeypatch):
-    with running_exact(tmp_path, tls=True) as exact:
+    with running_exact(tmp_path) as exact:
         assert exact.url.startswith("https://")
         hook = _make_hook(exact, monkeypatch, tmp_path, ca_bundle=exact.info["ca_bundle"])
         assert len(hook.get_records("vat/VATCodes")) == 7

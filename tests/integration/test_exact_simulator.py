@@ -27,7 +27,7 @@ def exact(tmp_path_factory):
 
 
 def _refresh(exact, refresh_token: str) -> httpx.Response:
-    return httpx.post(
+    return exact.http.post(
         f"{exact.url}/api/oauth2/token",
         data={
             "grant_type": "refresh_token",
@@ -40,7 +40,7 @@ def _refresh(exact, refresh_token: str) -> httpx.Response:
 
 def _client(exact, divisions: list[int] | None = None) -> httpx.Client:
     pair = _refresh(exact, exact.new_consent(divisions)).json()
-    return httpx.Client(
+    return exact.client(
         base_url=exact.url,
         headers={
             "Authorization": f"Bearer {pair['access_token']}",
@@ -71,7 +71,7 @@ def _error_value(resp: httpx.Response) -> str:
 def test_authorization_code_flow_redirects_with_a_percent_encoded_code(exact):
     """The authorize page redirects back with a code containing '!'; decoded once, it buys a token pair."""
     info = exact.info
-    resp = httpx.get(
+    resp = exact.http.get(
         f"{exact.url}/api/oauth2/auth",
         params={
             "client_id": info["client_id"],
@@ -93,19 +93,19 @@ def test_authorization_code_flow_redirects_with_a_percent_encoded_code(exact):
         "client_id": info["client_id"],
         "client_secret": info["client_secret"],
     }
-    double = httpx.post(f"{exact.url}/api/oauth2/token", data={**form, "code": urllib.parse.quote(code)})
+    double = exact.http.post(f"{exact.url}/api/oauth2/token", data={**form, "code": urllib.parse.quote(code)})
     assert double.status_code == 400 and "percent-encoded twice" in double.json()["error_description"]
-    pair = httpx.post(f"{exact.url}/api/oauth2/token", data={**form, "code": code})
+    pair = exact.http.post(f"{exact.url}/api/oauth2/token", data={**form, "code": code})
     assert pair.status_code == 200
     body = pair.json()
     assert body["token_type"] == "bearer" and body["expires_in"] == "600"  # a string, as Exact sends it
     assert body["refresh_token"].startswith("Gcp7!")
-    again = httpx.post(f"{exact.url}/api/oauth2/token", data={**form, "code": code})
+    again = exact.http.post(f"{exact.url}/api/oauth2/token", data={**form, "code": code})
     assert again.status_code == 400 and again.json()["error"] == "invalid_grant"  # codes are single-use
 
 
 def test_authorize_refuses_a_redirect_uri_that_is_not_registered(exact):
-    resp = httpx.get(
+    resp = exact.http.get(
         f"{exact.url}/api/oauth2/auth",
         params={
             "client_id": exact.info["client_id"],
@@ -117,9 +117,9 @@ def test_authorize_refuses_a_redirect_uri_that_is_not_registered(exact):
 
 
 def test_token_endpoint_wants_a_form_body_and_the_right_secret(exact):
-    as_json = httpx.post(f"{exact.url}/api/oauth2/token", json={"grant_type": "refresh_token"})
+    as_json = exact.http.post(f"{exact.url}/api/oauth2/token", json={"grant_type": "refresh_token"})
     assert as_json.status_code == 400 and "x-www-form-urlencoded" in as_json.json()["error_description"]
-    wrong = httpx.post(
+    wrong = exact.http.post(
         f"{exact.url}/api/oauth2/token",
         data={
             "grant_type": "refresh_token",
@@ -164,7 +164,7 @@ def test_refresh_inside_the_minimum_token_age_is_refused_and_the_old_pair_stays_
         "error_description": "Rate limit exceeded: access_token not expired",
     }
     assert early.headers["Reason"].startswith("TooEarlyToRefreshTokens")
-    me = httpx.get(
+    me = exact.http.get(
         f"{exact.url}/api/v1/current/Me", headers={"Authorization": f"Bearer {pair['access_token']}"}
     )
     assert me.status_code == 200
@@ -175,18 +175,18 @@ def test_access_tokens_expire(tmp_path):
         pair = _refresh(exact, exact.info["refresh_token"]).json()
         assert pair["expires_in"] == "1"
         headers = {"Authorization": f"Bearer {pair['access_token']}"}
-        assert httpx.get(f"{exact.url}/api/v1/current/Me", headers=headers).status_code == 200
+        assert exact.http.get(f"{exact.url}/api/v1/current/Me", headers=headers).status_code == 200
         time.sleep(1.2)
-        expired = httpx.get(f"{exact.url}/api/v1/current/Me", headers=headers)
+        expired = exact.http.get(f"{exact.url}/api/v1/current/Me", headers=headers)
         assert expired.status_code == 401 and "invalid_token" in expired.headers["WWW-Authenticate"]
 
 
 def test_revoked_consent_kills_access_and_refresh_tokens(tmp_path):
     with running_exact(tmp_path, min_token_age=0) as exact:
         pair = _refresh(exact, exact.info["refresh_token"]).json()
-        assert httpx.post(f"{exact.url}/admin/revoke").json() == {"revoked_chains": 1}
+        assert exact.http.post(f"{exact.url}/admin/revoke").json() == {"revoked_chains": 1}
         headers = {"Authorization": f"Bearer {pair['access_token']}"}
-        assert httpx.get(f"{exact.url}/api/v1/{DIV}/vat/VATCodes", headers=headers).status_code == 401
+        assert exact.http.get(f"{exact.url}/api/v1/{DIV}/vat/VATCodes", headers=headers).status_code == 401
         refused = _refresh(exact, pair["refresh_token"])
         assert refused.status_code == 400 and "revoked" in refused.json()["error_description"]
 
@@ -605,17 +605,19 @@ def test_delete_is_logged_in_sync_deleted(exact):
 
 def test_fault_injection_latency_5xx_and_429(tmp_path):
     with running_exact(tmp_path) as exact, _client(exact) as client:
-        httpx.post(f"{exact.url}/admin/faults", json={"status": 503, "count": 1, "match": "vat/VATCodes"})
+        exact.http.post(
+            f"{exact.url}/admin/faults", json={"status": 503, "count": 1, "match": "vat/VATCodes"}
+        )
         assert client.get(f"/api/v1/{DIV}/vat/VATCodes").status_code == 503
         assert client.get(f"/api/v1/{DIV}/vat/VATCodes").status_code == 200
-        httpx.post(f"{exact.url}/admin/faults", json={"status": 429, "count": 1})
+        exact.http.post(f"{exact.url}/admin/faults", json={"status": 429, "count": 1})
         assert client.get(f"/api/v1/{DIV}/vat/VATCodes").status_code == 429
-        httpx.post(f"{exact.url}/admin/faults", json={"latency": 0.3})
+        exact.http.post(f"{exact.url}/admin/faults", json={"latency": 0.3})
         started = time.monotonic()
         client.get(f"/api/v1/{DIV}/vat/VATCodes")
         assert time.monotonic() - started >= 0.3
-        httpx.delete(f"{exact.url}/admin/faults")
-        assert httpx.get(f"{exact.url}/admin/stats").json()["faults_served"] == 2
+        exact.http.delete(f"{exact.url}/admin/faults")
+        assert exact.http.get(f"{exact.url}/admin/stats").json()["faults_served"] == 2
 
 
 def test_data_and_consent_survive_a_restart(tmp_path):
