@@ -9,8 +9,9 @@ the same company, first and last name, are linked instead of created again. A co
 is quarantined, not imported. Account manager: the owner when an active Autotask resource has exactly his
 first and last name, else the default resource of the mapping. Parent companies are written first.
 Mappings: `include/mappings/sf_accounts_to_autotask.yaml`, `include/mappings/sf_contacts_to_autotask.yaml`.
-Notifications: the `notify_recipients` are mailed after a run that created or updated something (every
-run with `notify_every_run`) and whenever a step fails; a clean-up of the Salesforce UDF in Autotask
+Notifications: the `notify_recipients` get one summary per run (companies and contacts in one message,
+with the run's Autotask calls against the tenant's hourly threshold) after a run that created or updated
+something or has new errors (every run with `notify_every_run`), and an alert whenever a step fails; a clean-up of the Salesforce UDF in Autotask
 un-maps the pair for good (`include/mappings/README.md`).
 Launch by hand from the trigger form; the last and next run are Airflow's.
 Wiring only (airflow dag built by `erpsync.flow_dag.build_flow_dag`): nothing heavy at parse time.

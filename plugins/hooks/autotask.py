@@ -52,7 +52,7 @@ Connection (type ``autotask``, default id ``autotask_default``):
 * extra ``impersonation_resource_id``: writes are attributed to this resource.
 * extra ``ca_bundle``: a PEM file of CAs to trust (the sandbox CA). Verification is never turned off.
 * extra ``budget_share`` (0-1, default 0.5): this package's share of the tenant's hourly threshold.
-* further extras (defaults in `_Settings`): ``timeout``, ``max_wait``, ``max_retries``, ``retry_backoff``,
+* further extras (defaults in `Settings`): ``timeout``, ``max_wait``, ``max_retries``, ``retry_backoff``,
   ``rate_limit_backoff``, ``tenant_slowdown_share``, ``tenant_stop_share``, ``slowdown_seconds``,
   ``threshold_every``, ``threshold_share_ttl``, ``metadata_ttl``, ``picklist_ttl``, ``reference_ttl``,
   ``identity_ttl``, ``zone_cache_ttl``, ``ledger_path`` (SQLite
@@ -73,20 +73,19 @@ Precedence: hook argument > connection extra > default. Errors follow `erpsync.e
     RecordError          a write refused for this record (validation message, unknown id)
 
 The module is cheap to import: httpx, sqlite3 and SQLAlchemy load on first use, never at DAG parse time.
-The ledgers live in `erpsync.hooks._autotask_ledger`.
+Its parts: `_autotask_filters` (filter builders, re-exported here), `_autotask_settings` (the connection's
+settings), `_autotask_errors` (refusals to error groups), `_autotask_budget` (rule 1, mixed into the hook)
+and `_autotask_ledger` (the ledgers); import the public names from this module.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -101,7 +100,49 @@ from erpsync.errors import (
     RetriableSourceError,
     SyncError,
 )
+from erpsync.hooks._autotask_budget import BudgetMixin, BudgetStatus
+from erpsync.hooks._autotask_errors import (
+    STALE_METADATA,
+    classify,
+    errors_of,
+    json_or_none,
+    origin,
+    raise_if_tls_config,
+    retry_after,
+)
+from erpsync.hooks._autotask_filters import (
+    MAX_OR_CONDITIONS,
+    OPERATORS,
+    and_,
+    as_filter,
+    begins_with,
+    check_filter,
+    contains,
+    ends_with,
+    eq,
+    everything,
+    exist,
+    gt,
+    gte,
+    in_,
+    lt,
+    lte,
+    not_exist,
+    not_in,
+    noteq,
+    or_,
+    udf,
+    wire_value,
+)
 from erpsync.hooks._autotask_ledger import SqliteLedger, SqlLedger, default_ledger_path, open_ledger
+from erpsync.hooks._autotask_settings import (
+    DISCOVERY_BASE,
+    Settings,
+    blank_to_none,
+    discovery_url,
+    rest_root,
+    share,
+)
 
 if TYPE_CHECKING:
     import httpx
@@ -137,33 +178,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: The tenant's requests per rolling hour (§8), assumed until a `ThresholdInformation` reading says otherwise.
-DEFAULT_THRESHOLD = 10_000
-#: Where zone discovery lives for every tenant (§1).
-DISCOVERY_BASE = "https://webservices.autotask.net"
-#: The operators Autotask documents (§4.1); an unknown one is silently dropped by the service (§12 #3).
-OPERATORS = frozenset(
-    {
-        "eq",
-        "noteq",
-        "gt",
-        "gte",
-        "lt",
-        "lte",
-        "beginsWith",
-        "endsWith",
-        "contains",
-        "exist",
-        "notExist",
-        "in",
-        "notIn",
-    }
-)
-GROUP_OPERATORS = frozenset({"and", "or"})
 #: Rows per page, the service's maximum (§4.2).
 PAGE_SIZE = 500
-#: OR conditions per query (§4.1, §8); `in` values count too, to be safe.
-MAX_OR_CONDITIONS = 500
 #: Entities created and updated under a parent (§3): entity -> (parent path, parent id field).
 CHILD_ENTITIES: dict[str, tuple[str, str]] = {"Contacts": ("Companies", "companyID")}
 
@@ -171,400 +187,16 @@ CHILD_ENTITIES: dict[str, tuple[str, str]] = {"Contacts": ("Companies", "company
 # loads during provider discovery, so it must not import this module.
 from erpsync.provider_info import AUTOTASK_CONNECTION as CONNECTION_TYPE_INFO  # noqa: E402
 
-# ---- filters (§4.1) ---------------------------------------------------------------------------------------
-
-
-def _wire_value(value: Any) -> Any:
-    """Dates go out as UTC `yyyy-mm-ddThh:mm:ss.fff` (§3); booleans stay literal true/false."""
-    if isinstance(value, datetime):
-        if value.tzinfo is not None:
-            value = value.astimezone(UTC).replace(tzinfo=None)
-        return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}"
-    if isinstance(value, date):
-        return value.strftime("%Y-%m-%dT00:00:00.000")
-    return value
-
-
-def _cond(op: str, field_name: str, value: Any = None, *, has_value: bool = True) -> dict[str, Any]:
-    if not field_name or not isinstance(field_name, str):
-        raise ConfigError(f"filter condition '{op}' needs a field name, got {field_name!r}")
-    cond: dict[str, Any] = {"op": op, "field": field_name}
-    if has_value:
-        cond["value"] = _wire_value(value)
-    return cond
-
-
-def eq(field_name: str, value: Any) -> dict[str, Any]:
-    """Return the condition `field = value`."""
-    return _cond("eq", field_name, value)
-
-
-def noteq(field_name: str, value: Any) -> dict[str, Any]:
-    """Return `field <> value` (Autotask spells it `noteq`; `ne` would be ignored, §12 #3)."""
-    return _cond("noteq", field_name, value)
-
-
-def gt(field_name: str, value: Any) -> dict[str, Any]:
-    """Return `field > value`."""
-    return _cond("gt", field_name, value)
-
-
-def gte(field_name: str, value: Any) -> dict[str, Any]:
-    """Return `field >= value`."""
-    return _cond("gte", field_name, value)
-
-
-def lt(field_name: str, value: Any) -> dict[str, Any]:
-    """Return `field < value`."""
-    return _cond("lt", field_name, value)
-
-
-def lte(field_name: str, value: Any) -> dict[str, Any]:
-    """Return `field <= value`."""
-    return _cond("lte", field_name, value)
-
-
-def begins_with(field_name: str, value: str) -> dict[str, Any]:
-    """Return `field LIKE 'value%'`."""
-    return _cond("beginsWith", field_name, value)
-
-
-def ends_with(field_name: str, value: str) -> dict[str, Any]:
-    """Return `field LIKE '%value'`."""
-    return _cond("endsWith", field_name, value)
-
-
-def contains(field_name: str, value: str) -> dict[str, Any]:
-    """Return `field LIKE '%value%'`."""
-    return _cond("contains", field_name, value)
-
-
-def exist(field_name: str) -> dict[str, Any]:
-    """Return `field IS NOT NULL` (no value on the wire)."""
-    return _cond("exist", field_name, has_value=False)
-
-
-def not_exist(field_name: str) -> dict[str, Any]:
-    """Return `field IS NULL`."""
-    return _cond("notExist", field_name, has_value=False)
-
-
-def in_(field_name: str, values: Iterable[Any]) -> dict[str, Any]:
-    """Return `field IN (values)`; at most 500 values (`AutotaskHook.query_in` splits longer lists)."""
-    return _cond("in", field_name, [_wire_value(v) for v in values])
-
-
-def not_in(field_name: str, values: Iterable[Any]) -> dict[str, Any]:
-    """Return `field NOT IN (values)`."""
-    return _cond("notIn", field_name, [_wire_value(v) for v in values])
-
-
-def udf(name: str, value: Any = None, op: str = "eq") -> dict[str, Any]:
-    """Return a condition on a user-defined field by its name (only one per query, §4.1).
-
-    :param name: the UDF's name exactly as defined, e.g. ``"Salesforce Company ID"``.
-    :param op: any operator; ``exist``/``notExist`` take no value.
-    """
-    if op not in OPERATORS:
-        raise ConfigError(f"unknown Autotask filter operator {op!r}; use one of {sorted(OPERATORS)}")
-    cond = _cond(op, name, value, has_value=op not in ("exist", "notExist"))
-    cond["udf"] = True
-    return cond
-
-
-def and_(*items: Mapping[str, Any]) -> dict[str, Any]:
-    """Return a group whose conditions must all hold."""
-    return {"op": "and", "items": [dict(i) for i in items]}
-
-
-def or_(*items: Mapping[str, Any]) -> dict[str, Any]:
-    """Return a group of which one condition must hold."""
-    return {"op": "or", "items": [dict(i) for i in items]}
-
-
-def everything() -> dict[str, Any]:
-    """Return the condition that matches every record (Autotask needs at least one, §4.1)."""
-    return gte("id", 0)
-
-
-def _as_filter(flt: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None) -> list[dict[str, Any]]:
-    if flt is None:
-        return [everything()]
-    if isinstance(flt, Mapping):
-        return [dict(flt)]
-    items = [dict(i) for i in flt]
-    return items or [everything()]
-
-
-def check_filter(flt: Sequence[Mapping[str, Any]], *, where: str = "filter") -> None:
-    """Refuse a filter Autotask would reject or, worse, misread (§4.1, §12 #3).
-
-    Checks: documented operators only, a field on each condition, a list value for `in`/`notIn`,
-    no value for `exist`/`notExist`, at most one UDF condition, at most 500 OR conditions.
-    """
-    udfs = 0
-    ors = 0
-
-    def walk(node: Any, path: str) -> None:
-        nonlocal udfs, ors
-        if not isinstance(node, Mapping):
-            raise ConfigError(f"filter item {node!r} is not an object", where=path)
-        op = node.get("op")
-        if op in GROUP_OPERATORS:
-            items = node.get("items")
-            if not isinstance(items, list) or not items:
-                raise ConfigError(f"'{op}' group needs a non-empty 'items' list", where=path)
-            if op == "or":
-                ors += len(items)
-            for i, item in enumerate(items):
-                walk(item, f"{path}.{op}[{i}]")
-            return
-        if op not in OPERATORS:
-            raise ConfigError(
-                f"unknown Autotask filter operator {op!r} (Autotask would ignore it and return unfiltered "
-                f"rows); use one of {sorted(OPERATORS)}",
-                where=path,
-            )
-        if not node.get("field"):
-            raise ConfigError(f"'{op}' condition without a field", where=path)
-        if op in ("in", "notIn"):
-            if not isinstance(node.get("value"), list):
-                raise ConfigError(f"'{op}' on {node['field']} needs a list value", where=path)
-            if op == "in":
-                ors += len(node["value"])
-        elif op in ("exist", "notExist"):
-            if "value" in node:
-                raise ConfigError(f"'{op}' on {node['field']} takes no value", where=path)
-        elif "value" not in node:
-            raise ConfigError(f"'{op}' on {node['field']} needs a value", where=path)
-        if node.get("udf"):
-            udfs += 1
-
-    for i, node in enumerate(flt):
-        walk(node, f"{where}[{i}]")
-    if udfs > 1:
-        raise ConfigError(f"{udfs} UDF conditions in one query; Autotask supports only one", where=where)
-    if ors > MAX_OR_CONDITIONS:
-        raise ConfigError(
-            f"{ors} OR conditions in one query; Autotask allows {MAX_OR_CONDITIONS} (split the query)",
-            where=where,
-        )
-
-
-# ---- settings -----------------------------------------------------------------------------------------------
-
-
-def _blank_to_none(value: Any) -> Any:
-    # The connection form stores empty strings for untouched fields; treat them as "not set".
-    return None if isinstance(value, str) and not value.strip() else value
-
-
-@dataclass(frozen=True)
-class _Settings:
-    conn_id: str
-    user: str
-    secret: str = field(repr=False)
-    integration_code: str = field(repr=False)
-    discovery_url: str
-    zone_url: str | None
-    impersonation_resource_id: int | None
-    verify: Any
-    timeout: float
-    budget_share: float
-    tenant_slowdown_share: float
-    tenant_stop_share: float
-    slowdown_seconds: float
-    threshold_every: int
-    max_wait: float
-    max_retries: int
-    retry_backoff: float
-    rate_limit_backoff: float
-    zone_cache_ttl: float
-    threshold_share_ttl: float
-    metadata_ttl: float
-    picklist_ttl: float
-    reference_ttl: float
-    identity_ttl: float
-    ledger_path: str
-    ledger_url: str | None
-    budget_key: str
-
-
-def _discovery_url(host: str | None) -> str:
-    base = (host or DISCOVERY_BASE).strip()
-    if "://" not in base:
-        base = f"https://{base}"
-    base = base.rstrip("/")
-    lowered = base.lower()
-    if lowered.endswith("zoneinformation"):
-        return base
-    if lowered.endswith("/v1.0"):
-        return f"{base}/zoneInformation"
-    if lowered.endswith("/atservicesrest"):
-        return f"{base}/v1.0/zoneInformation"
-    return f"{base}/atservicesrest/v1.0/zoneInformation"
-
-
-def _rest_root(zone_url: str) -> str:
-    """Return the `.../V1.0` root for a zone URL as discovery names it (`.../ATServicesRest/`)."""
-    root = zone_url.strip().rstrip("/")
-    if root.lower().endswith("/v1.0"):
-        return root
-    return f"{root}/V1.0"
-
-
-def _share(value: Any, name: str, default: float, conn_id: str) -> float:
-    if value is None:
-        return default
-    try:
-        share = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} {value!r} is not a number", where=conn_id) from None
-    if share > 1:  # "50" in a form means 50 %
-        share /= 100
-    if not 0 < share <= 1:
-        raise ConfigError(f"{name} must be between 0 and 1 (a share of the hourly threshold)", where=conn_id)
-    return share
-
-
 # ---- the zone cache (process); the ledger (erpsync.hooks._autotask_ledger) shares it across processes ----
 
 _ZONES: dict[tuple[str, str], tuple[str, str | None, float]] = {}  # (discovery url, user) -> (root, name, at)
 _ZONES_LOCK = threading.Lock()
 
 
-@dataclass
-class BudgetStatus:
-    """Where the hook stands against its share and the tenant's threshold (for run reports)."""
-
-    threshold: int | None = None  #: the tenant's requests per rolling hour (`externalRequestThreshold`)
-    tenant_count: int | None = None  #: the tenant's count at the last `ThresholdInformation` read
-    tenant_read_at: float | None = None  #: None once the reading is dropped (stale, refused, 429)
-    last_read_at: float | None = None  #: when the last reading used was taken (kept for reports)
-    own_calls_at_read: int = 0  #: this hook's counted calls when the tenant count was read
-    total_at_read: int = 0  #: the ledger's count of this package's calls when the tenant count was read
-    shared_reads: int = 0  #: readings taken over from another task through the ledger (no call)
-    own_hour: int = 0  #: this package's calls in the rolling hour (ledger), at the last check
-    own_cap: int | None = None  #: the most this package may use per rolling hour
-    waited_seconds: float = 0.0  #: slept for the budget, the tenant's pace and 429s
-    slowed_calls: int = 0  #: calls sent after a pacing pause
-    rate_limited: int = 0  #: 429 answers received
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            k: v
-            for k, v in self.__dict__.items()
-            if k not in ("tenant_read_at", "last_read_at", "own_calls_at_read", "total_at_read")
-        }
-
-
-# ---- errors (§9) -------------------------------------------------------------------------------------------------
-
-_PERMISSION = re.compile(r"permission|not authori[sz]ed|access denied|security level|not allowed to", re.I)
-#: A write refused for a value the cached metadata may no longer describe (a picklist value, a UDF).
-_STALE_METADATA = re.compile(r"picklist|user-defined field|userdefinedfield|udf", re.I)
-_TRANSIENT = re.compile(r"time[d ]?out|deadlock|temporar|try again|service unavailable|too many|busy", re.I)
-
-
-def _json_or_none(resp: httpx.Response) -> Any:
-    try:
-        return resp.json()
-    except ValueError:
-        return None
-
-
-def _errors_of(resp: httpx.Response) -> list[str]:
-    """Return Autotask's `{"errors": [...]}` messages (strings; objects with `message` tolerated)."""
-    body = _json_or_none(resp)
-    if not isinstance(body, dict):
-        return []
-    errors = body.get("errors")
-    if isinstance(errors, str):
-        return [errors]
-    if not isinstance(errors, list):
-        return []
-    out = []
-    for e in errors:
-        if isinstance(e, dict):
-            e = e.get("message") or json.dumps(e)
-        out.append(str(e))
-    return out
-
-
-def _classify(resp: httpx.Response, *, entity: str, action: str, where: str, write: bool) -> SyncError:
-    """Turn a refused call into the error group that says what to do (§9, §12 #8)."""
-    status = resp.status_code
-    errors = _errors_of(resp)
-    message = "; ".join(errors) if errors else (resp.text[:300].strip() or resp.reason_phrase)
-    what = f"Autotask {action} {entity}"
-    details = {"status": status, "entity": entity, "errors": errors or [message]}
-    if status == 401:
-        return AuthError(
-            f"{what} refused the credentials (HTTP 401): {message}", where=where, details=details
-        )
-    if status == 429:
-        return RateLimitedError(f"{what} was throttled (HTTP 429): {message}", where=where, details=details)
-    if status == 403 or (errors and _PERMISSION.search(message)):
-        return FatalSourceError(
-            f"{what} is not allowed for this API user (HTTP {status}): {message}. Check the user's "
-            "security level (API-only copies can hide modules)",
-            where=where,
-            details=details,
-        )
-    # 500 also carries validation and permission failures (§9); 502-504 are the platform's own troubles.
-    if status > 500 or (status == 500 and (not errors or _TRANSIENT.search(message))):
-        return RetriableSourceError(
-            f"{what} failed on the server (HTTP {status}): {message}", where=where, details=details
-        )
-    if status == 405:
-        return FatalSourceError(
-            f"{what}: Autotask does not allow this verb here (HTTP 405): {message}",
-            where=where,
-            details=details,
-        )
-    if write and status in (400, 404, 409, 422, 500):
-        return RecordError(
-            f"{what} rejected the record (HTTP {status}): {message}", where=where, details=details
-        )
-    return FatalSourceError(
-        f"{what} refused the request (HTTP {status}): {message}", where=where, details=details
-    )
-
-
-def _raise_if_tls_config(exc: Exception, url: str) -> None:
-    """A certificate the client cannot verify is a configuration problem: retrying cannot fix it."""
-    if "CERTIFICATE_VERIFY_FAILED" in str(exc):
-        raise ConfigError(
-            f"TLS verification of {_origin(url)[1]} failed ({exc}); if it uses a private CA (the sandbox "
-            "does), point the connection extra 'ca_bundle' at its PEM file. Verification is never turned off.",
-            where=url,
-        ) from exc
-
-
-def _origin(url: str) -> tuple[str, str]:
-    parts = urllib.parse.urlsplit(url)
-    return parts.scheme.lower(), parts.netloc.lower()
-
-
-def _retry_after(resp: httpx.Response) -> float | None:
-    raw = resp.headers.get("Retry-After")
-    if raw is None:
-        return None
-    try:
-        return max(float(raw), 0.0)
-    except ValueError:
-        from email.utils import parsedate_to_datetime
-
-        try:
-            return max(parsedate_to_datetime(raw).timestamp() - time.time(), 0.0)
-        except (TypeError, ValueError):
-            return None
-
-
 # ---- the hook -------------------------------------------------------------------------------------------------------
 
 
-class AutotaskHook(BaseHook):
+class AutotaskHook(BudgetMixin, BaseHook):
     """Talk to the Autotask PSA REST API v1.0 of one API user.
 
     :param autotask_conn_id: the Airflow connection id.
@@ -637,10 +269,10 @@ class AutotaskHook(BaseHook):
     # ---- configuration ---------------------------------------------------------------------------
 
     @cached_property
-    def settings(self) -> _Settings:
+    def settings(self) -> Settings:
         conn_id = self.autotask_conn_id
         conn = self.get_connection(conn_id)
-        extra = {k: _blank_to_none(v) for k, v in (conn.extra_dejson or {}).items()}
+        extra = {k: blank_to_none(v) for k, v in (conn.extra_dejson or {}).items()}
 
         def knob(name: str, default: Any, cast: Callable[[Any], Any] = float) -> Any:
             value = self._args.get(name)
@@ -655,7 +287,7 @@ class AutotaskHook(BaseHook):
                     f"connection extra {name}={value!r} is not a number", where=conn_id
                 ) from None
 
-        user, secret = _blank_to_none(conn.login), _blank_to_none(conn.password)
+        user, secret = blank_to_none(conn.login), blank_to_none(conn.password)
         if not user or not secret:
             raise ConfigError(
                 "the connection needs the API user name (login) and its secret (password)", where=conn_id
@@ -666,7 +298,7 @@ class AutotaskHook(BaseHook):
                 "the connection extra 'integration_code' (the API tracking identifier) is missing",
                 where=conn_id,
             )
-        host = _blank_to_none(conn.host)
+        host = blank_to_none(conn.host)
         if host and conn.port and "://" not in host:
             host = f"{host}:{conn.port}"
         resource = extra.get("impersonation_resource_id")
@@ -676,22 +308,22 @@ class AutotaskHook(BaseHook):
             raise ConfigError(
                 f"impersonation_resource_id {resource!r} is not a resource id", where=conn_id
             ) from None
-        slowdown = _share(extra.get("tenant_slowdown_share"), "tenant_slowdown_share", 0.7, conn_id)
-        stop = _share(extra.get("tenant_stop_share"), "tenant_stop_share", 0.85, conn_id)
+        slowdown = share(extra.get("tenant_slowdown_share"), "tenant_slowdown_share", 0.7, conn_id)
+        stop = share(extra.get("tenant_stop_share"), "tenant_stop_share", 0.85, conn_id)
         if slowdown > stop:
             raise ConfigError("tenant_slowdown_share must not exceed tenant_stop_share", where=conn_id)
         ca_bundle = extra.get("ca_bundle")
-        return _Settings(
+        return Settings(
             conn_id=conn_id,
             user=str(user).strip(),
             secret=str(secret),
             integration_code=str(code).strip(),
-            discovery_url=_discovery_url(host),
-            zone_url=_rest_root(extra["zone_url"]) if extra.get("zone_url") else None,
+            discovery_url=discovery_url(host),
+            zone_url=rest_root(extra["zone_url"]) if extra.get("zone_url") else None,
             impersonation_resource_id=resource,
             verify=ca_bundle if ca_bundle else True,
             timeout=knob("timeout", 60.0),
-            budget_share=_share(
+            budget_share=share(
                 self._args.get("budget_share") or extra.get("budget_share"), "budget_share", 0.5, conn_id
             ),
             tenant_slowdown_share=slowdown,
@@ -841,15 +473,15 @@ class AutotaskHook(BaseHook):
         try:
             resp = self.client.get(url, params={"user": s.user})
         except httpx.HTTPError as exc:
-            _raise_if_tls_config(exc, url)
+            raise_if_tls_config(exc, url)
             raise RetriableSourceError(
                 f"Autotask zone discovery unreachable: {type(exc).__name__}: {exc}", where=url
             ) from exc
         self._count("zone")
         self.statuses[resp.status_code] = self.statuses.get(resp.status_code, 0) + 1
-        body = _json_or_none(resp)
+        body = json_or_none(resp)
         if resp.status_code != 200:
-            errors = _errors_of(resp)
+            errors = errors_of(resp)
             message = "; ".join(errors) or resp.text[:200] or resp.reason_phrase
             if resp.status_code == 500 and errors:
                 # An unknown or empty user name is answered with 500, not 404 (§1, observed).
@@ -869,7 +501,7 @@ class AutotaskHook(BaseHook):
             raise FatalSourceError(
                 f"Autotask zone discovery answered without a 'url': {resp.text[:200]!r}", where=url
             )
-        root, name = _rest_root(body["url"]), body.get("zoneName")
+        root, name = rest_root(body["url"]), body.get("zoneName")
         now = self._clock()
         with _ZONES_LOCK:
             _ZONES[self._zone_key()] = (root, name, now)
@@ -885,192 +517,6 @@ class AutotaskHook(BaseHook):
             _ZONES.pop(key, None)
         self.ledger.forget_zone("|".join(key))
         self._zone_root = self._zone_name = None
-
-    # ---- the budget (§8) ------------------------------------------------------------------------------
-
-    def threshold_information(self, *, reserved: bool = False) -> dict[str, Any]:
-        """Return `ThresholdInformation` (the tenant's threshold and its count in the current hour).
-
-        :param reserved: the budget already counted this call in the ledger (`_admit`); else it is
-            counted once sent (the UI's Test button).
-        """
-        body = self._request(
-            "GET",
-            "ThresholdInformation",
-            kind="threshold",
-            entity="ThresholdInformation",
-            budgeted=False,
-            reserved=reserved,
-        )
-        if not isinstance(body, dict) or "currentTimeframeRequestCount" not in body:
-            raise FatalSourceError(
-                f"ThresholdInformation answered without currentTimeframeRequestCount: {str(body)[:200]}",
-                where="ThresholdInformation",
-            )
-        b = self.budget
-        b.threshold = int(body.get("externalRequestThreshold") or 10_000)
-        b.tenant_count = int(body["currentTimeframeRequestCount"])
-        b.tenant_read_at = b.last_read_at = self._clock()
-        b.own_calls_at_read = self.api_calls
-        b.total_at_read = self.ledger.total(self.settings.budget_key)
-        b.own_cap = int(self.settings.budget_share * b.threshold)
-        # The other tasks on the host may use this reading for a short while instead of reading again.
-        self.ledger.save_threshold(
-            self.settings.budget_key, b.threshold, b.tenant_count, b.tenant_read_at, b.total_at_read
-        )
-        return body
-
-    def _adopt_shared_reading(self, now: float, total: int) -> bool:
-        """Take over another task's fresh `ThresholdInformation` reading from the ledger (no call)."""
-        s, b = self.settings, self.budget
-        shared = self.ledger.threshold(s.budget_key)
-        if shared is None:
-            return False
-        threshold, tenant_count, read_at, total_at_read = shared
-        if not self._reading_fresh(threshold, tenant_count, read_at, total_at_read, now, total):
-            return False
-        if b.tenant_read_at is not None and read_at <= b.tenant_read_at:
-            return False  # not newer than what this hook already found stale
-        b.threshold, b.tenant_count, b.tenant_read_at, b.total_at_read = (
-            threshold,
-            tenant_count,
-            read_at,
-            total_at_read,
-        )
-        b.own_calls_at_read = self.api_calls
-        b.last_read_at = read_at
-        b.own_cap = int(s.budget_share * threshold)
-        b.shared_reads += 1
-        return True
-
-    def _reading_fresh(
-        self, threshold: int, tenant_count: int, read_at: float, total_at_read: int, now: float, total: int
-    ) -> bool:
-        """Whether a reading still describes the tenant well enough to go on without reading again.
-
-        Our own calls since the reading are counted exactly (the ledger) and added to it; what a reading
-        cannot know is the other integrations' calls since, which grow with time. So a reading is used
-        for ``threshold_share_ttl`` seconds (60 at most). Near the lines (the estimate at half the
-        slowdown share or more) it is also read again every ``threshold_every`` calls of ours; far below
-        them (under 35 % of the threshold by default, 5,000 calls from the stop line at 10,000) the
-        minute alone bounds what others could add unseen.
-        """
-        s = self.settings
-        if not 0 <= now - read_at < s.threshold_share_ttl:
-            return False
-        near = tenant_count + (total - total_at_read) >= s.tenant_slowdown_share * threshold / 2
-        return not (near and total - total_at_read >= s.threshold_every)
-
-    def _drop_reading(self) -> None:
-        """Forget the tenant's count here and in the ledger: the next call, of any task, reads it anew."""
-        self.budget.tenant_read_at = None
-        self.ledger.forget_threshold(self.settings.budget_key)
-
-    def _own_window(self, now: float) -> list[tuple[int, int]]:
-        return self.ledger.window(self.settings.budget_key, now)
-
-    def _admit(self, where: str) -> None:
-        """Wait or refuse before a call that would pass the share or bring the tenant near its threshold.
-
-        A `ThresholdInformation` read is a call too: it is sent only when it fits the share (checked
-        with the last known threshold), so neither the read nor the call after it ever passes the share.
-        """
-        s, b = self.settings, self.budget
-        while True:
-            now = self._clock()
-            # This package's calls since the reading, from every task on the host (the ledger's counter).
-            total = self.ledger.total(s.budget_key)
-            stale = (
-                b.tenant_read_at is None
-                or b.threshold is None
-                or b.tenant_count is None
-                or not self._reading_fresh(
-                    b.threshold, b.tenant_count, b.tenant_read_at, b.total_at_read, now, total
-                )
-            )
-            if stale and not self._adopt_shared_reading(now, total):
-                known = b.threshold or self.ledger.last_threshold(s.budget_key) or DEFAULT_THRESHOLD
-                window = self._own_window(now)
-                b.own_hour = sum(n for _, n in window)
-                cap = int(s.budget_share * known)
-                reserved = None if b.own_hour + 1 > cap else self.ledger.reserve(s.budget_key, now, cap)
-                if reserved is None:  # no room, or another task took the last of it
-                    b.own_hour = max(b.own_hour, cap)
-                    self._hold(*self._share_wait(self._own_window(now), cap, known, now), where)
-                    continue
-                self.threshold_information(reserved=True)
-                now = self._clock()
-                total = self.ledger.total(s.budget_key)
-            assert b.threshold is not None and b.tenant_count is not None and b.own_cap is not None
-            window = self._own_window(now)
-            b.own_hour = sum(n for _, n in window)
-            tenant = b.tenant_count + max(total - b.total_at_read, self.api_calls - b.own_calls_at_read)
-            stop = int(s.tenant_stop_share * b.threshold)
-            if b.own_hour + 1 > b.own_cap:
-                self._hold(*self._share_wait(window, b.own_cap, b.threshold, now), where)
-                continue
-            if tenant + 1 > stop:
-                # ThresholdInformation does not say when old requests leave the window: assume an even spread.
-                excess = tenant + 1 - stop
-                wait = min(max(excess * 3600 / max(tenant, 1), 60.0), 3600.0)
-                reason = (
-                    f"the tenant has used {tenant} of its {b.threshold} requests this hour (all integrations); "
-                    f"this package stops at {s.tenant_stop_share:.0%} so the tenant never reaches its threshold"
-                )
-                self._hold(wait, reason, where, tenant=tenant)
-                continue
-            if tenant >= s.tenant_slowdown_share * b.threshold and s.slowdown_seconds > 0:
-                self._pause(s.slowdown_seconds, where, "tenant above the slowdown share")
-                b.slowed_calls += 1
-                now = self._clock()
-            # Check and count in one step of the ledger: tasks at the same moment never pass the share.
-            reserved = self.ledger.reserve(s.budget_key, now, b.own_cap)
-            if reserved is None:
-                continue  # another task took the last room meanwhile: the check above now says how long
-            b.own_hour = reserved
-            return
-
-    def _share_wait(
-        self, window: list[tuple[int, int]], cap: int, threshold: int, now: float
-    ) -> tuple[float, str]:
-        """How long until this package's rolling hour has room for one more call, and why it waits."""
-        b, s = self.budget, self.settings
-        # The oldest minutes of the rolling hour free up first.
-        excess, freed, wait = b.own_hour + 1 - cap, 0, 3600.0
-        for minute, n in window:
-            freed += n
-            if freed >= excess:
-                wait = max((minute + 60) * 60 - now, 1.0)
-                break
-        return wait, (
-            f"this package used {b.own_hour} of its {cap} requests per hour "
-            f"({s.budget_share:.0%} of the tenant's {threshold})"
-        )
-
-    def _hold(self, wait: float, reason: str, where: str, *, tenant: int | None = None) -> None:
-        """Wait `wait` seconds in place when `max_wait` allows, else raise `RateLimitedError`."""
-        s, b = self.settings, self.budget
-        if b.waited_seconds + wait > s.max_wait:
-            self._drop_reading()  # whoever calls again later must see the tenant's count anew
-            raise RateLimitedError(
-                f"Autotask request budget reached: {reason}; retry in {wait:.0f} s",
-                retry_after=wait,
-                where=where,
-                details={
-                    "own_hour": b.own_hour,
-                    "own_cap": b.own_cap,
-                    "tenant_count": tenant if tenant is not None else b.tenant_count,
-                    "threshold": b.threshold,
-                },
-            )
-        log.warning("Autotask budget: %s; waiting %.0f s", reason, wait)
-        self._pause(wait, where, reason)
-        self._drop_reading()  # read the tenant's count again after the wait
-
-    def _pause(self, seconds: float, where: str, why: str) -> None:
-        self.budget.waited_seconds += seconds
-        log.debug("Autotask: pausing %.2f s before %s (%s)", seconds, where, why)
-        self._sleep(seconds)
 
     # ---- transport --------------------------------------------------------------------------------------
 
@@ -1115,7 +561,7 @@ class AutotaskHook(BaseHook):
             try:
                 resp = self.client.request(method, url, params=params, json=json_body, headers=headers)
             except httpx.HTTPError as exc:
-                _raise_if_tls_config(exc, url)
+                raise_if_tls_config(exc, url)
                 # The call may have reached Autotask: count it against the budget all the same.
                 self._record(kind, counted)
                 if not creates and retries < s.max_retries:
@@ -1134,7 +580,7 @@ class AutotaskHook(BaseHook):
             status = resp.status_code
             self.statuses[status] = self.statuses.get(status, 0) + 1
             if status < 400:
-                body = _json_or_none(resp)
+                body = json_or_none(resp)
                 if resp.content and body is None:
                     raise FatalSourceError(
                         f"Autotask {action} {entity} answered HTTP {status} with a body that is not JSON: "
@@ -1158,7 +604,7 @@ class AutotaskHook(BaseHook):
                 raise AuthError(
                     f"Autotask refused API user {s.user!r} at {self.root} (HTTP 401"
                     + (" after a fresh zone discovery" if rediscovered else "")
-                    + f"): {'; '.join(_errors_of(resp)) or 'check the user name, secret and integration code'}",
+                    + f"): {'; '.join(errors_of(resp)) or 'check the user name, secret and integration code'}",
                     where=where,
                     details={"status": 401, "entity": entity},
                 )
@@ -1166,11 +612,11 @@ class AutotaskHook(BaseHook):
                 rate_waits += 1
                 self.budget.rate_limited += 1
                 self._drop_reading()  # every task on the host reads the tenant's count anew
-                wait = _retry_after(resp)
+                wait = retry_after(resp)
                 if wait is None:
                     wait = s.rate_limit_backoff * 2 ** (rate_waits - 1)
                 if rate_waits > 8 or self.budget.waited_seconds + wait > s.max_wait:
-                    err = _classify(resp, entity=entity, action=action, where=where, write=write)
+                    err = classify(resp, entity=entity, action=action, where=where, write=write)
                     raise RateLimitedError(
                         f"{err.message}; gave up after {rate_waits} answers and {self.budget.waited_seconds:.0f} s "
                         "of waiting",
@@ -1181,7 +627,7 @@ class AutotaskHook(BaseHook):
                 log.warning("Autotask answered 429 at %s; waiting %.1f s", where, wait)
                 self._pause(wait, where, "429")
                 continue
-            error = _classify(resp, entity=entity, action=action, where=where, write=write)
+            error = classify(resp, entity=entity, action=action, where=where, write=write)
             if isinstance(error, RetriableSourceError) and not creates and retries < s.max_retries:
                 retries += 1
                 self._pause(min(s.retry_backoff * 2 ** (retries - 1), 30), where, f"HTTP {status}")
@@ -1205,7 +651,7 @@ class AutotaskHook(BaseHook):
     def _query_body(
         self, flt: Any, fields: Sequence[str] | None, max_records: int | None, entity: str
     ) -> dict[str, Any]:
-        items = _as_filter(flt)
+        items = as_filter(flt)
         check_filter(items, where=f"{entity}/query")
         body: dict[str, Any] = {"filter": items}
         if max_records is not None:
@@ -1254,7 +700,7 @@ class AutotaskHook(BaseHook):
                     f"Autotask sent the same nextPageUrl twice ({nxt}); stopping instead of looping",
                     where=where,
                 )
-            if _origin(nxt) != _origin(self.root):
+            if origin(nxt) != origin(self.root):
                 raise FatalSourceError(f"Autotask sent a nextPageUrl to another host: {nxt}", where=where)
             seen.add(nxt)
             page_no += 1
@@ -1282,7 +728,7 @@ class AutotaskHook(BaseHook):
         :param filter: further conditions AND-ed to each chunk's `in`.
         """
         distinct = list(dict.fromkeys(v for v in values if v is not None))
-        extra = _as_filter(filter) if filter is not None else []
+        extra = as_filter(filter) if filter is not None else []
         for start in range(0, len(distinct), chunk):
             yield from self.query(
                 entity, [in_(field_name, distinct[start : start + chunk]), *extra], fields=fields
@@ -1290,7 +736,7 @@ class AutotaskHook(BaseHook):
 
     def count(self, entity: str, filter: Any = None) -> int:
         """Return how many records match (`POST {entity}/query/count`)."""
-        body = {"filter": _as_filter(filter)}
+        body = {"filter": as_filter(filter)}
         check_filter(body["filter"], where=f"{entity}/query/count")
         data = self._request("POST", f"{entity}/query/count", kind="count", entity=entity, json_body=body)
         if not isinstance(data, dict) or not isinstance(data.get("queryCount"), int):
@@ -1420,7 +866,7 @@ class AutotaskHook(BaseHook):
                 write=True,
             )
         except RecordError as exc:
-            if _STALE_METADATA.search(exc.message) and entity not in self._metadata_refreshed:
+            if STALE_METADATA.search(exc.message) and entity not in self._metadata_refreshed:
                 # The picklist or UDF may have changed since the cached reading: read it again, once per hook.
                 self._metadata_refreshed.add(entity)
                 log.info(
@@ -1520,7 +966,7 @@ def _wire_record(record: Mapping[str, Any]) -> dict[str, Any]:
                 for u in value
             ]
         else:
-            value = _wire_value(value)
+            value = wire_value(value)
         out[key] = value
     return out
 
