@@ -76,6 +76,13 @@ def sync_params(
             maximum=10000,
             description="Records per write call or per Web Connector exchange (Salesforce collections take at most 200).",
         ),
+        "retry_keys": Param(
+            [],
+            type="array",
+            items={"type": "string"},
+            description="Only these source keys (one a line): retry chosen quarantined records. The "
+            "run reads just their current rows and leaves the cursor alone; empty = the normal run.",
+        ),
         "chunk_rows": Param(
             50000,
             type="integer",

@@ -118,8 +118,13 @@ def extract_step(
     *,
     full_refresh: bool = False,
     chunk_rows: int = 50_000,
+    only_keys: Iterable[Any] | None = None,
 ) -> Manifest:
-    """Read the interval's changed rows plus the quarantined keys' current rows into staging."""
+    """Read the interval's changed rows plus the quarantined keys' current rows into staging.
+
+    With `only_keys` (the `retry_keys` param: records a user chose to retry) only those keys' current
+    rows are read, and the cursor stays where it is: the rows changed in between are still ahead.
+    """
     import pandas as pd
 
     src = mapping.source
@@ -162,11 +167,16 @@ def extract_step(
                 max_cursor = iso if max_cursor is None or iso > max_cursor else max_cursor
         return df
 
-    for chunk in adapter.read(src.object, window=window, columns=columns, chunk_rows=chunk_rows):
-        chunk = take(chunk)
-        in_window += len(chunk)
-        writer.write(chunk)
-    retry_keys = [k for k in ctx.store.open_quarantine_keys(ctx.flow) if k not in seen]
+    chosen = list(dict.fromkeys(str(k).strip() for k in only_keys or () if str(k).strip()))
+    if chosen:
+        window = None
+        retry_keys = chosen
+    else:
+        for chunk in adapter.read(src.object, window=window, columns=columns, chunk_rows=chunk_rows):
+            chunk = take(chunk)
+            in_window += len(chunk)
+            writer.write(chunk)
+        retry_keys = [k for k in ctx.store.open_quarantine_keys(ctx.flow) if k not in seen]
     retried = 0
     for i in range(0, len(retry_keys), _KEY_BATCH):
         again = take(
@@ -182,7 +192,9 @@ def extract_step(
         retried=retried,
         quarantined_not_found=len(retry_keys) - retried,
         rows_without_key=keyless,
-        max_cursor=max_cursor,
+        # A run limited to chosen keys never moves the cursor (its rows are not "everything up to").
+        max_cursor=None if chosen else max_cursor,
+        only_keys=len(chosen),
         calls=adapter.call_log.summary(),
     )
     log.info(
@@ -531,12 +543,14 @@ def upsert_step(
         todo = todo[[not d for d in done]]
         if ctx.try_number > 1 and len(todo):
             todo = _reconcile(ctx, spec, adapter, todo, counts)
+        source = _staged_source_rows(ctx, mapping, set(todo["_source_key"].astype(str)))
         for action in ("create", "update"):
             rows = todo[todo["_action"] == action]
             for start in range(0, len(rows), batch_size):
                 batch = rows.iloc[start : start + batch_size]
                 results = _write_batch(ctx, spec, adapter, batch, action, max_retries, retry_wait)
                 record_results(ctx, spec, results)
+                log_written(ctx, spec, results, source)
                 for result, n in results["_result"].value_counts().items():
                     counts[result] += int(n)
                 writer.write(results)
@@ -612,6 +626,56 @@ def record_results(ctx: StepContext, spec, results: pd.DataFrame) -> pd.DataFram
         run_id=ctx.run_id,
     )
     return ok
+
+
+def log_written(ctx: StepContext, spec, results: pd.DataFrame, source: dict[str, dict[str, Any]]) -> int:
+    """Add a written or refused batch to the record activity log (`erpsync.state.activity`):
+    the mapping's source fields as the run's source check staged them, and the fields sent."""
+    from erpsync.state.activity import Activity, activity_retention_days, log_activity
+
+    if results.empty or activity_retention_days() == 0:
+        return 0
+    rows = [
+        Activity(
+            source_key=str(r["_source_key"]),
+            action=str(r["_result"]),
+            target_id=r.get("_target_id"),
+            source_fields=source.get(str(r["_source_key"])),
+            sent_fields=_payload({c: r.get(c) for c in spec.payload_columns(r["_action"])}),
+            error=None if r["_result"] != "failed" else str(r.get("_error")),
+        )
+        for r in results.to_dict("records")
+    ]
+    return log_activity(ctx.store, ctx.flow, rows, run_id=ctx.run_id)
+
+
+def _staged_source_rows(ctx: StepContext, mapping: Mapping, keys: set[str]) -> dict[str, dict[str, Any]]:
+    """The mapping's source fields of `keys`, read back from this run's source-check chunks."""
+    import pyarrow.parquet as pq
+
+    from erpsync.staging import glob_fresh
+    from erpsync.state.activity import activity_retention_days
+
+    if not keys or activity_retention_days() == 0:
+        return {}
+    src = mapping.source
+    wanted = list(dict.fromkeys([src.key, *src.fields]))
+    out: dict[str, dict[str, Any]] = {}
+    for path in glob_fresh(ctx.staging, "check_source-*.parquet"):
+        try:
+            with path.open("rb") as fh:
+                table = pq.read_table(fh)
+        except (OSError, ValueError) as exc:  # the log is a convenience: never fail a write for it
+            log.warning("activity log: cannot read %s: %s", path, exc)
+            continue
+        names = [c for c in wanted if c in table.column_names]
+        if src.key not in names:
+            continue
+        for row in table.select(names).to_pylist():
+            key = str(row[src.key])
+            if key in keys:
+                out[key] = _payload(row)
+    return out
 
 
 def _write_batch(ctx, spec, adapter, batch, action: str, max_retries: int, retry_wait: float = 1.0):

@@ -59,6 +59,17 @@ def _as_number(value: Any, name: str, kind: type = int) -> Any:
         raise ConfigError(f"{name} must be a {kind.__name__}, got {value!r}") from None
 
 
+def _as_keys(value: Any) -> list[str]:
+    """The `retry_keys` param as a list of keys: a list, or one text of keys split by commas/lines."""
+    if value is None or value == "":
+        return []
+    if isinstance(value, str):
+        value = value.replace("\n", ",").split(",")
+    if not isinstance(value, (list, tuple)) or any(isinstance(k, (dict, list, tuple)) for k in value):
+        raise ConfigError(f"retry_keys must be a list of source keys, got {value!r}")
+    return [str(k).strip() for k in value if k is not None and str(k).strip()]
+
+
 class _SyncStepOperator(BaseOperator):
     """Common plumbing: the flow's mapping, the state store, the run's staging folder, error policy.
 
@@ -268,6 +279,7 @@ class ExtractOperator(_AdapterStepOperator):
             self._adapter(),
             full_refresh=full,
             chunk_rows=chunk_rows,
+            only_keys=_as_keys(self._param(context, "retry_keys", None, [])),
         )
         return manifest.to_xcom()
 

@@ -16,7 +16,16 @@ from typing import Any
 from sqlalchemy import JSON, DateTime, Float, Index, Integer, String, Text, TypeDecorator, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["Base", "Cursor", "QuarantineEntry", "RecordIdentity", "Run", "UTCDateTime", "Unmapped"]
+__all__ = [
+    "Base",
+    "Cursor",
+    "QuarantineEntry",
+    "RecordActivity",
+    "RecordIdentity",
+    "Run",
+    "UTCDateTime",
+    "Unmapped",
+]
 
 
 class UTCDateTime(TypeDecorator):
@@ -140,3 +149,28 @@ class QuarantineEntry(Base):
     last_run_id: Mapped[str | None] = mapped_column(String(250))
     resolved_at: Mapped[datetime | None]
     resolved_run_id: Mapped[str | None] = mapped_column(String(250))
+
+
+class RecordActivity(Base):
+    """One record written (or refused) by one run: the source fields read and the fields sent.
+
+    Only the fields the mapping names, never whole payloads, and only for
+    `ERPSYNC_ACTIVITY_RETENTION_DAYS` (see `erpsync.state.activity`): older rows are deleted.
+    """
+
+    __tablename__ = "erpsync_record_activity"
+    __table_args__ = (
+        Index("ix_erpsync_record_activity_flow_at", "flow", "at"),
+        Index("ix_erpsync_record_activity_key", "flow", "source_key"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    flow: Mapped[str] = mapped_column(String(200))
+    source_key: Mapped[str] = mapped_column(String(255))
+    run_id: Mapped[str] = mapped_column(String(250))
+    at: Mapped[datetime]
+    action: Mapped[str] = mapped_column(String(20))
+    target_id: Mapped[str | None] = mapped_column(String(255))
+    source_fields: Mapped[dict[str, Any] | None]
+    sent_fields: Mapped[dict[str, Any] | None]
+    error: Mapped[str | None] = mapped_column(Text)
