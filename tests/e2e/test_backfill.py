@@ -1,5 +1,5 @@
 """`airflow backfill create` replays history: three past hourly intervals of exact_items_to_sf_products,
-executed by a real scheduler (LocalExecutor, SQLite metadata DB) with its dag-processor and api-server,
+executed by a real scheduler (LocalExecutor, PostgreSQL metadata DB) with its dag-processor and api-server,
 against the Exact Online and Salesforce simulators over real sockets.
 
 Exact holds two items in each of three consecutive intervals [T0, T0+1h), [T0+1h, T0+2h),
@@ -83,9 +83,11 @@ def _put_items(exact) -> dict[str, dict]:
 
 
 @pytest.fixture
-def stack(tmp_path):
+def stack(tmp_path, airflow_metadata_url):
     """Exact and Salesforce simulators in this process; api-server, scheduler and dag-processor as
-    processes on a migrated SQLite metadata DB with LocalExecutor."""
+    processes on a fresh PostgreSQL metadata DB with LocalExecutor. On SQLite, `airflow backfill
+    create` failed under load with "database is locked" (the scheduler held the file's write lock
+    past the CLI's busy timeout); PostgreSQL locks rows, not the database."""
     from cryptography.fernet import Fernet
 
     from erpsync.flows import POOLS
@@ -106,7 +108,7 @@ def stack(tmp_path):
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT / "plugins"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{tmp_path / 'airflow.db'}",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": airflow_metadata_url,
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api_port}/execution/",
             "AIRFLOW__API__PORT": str(api_port),
             "AIRFLOW__API__WORKERS": "1",
@@ -202,12 +204,7 @@ def test_backfill_three_intervals_each_run_creates_its_own_items(stack):
         "--max-active-runs",
         "3",
     )
-    for _attempt in range(3):
-        created = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
-        # SQLite metadata: on a busy machine the scheduler can hold the write lock past the CLI's busy
-        # timeout; the create then rolled back as a whole (no backfill exists), so it is asked again.
-        if created.returncode == 0 or "database is locked" not in created.stderr or api.backfills(DAG_ID):
-            break
+    created = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
     assert created.returncode == 0, created.stdout + created.stderr
 
     scheduler = procs[1]
@@ -230,6 +227,12 @@ def test_backfill_three_intervals_each_run_creates_its_own_items(stack):
         assert _iso(run["logical_date"]) == start, run
         assert (_iso(run["data_interval_start"]), _iso(run["data_interval_end"])) == (start, end), run
     [backfill] = api.backfills(DAG_ID)
+    # The runs live in the PostgreSQL metadata DB the processes were given (not a SQLite file).
+    import psycopg
+
+    with psycopg.connect(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].replace("+psycopg", "")) as db:
+        [(in_pg,)] = db.execute("SELECT count(*) FROM dag_run WHERE dag_id = %s", (DAG_ID,)).fetchall()
+    assert in_pg == 3
     assert _iso(backfill["from_date"]) == INTERVALS[0][0] and _iso(backfill["to_date"]) == INTERVALS[-1][0]
 
     # Salesforce: exactly the six products of the three intervals, with their standard prices.

@@ -1,5 +1,6 @@
 """The package runs distributed: CeleryExecutor, the machine's real Redis broker, real PostgreSQL
-metadata database, and a separate worker process, each a real Airflow component."""
+metadata database (a fresh one for the test), and a separate worker process, each a real Airflow
+component."""
 
 from __future__ import annotations
 
@@ -14,12 +15,12 @@ from tests.conftest import PROJECT
 
 
 @pytest.fixture
-def celery_stack(postgres_url, redis_url, tmp_path):
+def celery_stack(airflow_metadata_url, redis_url, tmp_path):
     from cryptography.fernet import Fernet
 
     api_port = free_port()
     queue = f"erpsync-test-{uuid.uuid4().hex[:8]}"  # keeps this run's tasks away from any other worker
-    result_db = postgres_url.replace("postgresql+psycopg://", "db+postgresql+psycopg://", 1)
+    result_db = airflow_metadata_url.replace("postgresql+psycopg://", "db+postgresql+psycopg://", 1)
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")},
         "AIRFLOW_HOME": str(tmp_path / "home"),
@@ -27,7 +28,7 @@ def celery_stack(postgres_url, redis_url, tmp_path):
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": postgres_url,
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": airflow_metadata_url,
         "AIRFLOW__CELERY__BROKER_URL": redis_url,
         "AIRFLOW__CELERY__RESULT_BACKEND": result_db,
         "AIRFLOW__CELERY__WORKER_CONCURRENCY": "1",
