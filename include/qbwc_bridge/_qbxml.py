@@ -9,6 +9,7 @@ reconcile an unacknowledged write.
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, field
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
@@ -35,6 +36,11 @@ MAX_REQUEST_ID = 50
 
 class BadRequestXml(RecordError):
     """A request given to the jobs API is not one well-formed qbXML `*Rq` element."""
+
+
+def message_set_id() -> str:
+    """A fresh newMessageSetID: 22 random hex characters (QuickBooks allows 23)."""
+    return secrets.token_hex(11)
 
 
 def parse_fragment(xml: str | bytes, *, max_bytes: int = 4_000_000, recover: bool = False):

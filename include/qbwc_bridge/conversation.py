@@ -9,7 +9,7 @@ Never posting twice rests on three rules:
    requests marked `sent`) is committed *before* the document is returned to the Web Connector.
 2. An exchange whose answer never arrived (a second sendRequestXML, connectionError, closeConnection,
    or a new authenticate while it is outstanding, or a bridge crash) becomes `lost`.
-3. Before any new work, a lost exchange is reconciled: one recovery document asks QuickBooks about the
+3. Before any new work, a lost exchange is reconciled (`reconcile.py`): one recovery document asks QuickBooks about the
    old message set (`oldMessageSetID`) and carries a probe query for each unacknowledged write (Adds by
    name for list objects, by RefNumber plus customer, matched on the CustomerRef child the request
    used, ListID or FullName, for transactions; Mods by ListID/TxnID). A stored answer, whole `*Rs` or
@@ -37,13 +37,12 @@ import secrets
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from erpsync.errors import RetriableSourceError
-from erpsync.qbwc_bridge import _qbxml, _sql, retention, throttle
+from erpsync.qbwc_bridge import _qbxml, _sql, reconcile, retention, throttle
 from erpsync.qbwc_bridge.config import BridgeSettings
 from erpsync.qbwc_bridge.db import Store
 from erpsync.qbwc_bridge.jobs import expire_jobs, settle_jobs
@@ -55,20 +54,15 @@ from erpsync.qbwc_bridge.passwords import (
     verify_password,
     work_factor,
 )
+from erpsync.qbwc_bridge.reconcile import MAX_PROBE_ATTEMPTS, REPLAY_MARK, Outcome
 
-__all__ = ["SERVER_VERSION", "Conversation"]
+__all__ = ["MAX_PROBE_ATTEMPTS", "SERVER_VERSION", "Conversation"]
 
 log = logging.getLogger(__name__)
 
 SERVER_VERSION = "erpsync qbwc-bridge 0.1"
 #: Transient QuickBooks answers the bridge resends by itself, up to MAX_ATTEMPTS sends in all.
 MAX_ATTEMPTS = 3
-#: Probe rounds (one per Web Connector session) that may answer "cannot tell" before an unacknowledged
-#: write is reported `in_doubt` (never resent: an operator decides).
-MAX_PROBE_ATTEMPTS = 5
-#: status_message of a replay-safe write (DataExtAdd) sent again after its answer was lost: its
-#: duplicate refusal then means the lost send had applied it.
-_REPLAY_MARK = "replayed after its answer was lost"
 _TRANSIENT_CODES = {1000, 1010}
 _LOCK_CODES = {3170, 3175, 3176, 3180}
 _LOCK_TEXTS = ("in use", "locked", "lock", "modified by another user", "busy")
@@ -92,10 +86,6 @@ def _version_key(text: str) -> tuple[int, int]:
 
 def _version_text(key: tuple[int, int]) -> str:
     return f"{key[0]}.{key[1]}"
-
-
-def _message_set_id() -> str:
-    return secrets.token_hex(11)  # 22 characters; QuickBooks allows 23
 
 
 class _TicketRow:
@@ -126,12 +116,6 @@ class _TicketRow:
             params = {f"b_{name}": value for name, value in self._changed.items()}
             s.execute(_sql.ticket_update(tuple(sorted(self._changed))), {"b_ticket": self.ticket, **params})
             self._changed.clear()
-
-
-@dataclass
-class _Outcome:
-    ok: int = 0
-    failed: int = 0
 
 
 class Conversation:
@@ -399,7 +383,9 @@ class Conversation:
                 # sendRequestXML twice in a row: the answer to the previous document was lost.
                 self._mark_lost(s, t.pending_exchange_id)
                 t.pending_exchange_id = None
-            doc = self._recovery_document(s, t) or self._work_document(s, t)
+            doc = reconcile.recovery_document(
+                s, t, default_version=self.settings.qbxml_version, new_exchange=self._new_exchange
+            ) or self._work_document(s, t)
             if doc is None:
                 t.last_error = self._nothing_to_send(s, t.company_id)
                 return ""
@@ -488,84 +474,6 @@ class Conversation:
         t.exchanges += 1
         return ex_id
 
-    def _recovery_document(self, s: Session, t: _TicketRow) -> str | None:
-        """The recovery document for the oldest lost exchange this session has not asked about yet.
-
-        One probe round per lost exchange per session: a probe QuickBooks could not answer cleanly is
-        asked again in a later session (up to MAX_PROBE_ATTEMPTS), while other work goes on.
-        """
-        lost_id = s.scalar(_sql.OLDEST_LOST_WORK, {"company_id": t.company_id})
-        if lost_id is None:
-            return None
-        lost = s.get(Exchange, lost_id)
-        asked = set(
-            s.scalars(
-                select(Exchange.old_message_set_id).where(
-                    Exchange.ticket == t.ticket, Exchange.kind == "recovery", Exchange.state == "acked"
-                )
-            )
-        )
-        if lost.message_set_id in asked:
-            lost = next(
-                (
-                    e
-                    for e in s.scalars(
-                        select(Exchange)
-                        .where(
-                            Exchange.company_id == t.company_id,
-                            Exchange.state == "lost",
-                            Exchange.kind == "work",
-                        )
-                        .order_by(Exchange.id)
-                    )
-                    if e.message_set_id not in asked
-                ),
-                None,
-            )
-            if lost is None:
-                return None
-        requests = list(
-            s.scalars(select(JobRequest).where(JobRequest.exchange_id == lost.id, JobRequest.state == "lost"))
-        )
-        probes: dict[str, int] = {}
-        unprobed: list[int] = []
-        parts: list[str] = []
-        now = _now()
-        for jr in requests:
-            if jr.kind.endswith(_qbxml.SAFE_TO_RESEND_SUFFIXES):
-                continue  # settled from the stored answer if QuickBooks has one, else resent
-            if jr.kind in _qbxml.REPLAY_SAFE_KINDS:
-                continue  # settled from the stored answer if QuickBooks has one, else replayed
-            probe = _qbxml.probe_for(jr.kind, jr.request_xml, f"probe.{jr.id}")
-            if probe is None:
-                if jr.kind.endswith(_qbxml.EDIT_GUARDED_SUFFIXES):
-                    continue  # a replay of an applied Mod is refused with 3200, never applied twice
-                unprobed.append(jr.id)
-            else:
-                probes[f"probe.{jr.id}"] = jr.id
-                parts.append(probe.query_xml)
-        meta = {"lost_exchange": lost.id, "probes": probes, "unprobed": unprobed}
-        # No newMessageSetID here: QuickBooks keeps one recovery record, and it must stay the lost one's.
-        doc = _qbxml.envelope(
-            parts,
-            old_message_set_id=lost.message_set_id,
-            version=t.qbxml_version or self.settings.qbxml_version,
-        )
-        self._new_exchange(
-            s,
-            t,
-            kind="recovery",
-            count=len(parts),
-            doc=doc,
-            message_set_id=_message_set_id(),
-            old_message_set_id=lost.message_set_id,
-            probes=json.dumps(meta),
-        )
-        lost.state = "recovering"
-        lost.acked_at = now
-        s.flush()
-        return doc
-
     def _work_document(self, s: Session, t: _TicketRow) -> str | None:
         cfg = self.settings
         # Plain column tuples, not ORM objects: this runs for every exchange and the batch can be large.
@@ -602,7 +510,7 @@ class Conversation:
             picked.append(jr)
             parts.append(xml)
             size += len(xml)
-        message_set_id = _message_set_id()
+        message_set_id = _qbxml.message_set_id()
         doc = _qbxml.envelope(
             parts,
             on_error="stopOnError" if first_mode == "stop" else "continueOnError",
@@ -670,9 +578,11 @@ class Conversation:
                 self._mark_lost(s, ex.id)
                 t.last_error = f"QuickBooks response could not be read ({unreadable}); it will be reconciled."
                 return -1
-            set_status, answers = parsed
+            _set_status, answers = parsed
             if ex.kind == "recovery":
-                outcome = self._apply_recovery(s, t, self._acked(s, ex.id, acked), set_status, answers)
+                outcome = reconcile.apply_recovery(
+                    s, t, self._acked(s, ex.id, acked), answers, self._store_answer
+                )
             else:
                 outcome, unknown = self._apply_work(s, t, ex.id, answers)
                 s.execute(
@@ -701,7 +611,7 @@ class Conversation:
         text = f"QuickBooks could not process the document ({hresult}): {message}"
         t.last_error = text
         if ex.kind == "recovery":
-            t.requests_failed += self._recovery_refused(s, ex, f"HRESULT {hresult}: {message}")
+            t.requests_failed += reconcile.recovery_refused(s, ex, f"HRESULT {hresult}: {message}")
             return -1
         if hresult.lower() != _PARSE_HRESULT:
             # Not a parse error: QuickBooks may have applied part of the batch. Reconcile, never assume.
@@ -736,15 +646,15 @@ class Conversation:
         v["id"], v["updated_at"], v["status_code"] = jr.id, _now(), rs.status_code
         v["status_severity"], v["status_message"] = rs.severity, rs.message
         failed = rs.status_code >= 1000 or rs.severity == "Error"
-        if failed and (jr.status_message or "").startswith(_REPLAY_MARK):
+        if failed and (jr.status_message or "").startswith(REPLAY_MARK):
             if self._transient(rs):
-                v["status_message"] = f"{_REPLAY_MARK}; then {rs.message}"  # keep the mark for the next try
+                v["status_message"] = f"{REPLAY_MARK}; then {rs.message}"  # keep the mark for the next try
             elif rs.kind == "DataExtAddRs" and rs.status_code == 3180:
                 # The replay is refused because the value exists: the lost send had written it.
                 v.update(status_code=0, status_severity="Info", response_xml=rs.xml, iterator_id=None)
                 v.update(
                     state="done",
-                    status_message=f"reconciled: {_REPLAY_MARK}, and QuickBooks refused the "
+                    status_message=f"reconciled: {REPLAY_MARK}, and QuickBooks refused the "
                     f"replay as a duplicate ({rs.status_code}: {rs.message}): the lost send had applied it",
                 )
                 return "ok", v
@@ -789,13 +699,13 @@ class Conversation:
 
     def _apply_work(
         self, s: Session, t: _TicketRow, ex_id: int, answers: list[_qbxml.RsInfo]
-    ) -> tuple[_Outcome, bool]:
+    ) -> tuple[Outcome, bool]:
         """Store a work document's answers; (counts, whether some request's outcome is unknown)."""
         # Column tuples, not ORM objects: _answer_values only reads, and the batch is written in one go.
         requests = {
             jr.qb_request_id: jr for jr in s.execute(_sql.ANSWERED_BATCH, {"exchange_id": ex_id}).all()
         }
-        out = _Outcome()
+        out = Outcome()
         stopped: dict[str, str] = {}
         updates: list[dict] = []
         answered: set[int] = set()
@@ -849,157 +759,6 @@ class Conversation:
                     out.failed += n or 0
         settle_jobs(session=s, job_ids=job_ids)
         return out, unknown
-
-    def _apply_recovery(
-        self, s: Session, t: _TicketRow, ex: Exchange, set_status: int | None, answers: list[_qbxml.RsInfo]
-    ) -> _Outcome:
-        """Settle a lost exchange's requests from QuickBooks' stored answers, then from the probes."""
-        meta = json.loads(ex.probes or "{}")
-        lost = s.get(Exchange, meta["lost_exchange"])
-        requests = {
-            jr.qb_request_id: jr
-            for jr in s.scalars(
-                select(JobRequest).where(JobRequest.exchange_id == lost.id, JobRequest.state == "lost")
-            )
-        }
-        by_id = {jr.id: jr for jr in requests.values()}
-        out = _Outcome()
-        now = _now()
-        settled: set[int] = set()
-        # 1. QuickBooks' own record of the lost message set (error recovery), if it kept one: whole
-        #    *Rs with their *Ret, or *Rs carrying only the ErrorRecovery ids (parse_response_doc reads both).
-        for rs in answers:
-            jr = requests.get(rs.request_id)
-            if jr is None:
-                continue
-            jr.state = "sent"
-            result = self._store_answer(jr, rs, t.ticket)
-            settled.add(jr.id)
-            out.ok += result == "ok"
-            out.failed += result == "failed"
-        # 2. Probe answers for writes QuickBooks' record did not settle. Only a clean answer decides.
-        probe_rs = {rs.request_id: rs for rs in answers}
-        for probe_rid, jr_id in meta.get("probes", {}).items():
-            jr = by_id.get(jr_id)
-            if jr is None or jr.id in settled:
-                continue
-            settled.add(jr.id)
-            jr.updated_at = now
-            probe = _qbxml.probe_for(jr.kind, jr.request_xml, probe_rid)
-            verdict = (
-                _qbxml.probe_verdict(probe, probe_rs.get(probe_rid))
-                if probe is not None
-                else _qbxml.Verdict("unknown", reason="the request can no longer be probed")
-            )
-            if verdict.outcome == "found":
-                from lxml import etree
-
-                ret = verdict.ret
-                jr.state, jr.status_code, jr.status_severity = "done", 0, "Info"
-                how = (
-                    f" ({verdict.reason} and the record holds every field it set)"
-                    if probe.sent is not None
-                    else ""
-                )
-                jr.status_message = f"reconciled: the unacknowledged request had been applied; found by {probe.key}{how}, not resent"
-                jr.list_id = _qbxml._first_text(ret, "ListID")
-                jr.txn_id = _qbxml._first_text(ret, "TxnID")
-                jr.edit_sequence = _qbxml._first_text(ret, "EditSequence")
-                jr.response_xml = etree.tostring(ret, encoding="unicode")
-                jr.record_count = 1
-                t.reconciled += 1
-            elif verdict.outcome == "absent":
-                jr.state = "pending"  # provably not in QuickBooks (or a Mod that did not run): send again
-            elif verdict.outcome == "stale":
-                # A Mod whose record changed since (a user edit) and does not hold what we sent: not
-                # proof either way, so send it again over the record as it is now.
-                fresh = _qbxml._first_text(verdict.ret, "EditSequence") or ""
-                jr.request_xml = _qbxml.with_edit_sequence(jr.request_xml, fresh)
-                jr.state = "pending"
-                jr.status_message = (
-                    f"unacknowledged; {probe.key} changed since ({verdict.reason}) and does not hold every "
-                    "field sent: resent with the fresh EditSequence"
-                )
-            else:
-                out.failed += self._doubt(jr, verdict, probe.key if probe is not None else jr.kind, now)
-        # 3. Whatever is left was not probed: resend what is replay-safe, report what cannot be verified.
-        for jr in by_id.values():
-            if jr.id not in settled and jr.state == "lost":
-                out.failed += self._unprobed(jr, meta, now)
-        still_lost = any(jr.state == "lost" for jr in by_id.values())
-        lost.state = "lost" if still_lost else "reconciled"
-        ex.state = "acked"
-        s.flush()
-        settle_jobs(session=s, job_ids={jr.job_id for jr in by_id.values()})
-        return out
-
-    @staticmethod
-    def _doubt(jr: JobRequest, verdict: _qbxml.Verdict, key: str, now: float) -> int:
-        """A probe that proves nothing: keep the request lost to ask again, or after MAX_PROBE_ATTEMPTS
-        report it `in_doubt` with the last answer. Never resent. Returns 1 when it became in_doubt."""
-        jr.probe_attempts = (jr.probe_attempts or 0) + 1
-        jr.status_code, jr.status_severity, jr.updated_at = verdict.status_code, verdict.severity, now
-        if jr.probe_attempts < MAX_PROBE_ATTEMPTS:
-            jr.status_message = (
-                f"unacknowledged; probe {jr.probe_attempts} of {MAX_PROBE_ATTEMPTS} ({key}) could not tell "
-                f"whether it was applied ({verdict.reason}); asked again in a later session, not resent"
-            )
-            return 0
-        jr.state = "in_doubt"
-        jr.status_message = (
-            f"in doubt: sent to QuickBooks but never acknowledged, and {jr.probe_attempts} probes ({key}) "
-            f"could not tell whether it was applied (last answer: {verdict.reason}); not resent: check "
-            "QuickBooks and apply it by hand if it is missing"
-        )
-        log.warning("request %s (%s) is in doubt: %s", jr.id, jr.kind, verdict.reason)
-        return 1
-
-    @staticmethod
-    def _unprobed(jr: JobRequest, meta: dict, now: float) -> int:
-        """Settle a lost request that had no probe; returns 1 when it became in_doubt."""
-        jr.updated_at = now
-        if jr.id in meta.get("unprobed", []):
-            jr.state, jr.status_code, jr.status_severity = "in_doubt", None, "Error"
-            jr.status_message = (
-                "in doubt: sent to QuickBooks but never acknowledged, and nothing identifies its result "
-                "(no name/RefNumber) to probe; not resent: check QuickBooks and apply it by hand if it is missing"
-            )
-            return 1
-        if jr.id in meta.get("probes", {}).values():
-            return 0  # probed, and the probe is still out (an unanswered recovery): stays lost
-        jr.state = "pending"  # a query, a Mod (EditSequence-guarded) or a replay-safe DataExtAdd
-        if jr.kind in _qbxml.REPLAY_SAFE_KINDS:
-            jr.status_message = f"{_REPLAY_MARK}: QuickBooks refuses a duplicate, so it cannot apply twice"
-        return 0
-
-    def _recovery_refused(self, s: Session, ex: Exchange, reason: str) -> int:
-        """QuickBooks refused a whole recovery document (an HRESULT): every probe in it proved nothing.
-
-        The requests it asked about count one probe attempt each (so a document QuickBooks always
-        refuses ends in `in_doubt`, not in a loop); unprobed ones are settled as after an answer.
-        """
-        meta = json.loads(ex.probes or "{}")
-        ex.state = "acked"  # answered (with an HRESULT): this session does not ask again
-        target = s.get(Exchange, meta.get("lost_exchange"))
-        if target is None:
-            return 0
-        requests = list(
-            s.scalars(
-                select(JobRequest).where(JobRequest.exchange_id == target.id, JobRequest.state == "lost")
-            )
-        )
-        now, doubted = _now(), 0
-        probed = set(meta.get("probes", {}).values())
-        verdict = _qbxml.Verdict("unknown", severity="Error", reason=reason)
-        for jr in requests:
-            if jr.id in probed:
-                doubted += self._doubt(jr, verdict, jr.kind, now)
-            else:
-                doubted += self._unprobed(jr, meta, now)
-        target.state = "lost" if any(jr.state == "lost" for jr in requests) else "reconciled"
-        s.flush()
-        settle_jobs(session=s, job_ids={jr.job_id for jr in requests})
-        return doubted
 
     def get_last_error(self, ticket: str) -> str:
         with self.store.reading() as s:
