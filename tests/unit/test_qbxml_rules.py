@@ -162,3 +162,26 @@ def test_builders_work_without_a_schema_directory(monkeypatch):
         assert exc.field == "CustomerAddRq/CustomerAdd/Name" and "out of schema order" in exc.rule
     else:
         raise AssertionError("order not enforced without the schema")
+
+
+def test_many_requests_are_checked_in_one_xsd_pass_and_the_invalid_ones_named():
+    """`validate_requests` (the upsert's batch check) finds exactly the requests one-by-one would."""
+    from erpsync.qbwc_bridge.qbxml import QbxmlValidationError, validate_requests, xsd_later
+
+    with xsd_later():  # built without their own XSD pass, as the upsert program builds them
+        good = [q.customer_add({"Name": f"Batch Co {i}"}, request_id=f"a{i}").xml for i in range(50)]
+    misordered = '<CustomerAddRq requestID="bad"><CustomerAdd><Phone>1</Phone><Name>X</Name></CustomerAdd></CustomerAddRq>'
+    unknown = '<CustomerAddRq requestID="odd"><CustomerAdd><Name>Y</Name><Colour>red</Colour></CustomerAdd></CustomerAddRq>'
+    assert validate_requests(good) == {}
+    batch = [*good[:10], misordered, *good[10:], unknown]
+    errors = validate_requests(batch)
+    assert sorted(errors) == [10, 51]
+    for n, exc in errors.items():
+        assert isinstance(exc, QbxmlValidationError)
+        try:
+            validate_request(batch[n])
+        except QbxmlValidationError as alone:
+            assert (exc.field, exc.rule) == (alone.field, alone.rule)
+        else:
+            raise AssertionError(f"request {n} passes alone")
+    assert validate_requests([]) == {}

@@ -405,9 +405,30 @@ class UpsertProgram:
         try:
             return builder()
         except QbxmlValidationError as exc:
-            code = "3070" if "maxLength" in exc.rule else "invalid_field"
-            self._fail(i, f"{self._label(i)}: {exc.field}: {exc.rule}", code)
+            self._invalid(i, exc)
             return None
+
+    def _invalid(self, i: int, exc: Any) -> None:
+        code = "3070" if "maxLength" in exc.rule else "invalid_field"
+        self._fail(i, f"{self._label(i)}: {exc.field}: {exc.rule}", code)
+
+    def _build_all(self, builds: list[tuple[int, Callable[[], QbRequest]]]) -> list[tuple[int, QbRequest]]:
+        """Build one phase's requests, row by row, and check them against the XSD in one pass
+        (`xsd_later`): the same requests and row failures as building each alone, at a fraction of
+        the cost of parsing and validating every request on its own. Returns (position in `builds`,
+        request) for the valid ones, in order."""
+        from erpsync.qbwc_bridge.qbxml import validate_requests, xsd_later
+
+        built: list[tuple[int, QbRequest]] = []  # (position in builds, request)
+        with xsd_later():
+            for n, (i, builder) in enumerate(builds):
+                rq = self._build(i, builder)
+                if rq is not None:
+                    built.append((n, rq))
+        errors = validate_requests([rq.xml for _, rq in built])
+        for m, exc in errors.items():
+            self._invalid(builds[built[m][0]][0], exc)
+        return [(n, rq) for m, (n, rq) in enumerate(built) if m not in errors]
 
     def _read_current(self, phase: str, indexes: list[int]) -> Generator[BridgeJob, list, dict[str, dict]]:
         """Read ListID, EditSequence and DataExts of `indexes`' target records; a missing one fails its row."""
@@ -446,19 +467,21 @@ class UpsertProgram:
     def _mod_requests(self, indexes: list[int], current: dict[str, dict], tag: str) -> list[tuple[int, Any]]:
         from erpsync.qbwc_bridge.qbxml import customer_mod
 
-        out = []
+        builds = []
         for i in indexes:
             if self.results[i] is not None:
                 continue
             lid = str(_clean(self.rows[i]["_target_id"]))
             seq = current[lid]["EditSequence"]
-            rq = self._build(
-                i,
-                lambda i=i, lid=lid, seq=seq: customer_mod(lid, seq, self._fields[i], request_id=f"{tag}{i}"),
+            builds.append(
+                (
+                    i,
+                    lambda i=i, lid=lid, seq=seq: customer_mod(
+                        lid, seq, self._fields[i], request_id=f"{tag}{i}"
+                    ),
+                )
             )
-            if rq is not None:
-                out.append((i, rq))
-        return out
+        return [(builds[n][0], rq) for n, rq in self._build_all(builds)]
 
     def run(self) -> Generator[BridgeJob, list[dict[str, Any]], None]:
         """Yield the jobs to run, one after the other; send each one's results back in."""
@@ -476,10 +499,8 @@ class UpsertProgram:
         if wants_ext:
             # Without OwnerID: every definition (the simulator fails on an OwnerID filter here, see the report).
             writes.append((None, data_ext_def_query(request_id="defs")))
-        for i in creates:
-            rq = self._build(i, lambda i=i: customer_add(self._fields[i], request_id=f"a{i}"))
-            if rq is not None:
-                writes.append((i, rq))
+        adds = [(i, lambda i=i: customer_add(self._fields[i], request_id=f"a{i}")) for i in creates]
+        writes.extend((adds[n][0], rq) for n, rq in self._build_all(adds))
         writes.extend(self._mod_requests(updates, current, "m"))
         defined: set[str] = set()
         stale: list[int] = []
@@ -524,8 +545,8 @@ class UpsertProgram:
     def _write_exts(self, written: dict[int, dict], current: dict[str, dict], defined: set[str]):
         from erpsync.qbwc_bridge.qbxml import data_ext_add, data_ext_def_add, data_ext_mod
 
-        requests: list[tuple[int | None, Any]] = []
-        needed: set[str] = set()
+        builds: list[tuple[int, Callable[[], QbRequest]]] = []
+        names: list[str] = []
         for i, r in sorted(written.items()):
             lid = r.get("list_id")
             have = current.get(str(_clean(self.rows[i].get("_target_id"))), {})
@@ -535,15 +556,20 @@ class UpsertProgram:
                     continue
                 build = data_ext_add if old in (None, "") else data_ext_mod
                 tag = "x" if build is data_ext_add else "y"
-                rq = self._build(
-                    i,
-                    lambda b=build, n=name, v=value, lid=lid, t=tag, i=i: b(
-                        OWNER_ID, n, "Customer", lid, v, request_id=f"{t}{i}.{n}"[:50]
-                    ),
+                builds.append(
+                    (
+                        i,
+                        lambda b=build, n=name, v=value, lid=lid, t=tag, i=i: b(
+                            OWNER_ID, n, "Customer", lid, v, request_id=f"{t}{i}.{n}"[:50]
+                        ),
+                    )
                 )
-                if rq is not None:
-                    requests.append((i, rq))
-                    needed.add(name)
+                names.append(name)
+        requests: list[tuple[int | None, Any]] = []
+        needed: set[str] = set()
+        for n, rq in self._build_all(builds):
+            requests.append((builds[n][0], rq))
+            needed.add(names[n])
         if not requests:
             return
         head = [

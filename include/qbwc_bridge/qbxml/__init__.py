@@ -6,7 +6,7 @@ module level (lxml is loaded inside the functions that parse or validate), so DA
 
 from __future__ import annotations
 
-from erpsync.qbwc_bridge.qbxml.build import QbRequest, build_request, envelope
+from erpsync.qbwc_bridge.qbxml.build import QbRequest, build_request, envelope, xsd_later
 from erpsync.qbwc_bridge.qbxml.builders import (
     company_query,
     customer_add,
@@ -49,7 +49,12 @@ from erpsync.qbwc_bridge.qbxml.errors import (
 )
 from erpsync.qbwc_bridge.qbxml.parse import QbResponse, QbResponseSet, parse_response
 from erpsync.qbwc_bridge.qbxml.status import STATUS_ACTIONS, Outcome, error_for, outcome_for
-from erpsync.qbwc_bridge.qbxml.validate import validate_document, validate_request, validate_request_element
+from erpsync.qbwc_bridge.qbxml.validate import (
+    validate_document,
+    validate_request,
+    validate_request_element,
+    validate_requests,
+)
 
 __all__ = [
     "STATUS_ACTIONS",
@@ -101,4 +106,6 @@ __all__ = [
     "validate_document",
     "validate_request",
     "validate_request_element",
+    "validate_requests",
+    "xsd_later",
 ]

@@ -10,9 +10,11 @@ against the real XSD too. A request that would make QuickBooks reject the whole 
 
 from __future__ import annotations
 
+import contextvars
 import re
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -153,6 +155,23 @@ def _check_request_id(request_id: str) -> str:
 _ATTR_SLOT = Child(-1, ("attribute", None, 0, 1, {"base": "STRTYPE"}, ()))
 
 
+_XSD_LATER: contextvars.ContextVar[bool] = contextvars.ContextVar("qbxml_xsd_later", default=False)
+
+
+@contextmanager
+def xsd_later() -> Iterator[None]:
+    """Build without the per-request XSD pass; the caller checks the batch with `validate_requests`.
+
+    The builders' own rules (schema order, lengths, types) still run per request. One XSD pass over
+    a few thousand requests costs a fraction of a parse and a pass per request.
+    """
+    token = _XSD_LATER.set(True)
+    try:
+        yield
+    finally:
+        _XSD_LATER.reset(token)
+
+
 def build_request(
     kind: str,
     fields: Mapping[str, Any],
@@ -193,7 +212,7 @@ def build_request(
     _serialize(rq, content, rq, out)
     out.append(f"</{rq}>")
     request = QbRequest(kind=kind, request_id=request_id, xml="".join(out))
-    if validate:
+    if validate and not _XSD_LATER.get():
         from erpsync.qbwc_bridge.qbxml.validate import schema_dir, validate_request
 
         if schema_dir() is not None:

@@ -13,6 +13,7 @@ import os
 import re
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ __all__ = [
     "validate_document",
     "validate_request",
     "validate_request_element",
+    "validate_requests",
 ]
 
 SCHEMA_DIR_ENV = "ERPSYNC_QBXML_SCHEMA_DIR"
@@ -109,7 +111,7 @@ def validate_document(xml: str | bytes, *, use_schema: bool | None = None) -> No
     if use_schema is None:
         use_schema = directory is not None
     if use_schema:
-        _validate_xsd(root, load_schema(directory), prefix="")
+        _validate_xsd(root, load_schema(), prefix="")
     else:
         _validate_rules(root)
 
@@ -129,9 +131,34 @@ def validate_request(rq_xml: str | bytes, *, use_schema: bool | None = None) -> 
     if use_schema is None:
         use_schema = directory is not None
     if use_schema:
-        _validate_xsd(root, load_schema(directory), prefix="/QBXML/QBXMLMsgsRq/")
+        # load_schema() without an argument takes the cached schema of the configured folder
+        # without resolving its path (a filesystem walk per request otherwise).
+        _validate_xsd(root, load_schema(), prefix="/QBXML/QBXMLMsgsRq/")
     else:
         _validate_rules(root)
+
+
+def validate_requests(requests: Sequence[str]) -> dict[int, QbxmlValidationError]:
+    """Validate many ``<...Rq>`` elements against the XSD in one pass; return index -> error.
+
+    A valid batch costs one parse and one schema pass (what `xsd_later` builds rely on); only when
+    it fails is each request checked alone, to name the invalid ones and their rule. Without a
+    configured schema there is nothing to add to the builders' own rules: returns {}.
+    """
+    if schema_dir() is None or not requests:
+        return {}
+    body = "".join(_DECLARATION.sub("", rq, count=1) for rq in requests)
+    document = f'<QBXML><QBXMLMsgsRq onError="continueOnError">{body}</QBXMLMsgsRq></QBXML>'
+    root = parse_xml(document, max_bytes=max(len(document) * 4, 1024))
+    if len(root[0]) == len(requests) and load_schema().validate(root):
+        return {}
+    errors: dict[int, QbxmlValidationError] = {}
+    for n, rq in enumerate(requests):
+        try:
+            validate_request(rq)
+        except QbxmlValidationError as exc:
+            errors[n] = exc
+    return errors
 
 
 def validate_request_element(rq: Any, *, use_schema: bool | None = None) -> None:
@@ -150,7 +177,7 @@ def validate_request_element(rq: Any, *, use_schema: bool | None = None) -> None
 
         root = etree.Element("QBXML")
         etree.SubElement(root, "QBXMLMsgsRq", onError="continueOnError").append(copy.deepcopy(rq))
-        _validate_xsd(root, load_schema(directory), prefix="/QBXML/QBXMLMsgsRq/")
+        _validate_xsd(root, load_schema(), prefix="/QBXML/QBXMLMsgsRq/")
     else:
         _check_request(rq)
 
