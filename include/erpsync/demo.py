@@ -5,8 +5,15 @@ QuickBooks' company file, Autotask PSA over HTTPS), the Web Connector bridge on 
 serve`), the simulated Web Connector polling it, and Airflow standalone (LocalExecutor on SQLite, sized
 for 2 cores). Then it triggers the four DAGs through Airflow's REST API, waits, prints a summary per flow
 (the Autotask DAG's contacts stage on a line of its own) and
-writes it to demo-summary.json. Everything keeps its data under .demo/, so a second run shows zero
-writes for unchanged data (`make demo-reset` forgets it). `--keep` leaves the stack running.
+writes it to demo-summary.json. Everything keeps its data under .demo/ (ERPSYNC_DEMO_DIR moves it,
+for tests), so a second run shows zero writes for unchanged data (`make demo-reset` forgets it).
+`--keep` leaves the stack running until Ctrl-C, SIGTERM or SIGHUP (a closed terminal).
+
+Leaves nothing half-done: before stopping Airflow it waits for every run of the flows that started
+while it was up (the orders flow's asset-triggered run), cancels what is still unfinished after
+`SETTLE_TIMEOUT` or on a signal, and pauses the flows, so the next demo's Airflow starts no run of its
+own. At start, runs an earlier demo left queued or running (killed, crashed) are cancelled, so the new
+run never waits behind one's retry back-off (max one active run per flow).
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import argparse
 import json
 import os
 import secrets
+import signal
 import sys
 import time
 from pathlib import Path
@@ -22,7 +30,8 @@ from pathlib import Path
 from erpsync.localstack import AirflowApi, LocalProcess, free_port, wait_for_http
 
 PROJECT = Path(__file__).resolve().parents[2]
-DEMO = PROJECT / ".demo"
+DEMO = Path(os.environ.get("ERPSYNC_DEMO_DIR") or PROJECT / ".demo")
+SUMMARY = DEMO / "demo-summary.json" if os.environ.get("ERPSYNC_DEMO_DIR") else PROJECT / "demo-summary.json"
 FLOWS = [
     "exact_items_to_sf_products",
     "sf_accounts_to_qb_customers",
@@ -32,6 +41,9 @@ FLOWS = [
 #: Flows a DAG runs after its own (FlowStage 'then'): each has its own run report under the same run id.
 STAGES = {"sf_accounts_to_autotask": ["sf_contacts_to_autotask"]}
 COMPANY = "demo"
+#: Seconds the demo waits, after its own runs, for the runs they caused (asset-triggered) to finish.
+SETTLE_TIMEOUT = float(os.environ.get("ERPSYNC_DEMO_SETTLE_TIMEOUT", "300"))
+UNFINISHED = ("queued", "running")
 #: The read-only jobs-API token the demo creates for its company's /status page (see `start_bridge`).
 STATUS_TOKEN = "demo-status"
 
@@ -260,6 +272,7 @@ class DemoStack:
 
     def start_airflow(self) -> None:
         env = self.airflow_env()
+        self.write_local_settings()
         proc = self._start("airflow", [_bin("airflow"), "standalone"], env)
         wait_for_http(
             f"http://127.0.0.1:{self.api_port}/api/v2/monitor/health",
@@ -272,6 +285,18 @@ class DemoStack:
 
         for name, pool in POOLS.items():
             self.api.ensure_pool(name, pool["slots"], pool["description"])
+
+    @staticmethod
+    def write_local_settings() -> None:
+        """`airflow_local_settings.py`: the scheduler loads Great Expectations and pandas once, so the
+        task processes its LocalExecutor forks need not import them again (erpsync.quality.preload)."""
+        path = DEMO / "airflow" / "config" / "airflow_local_settings.py"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(
+            '"""Written by make demo: see erpsync.quality.preload."""\n\n'
+            "from erpsync.quality.preload import warm_local_executor\n\n"
+            "warm_local_executor()\n"
+        )
 
     def admin_password(self) -> str:
         path = DEMO / "airflow" / "passwords.json"
@@ -286,21 +311,116 @@ class DemoStack:
         self.procs.clear()
 
 
+def _quoted(run_id: str) -> str:
+    import urllib.parse
+
+    return urllib.parse.quote(run_id, safe="")
+
+
+def unfinished_runs(api: AirflowApi, dag_id: str) -> list[dict]:
+    """The flow's runs still queued or running (every run type)."""
+    query = "&".join(f"state={state}" for state in UNFINISHED)
+    return api._request("GET", f"/api/v2/dags/{dag_id}/dagRuns?{query}&limit=100")["dag_runs"]
+
+
+def cancel_run(api: AirflowApi, dag_id: str, run_id: str, why: str) -> None:
+    """Mark a run failed (Airflow stops its running tasks, drops pending retries) and say why in its note."""
+    path = f"/api/v2/dags/{dag_id}/dagRuns/{_quoted(run_id)}"
+    api._request("PATCH", path, {"state": "failed", "note": f"cancelled by make demo: {why}"})
+
+
+def pause_flows(api: AirflowApi, paused: bool = True) -> None:
+    for dag_id in FLOWS:
+        api._request("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": paused})
+
+
+def clear_leftovers(api: AirflowApi) -> list[tuple[str, str]]:
+    """Pause the flows and cancel the runs an earlier demo left queued or running.
+
+    A demo killed (or one before this fix) leaves runs in Airflow's database; with one active run per
+    flow the new demo's run would wait behind each, retry back-off included (325.8 s measured).
+    The new run is a full refresh, so nothing the old run would have done is lost.
+    """
+    pause_flows(api)
+    cancelled = []
+    for dag_id in FLOWS:
+        for run in unfinished_runs(api, dag_id):
+            cancel_run(api, dag_id, run["dag_run_id"], "left unfinished by an earlier demo")
+            cancelled.append((dag_id, run["dag_run_id"]))
+    return cancelled
+
+
+def _trigger(api: AirflowApi, dag_id: str) -> str:
+    """Trigger a full refresh; when a scheduled interval is due, the run takes its logical date.
+
+    Unpausing starts the latest scheduled interval's run, which would run first (it is older) and the
+    demo's own after it. A run already holding that logical date makes the scheduler skip the interval
+    (a full refresh covers it), so one run does the work of both.
+    """
+    from datetime import UTC, datetime
+
+    conf = {"full_refresh": True}
+    dag = api._request("GET", f"/api/v2/dags/{dag_id}")
+    due, logical = dag.get("next_dagrun_run_after"), dag.get("next_dagrun_logical_date")
+    if due and logical and datetime.fromisoformat(due) <= datetime.now(UTC):
+        try:
+            return api.trigger(dag_id, conf=conf, logical_date=logical)
+        except RuntimeError as exc:  # that date is taken (an earlier demo's run): a run of now
+            if "HTTP 409" not in str(exc):
+                raise
+    return api.trigger(dag_id, conf=conf)
+
+
 def run_flows(api: AirflowApi, *, timeout: float = 900) -> dict[str, dict]:
-    """Unpause and trigger every flow, wait for all of them, and return each run's summary."""
+    """Trigger every flow, unpause them, wait for all of them, and return each run's summary."""
     for dag_id in FLOWS:
         api.wait_for_dag(dag_id, timeout=120)
-    runs = {}
-    for dag_id in FLOWS:
-        api.unpause(dag_id)
-        # A full refresh reads every source record; unchanged ones are skipped by content hash, so a
-        # second demo shows zero writes. (Unpausing also starts the latest scheduled interval's run.)
-        runs[dag_id] = api.trigger(dag_id, conf={"full_refresh": True})
+    for dag_id, run_id in clear_leftovers(api):
+        print(f"[demo] cancelled {dag_id} {run_id}, left unfinished by an earlier demo", flush=True)
+    # A full refresh reads every source record; unchanged ones are skipped by content hash, so a
+    # second demo shows zero writes. Triggered while paused, so no scheduled run goes first.
+    runs = {dag_id: _trigger(api, dag_id) for dag_id in FLOWS}
+    pause_flows(api, paused=False)
     results = {}
     for dag_id, run_id in runs.items():
         run = api.wait_for_run(dag_id, run_id, timeout=timeout)
         results[dag_id] = flow_summary(api, dag_id, run)
     return results
+
+
+def settle(
+    api: AirflowApi, *, timeout: float = SETTLE_TIMEOUT, cancel_now: bool = False
+) -> list[tuple[str, str]]:
+    """Before Airflow stops: wait for every run of the flows still in flight (the orders flow's
+    asset-triggered run, a scheduled interval), then cancel what is left and pause the flows.
+
+    Returns the (dag_id, run_id) cancelled. `cancel_now` (a signal) cancels without waiting.
+    """
+    deadline = time.monotonic() + (0 if cancel_now else timeout)
+    told = False
+    while True:
+        pending = [(d, r["dag_run_id"]) for d in FLOWS for r in unfinished_runs(api, d)]
+        if not pending or time.monotonic() >= deadline:
+            break
+        if not told:
+            print(
+                "[demo] waiting for the runs the demo caused: " + ", ".join(f"{d} {r}" for d, r in pending),
+                flush=True,
+            )
+            told = True
+        time.sleep(1)
+    pause_flows(api)
+    # Pausing stops new runs; one queued in the meantime is cancelled with the rest.
+    pending = [(d, r["dag_run_id"]) for d in FLOWS for r in unfinished_runs(api, d)]
+    why = (
+        "stopped by a signal"
+        if cancel_now
+        else f"still unfinished after {timeout:.0f}s when the demo stopped"
+    )
+    for dag_id, run_id in pending:
+        cancel_run(api, dag_id, run_id, why)
+        print(f"[demo] cancelled {dag_id} {run_id} ({why})", flush=True)
+    return pending
 
 
 def _counts(stored: dict) -> tuple[dict, dict]:
@@ -375,17 +495,36 @@ def print_summary(results: dict[str, dict], stack: DemoStack) -> None:
         f" read-only, {COMPANY!r} only)"
     )
     print(f"Run reports:    {DEMO / 'staging'}/<flow>/<run>/report.md")
-    print(f"Summary JSON:   {PROJECT / 'demo-summary.json'}")
+    print(f"Summary JSON:   {SUMMARY}")
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP: unwinds like Ctrl-C, so the same `finally` stops every process."""
+
+
+def _on_signal(signum, frame) -> None:
+    raise Stopped(signal.Signals(signum).name)
+
+
+def _hold_signals() -> None:
+    """While stopping: a second signal must not cut the stop short and leave processes behind."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--keep", action="store_true", help="leave everything running (Ctrl-C stops it)")
+    parser.add_argument(
+        "--keep", action="store_true", help="leave everything running (Ctrl-C, SIGTERM or SIGHUP stops it)"
+    )
     args = parser.parse_args(argv)
-    DEMO.mkdir(exist_ok=True)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _on_signal)
+    DEMO.mkdir(parents=True, exist_ok=True)
     stack = DemoStack()
     started = time.monotonic()
     ok = False
+    settled = False
     try:
         for step, start in (
             ("simulators", stack.start_sandbox),
@@ -398,18 +537,25 @@ def main(argv: list[str] | None = None) -> int:
         print("[demo] triggering " + ", ".join(FLOWS), flush=True)
         results = run_flows(stack.api)
         summary = {"flows": results, "seconds": round(time.monotonic() - started, 1)}
-        (PROJECT / "demo-summary.json").write_text(json.dumps(summary, indent=2))
+        SUMMARY.write_text(json.dumps(summary, indent=2))
         print_summary(results, stack)
         ok = all(r["state"] == "success" for r in results.values())
         print(f"\n[demo] {'all flows succeeded' if ok else 'some flows failed'} in {summary['seconds']}s")
         if args.keep:
             print("[demo] KEEP=1: everything stays up; press Ctrl-C to stop", flush=True)
-            try:
-                while True:
-                    time.sleep(3600)
-            except KeyboardInterrupt:
-                pass
+            while True:
+                time.sleep(3600)
+        settle(stack.api)
+        settled = True
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM / SIGHUP (Stopped)
+        print(f"\n[demo] {exc or 'interrupted'}", flush=True)
     finally:
+        _hold_signals()
+        if stack.api is not None and not settled:
+            try:  # stopped early or by a signal: cancel what is in flight, do not wait
+                settle(stack.api, cancel_now=True)
+            except Exception as exc:  # Airflow gone already: stopping the processes is what matters
+                print(f"[demo] could not cancel the runs in flight: {exc}", flush=True)
         print("[demo] stopping every process it started ...", flush=True)
         stack.stop()
     return 0 if ok else 1
