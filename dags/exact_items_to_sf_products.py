@@ -1,9 +1,11 @@
 """
 ### Exact Online items -> Salesforce products
 
-Every hour, the Exact Online sales items changed in the run's data interval become Salesforce
+Every hour, the Exact Online sales items changed since the last successful run become Salesforce
 `Product2` records, upserted by SKU (`ProductCode`), each with its standard price book entry kept in
-step. The long description is written only when a product is created, so descriptions enriched in
+step. Changes are read from Exact's sync API (`sync/Logistics/Items` after the stored `Timestamp`
+row version, 1,000 items a call); items deleted in Exact (`sync/Deleted`) are listed in the run
+report (count `deleted_in_source` and a warning with their ids), never deleted in Salesforce. The long description is written only when a product is created, so descriptions enriched in
 Salesforce are never overwritten. Mapping: `include/mappings/exact_items_to_sf_products.yaml`.
 
 When the run wrote a product the `erpsync://salesforce/Product2` asset is updated, which starts

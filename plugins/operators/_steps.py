@@ -106,9 +106,36 @@ def _window(ctx: StepContext, mapping: Mapping, full_refresh: bool):
     if start is None or end is None or start >= end:
         # A manual run has no interval of its own: continue from the flow's cursor up to now.
         cursor = ctx.store.get_cursor(ctx.flow, mapping.source.object)
-        start = datetime.fromisoformat(cursor) if cursor else None
+        start = _as_instant(cursor)
         end = end or datetime.now(UTC)
     return ReadWindow(start, end)
+
+
+def _as_instant(cursor: str | None) -> datetime | None:
+    """A stored cursor as a time; None when there is none or it is a sync token (a row version)."""
+    try:
+        return datetime.fromisoformat(cursor) if cursor else None
+    except ValueError:
+        return None
+
+
+def _source_feed(ctx: StepContext, mapping: Mapping, adapter, window, full_refresh, columns, chunk_rows):
+    """The source rows of this run: those changed in `window`; or, when the mapping's cursor is a row
+    version the adapter has a sync feed for (Exact's `Timestamp`, `read_since`), every change after
+    the stored cursor, deletions included (reported, never propagated). A backfill replays its own
+    interval through the `Modified` window instead, and leaves the sync cursor alone."""
+    src = mapping.source
+    if _reads_sync(ctx, mapping, adapter) and not ctx.run_id.startswith("backfill__"):
+        token = ctx.store.get_cursor(ctx.flow, src.object)
+        return adapter.read_since(
+            src.object, token, columns=columns, chunk_rows=chunk_rows, restart=full_refresh
+        )
+    return adapter.read(src.object, window=window, columns=columns, chunk_rows=chunk_rows)
+
+
+def _reads_sync(ctx: StepContext, mapping: Mapping, adapter) -> bool:
+    """True when the mapping's cursor is a row version (`Timestamp`) the adapter reads a sync feed by."""
+    return mapping.source.cursor == "Timestamp" and hasattr(adapter, "read_since")
 
 
 def extract_step(
@@ -137,6 +164,7 @@ def extract_step(
     seen: set[str] = set()
     max_cursor: str | None = None
     in_window = 0
+    feed = None  # what the source was read through (a sync feed knows its cursor and deletions)
 
     keyless = 0
 
@@ -172,7 +200,7 @@ def extract_step(
         window = None
         retry_keys = chosen
     else:
-        for chunk in adapter.read(src.object, window=window, columns=columns, chunk_rows=chunk_rows):
+        for chunk in (feed := _source_feed(ctx, mapping, adapter, window, full_refresh, columns, chunk_rows)):
             chunk = take(chunk)
             in_window += len(chunk)
             writer.write(chunk)
@@ -184,7 +212,17 @@ def extract_step(
         )
         retried += len(again)
         writer.write(again[columns])
+    sync = feed if hasattr(feed, "deleted") else None
+    if sync is not None:  # a sync feed's cursor is its row version, never a time from the rows
+        max_cursor = sync.cursor
+    elif _reads_sync(ctx, mapping, adapter):  # a backfill's window never moves the sync cursor
+        max_cursor = None
     manifest = writer.close(
+        **(
+            {"deleted_in_source": len(sync.deleted), "deleted_keys": sync.deleted[:100]}
+            if sync is not None
+            else {}
+        ),
         columns=columns,
         window=[_iso(window.start), _iso(window.end)] if window else None,
         full_refresh=bool(full_refresh),
@@ -873,6 +911,12 @@ def report_step(
         warnings.append(
             f"{extra('extract')['quarantined_not_found']} quarantined key(s) no longer exist in the source"
         )
+    if extra("extract").get("deleted_in_source"):
+        gone = extra("extract")
+        warnings.append(
+            f"{gone['deleted_in_source']} {mapping.source.object} record(s) were deleted in the source "
+            f"since the last run; not deleted in the target, check them: {', '.join(gone['deleted_keys'][:20])}"
+        )
     plan_counts = extra("plan").get("counts", {})
     # Orders a flow's own step before map left alone (already in the target, not in the statuses).
     before = extra("before_map").get("orders") or {}
@@ -900,6 +944,8 @@ def report_step(
         "conflicts": int(plan_counts.get("conflict", 0)),
         "unplaceable": int(plan_counts.get("unplaceable", 0)),
     }
+    if "deleted_in_source" in extra("extract"):
+        counts["deleted_in_source"] = int(extra("extract")["deleted_in_source"])
     if dry_run:
         counts["would_create"] = int(plan_counts.get("create", 0))
         counts["would_update"] = int(plan_counts.get("update", 0))

@@ -243,18 +243,29 @@ class ExactStore:
             raise ApiError(405, f"Method DELETE is not allowed on {spec.entity_name}")
         record = self.get(div, spec, key)
         del div.table(spec)[record[spec.key]]
-        if spec.deleted_type is not None:
-            div.deleted.append(
-                {
-                    "ID": _new_guid(),
-                    "Timestamp": div.next_timestamp(),
-                    "Division": div.code,
-                    "EntityKey": record[spec.key],
-                    "EntityType": spec.deleted_type,
-                    "DeletedBy": self.USER["UserID"],
-                    "DeletedDate": ms_to_date(now_ms()),
-                }
-            )
+        self._record_deletion(div, spec, record[spec.key])
+        if spec.path == "logistics/Items":
+            # The item's stock position goes with it (sync/Deleted, EntityType 15), so the stock
+            # sync feed never keeps a position of an item that no longer exists.
+            positions = ENTITIES["inventory/stockpositions"]
+            if div.table(positions).pop(record["ID"], None) is not None:
+                self._record_deletion(div, positions, record["ID"])
+
+    def _record_deletion(self, div: Division, spec: EntitySpec, key: str) -> None:
+        """Add a `sync/Deleted` row (with the next row version) for an entity type Exact reports."""
+        if spec.deleted_type is None:
+            return
+        div.deleted.append(
+            {
+                "ID": _new_guid(),
+                "Timestamp": div.next_timestamp(),
+                "Division": div.code,
+                "EntityKey": key,
+                "EntityType": spec.deleted_type,
+                "DeletedBy": self.USER["UserID"],
+                "DeletedDate": ms_to_date(now_ms()),
+            }
+        )
 
     # ---- entity rules ---------------------------------------------------------------------------
 

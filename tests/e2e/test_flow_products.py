@@ -2,8 +2,9 @@
 Salesforce simulators over real sockets, contents of Salesforce asserted after each run.
 
 One world per module (both simulators started once, Exact seeded with 40 items, Salesforce with its
-demo org); the tests run in order: first run, rerun without change, a change in Exact, a broken
-connection that alerts by e-mail and webhook.
+demo org); the tests run in order: first run, rerun without change, a change in Exact (read from
+Exact's sync feed after the stored Timestamp), an item deleted in Exact (reported, not propagated), a
+broken connection that alerts by e-mail and webhook.
 """
 
 from __future__ import annotations
@@ -159,10 +160,12 @@ def test_first_run_creates_and_updates_every_clean_item_and_quarantines_the_dirt
 
 def test_rerun_without_change_writes_nothing(world, capfd):
     before, writes = stamps(world), sf_writes(world)
-    run = run_dag(world["dag"], capfd)
+    run = run_dag(world["dag"], capfd, full_refresh=False)
     assert run.ok, run.why()
     assert run.counts["created"] == run.counts["updated"] == 0, run.counts
-    assert run.counts["skipped"] == ITEMS - 1
+    # Exact's sync feed has nothing after the stored Timestamp: only the quarantined item is read
+    # again (by key), and no deletion is reported.
+    assert run.counts["extracted"] == 1 and run.counts["deleted_in_source"] == 0, run.counts
     assert sf_writes(world) == writes
     assert stamps(world) == before
 
@@ -182,9 +185,11 @@ def test_a_change_in_exact_updates_exactly_those_products(world, capfd):
 
     ids = {code: p["Id"] for code, p in products(world).items()}
     before = stamps(world)
-    run = run_dag(world["dag"], capfd)
+    run = run_dag(world["dag"], capfd, full_refresh=False)
     assert run.ok, run.why()
     assert (run.counts["created"], run.counts["updated"]) == (0, 2), run.counts
+    # Read from the sync feed: the three changed items and the quarantined one, nothing else.
+    assert run.counts["extracted"] == 4, run.counts
 
     now = products(world)
     assert standard_prices(world)[ids[repriced["Code"]]] == pytest.approx(77.7)
@@ -200,6 +205,32 @@ def test_a_change_in_exact_updates_exactly_those_products(world, capfd):
         for rid in changed
     }
     assert owners == touched, changed
+
+
+def test_an_item_deleted_in_exact_is_reported_and_its_product_left_alone(world, capfd):
+    from erpsync.hooks.exact_online import ExactOnlineHook
+
+    gone = sorted((i for i in items(world) if i["Description"].strip()), key=lambda i: i["Code"])[-1]
+    code = gone["Code"].strip()
+    product = products(world)[code]
+    hook = ExactOnlineHook()
+    hook.delete("logistics/Items", gone["ID"])
+    hook.close()
+
+    writes = sf_writes(world)
+    run = run_dag(world["dag"], capfd, full_refresh=False)
+    assert run.ok, run.why()
+    assert run.counts["deleted_in_source"] == 1, run.counts
+    assert run.counts["created"] == run.counts["updated"] == 0, run.counts
+    with open(run.xcom("report")["files"]["markdown"], encoding="utf-8") as fh:
+        report = fh.read()
+    assert "1 logistics/Items record(s) were deleted in the source" in report, report
+    assert gone["ID"] in report, report
+    # Reported, never propagated: the product is still in Salesforce, untouched.
+    assert products(world)[code] == product and sf_writes(world) == writes
+    # Reported once: the next run has nothing new.
+    again = run_dag(world["dag"], capfd, full_refresh=False)
+    assert again.ok and again.counts["deleted_in_source"] == 0, again.counts
 
 
 def test_a_wrong_exact_client_secret_fails_the_run_and_alerts_by_mail_and_webhook(world, capfd):

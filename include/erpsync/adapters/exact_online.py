@@ -13,12 +13,13 @@ Reading (`read`):
   (60 per call) for the small reference tables (VAT codes, payment conditions). Reading sales orders
   *with* their `SalesOrderLines` uses the regular endpoint with `$expand`, since bulk cannot expand.
 * Window: a `ReadWindow` [start, end) becomes `Modified ge datetime'start' and Modified lt
-  datetime'end'` (UTC, millisecond precision). We do not map the window onto the sync API's
-  `Timestamp`: that is a per-division row version, not a time, and converting a date into one needs
-  a `read/sync/Sync/SyncTimestamp` call per endpoint. Half-open `Modified` windows already deliver
-  each change once per interval, and backfills replay any interval. The `Timestamp` column can still
-  be read (bulk rows carry it) and comes back as an integer row version; it is not a datetime, so a
-  mapping's `source.cursor` should be `Modified` (see the report for the flow owner).
+  datetime'end'` (UTC, millisecond precision); backfills replay an interval this way.
+* Sync (`read_since`): where Exact offers a sync endpoint (`SYNC_DELETED_TYPES`: accounts, contacts,
+  items, sales item prices, sales orders and lines, stock positions) a flow whose mapping cursor is
+  `Timestamp` reads every change after the stored cursor through `sync/...` (`$filter=Timestamp gt
+  N`, 1,000 rows a call, in row-version order), and the deletions of that entity from `sync/Deleted`.
+  The cursor is a token of both row versions (`exact-sync:<rows>:<deleted>`, zero-padded so the
+  state store orders it as text); the extract step stores it when the run succeeds.
 * Values: `/Date(ms)/` becomes a UTC `pandas.Timestamp` for date-times (`Modified`, `Created`) and a
   `YYYY-MM-DD` string for dates (`OrderDate`, `DeliveryDate`, `StartDate`, `EndDate`), the same form
   the mapping writes, so verify compares like with like; `Timestamp` becomes an int; padded account
@@ -45,6 +46,7 @@ create a company debtor with a contact or a person debtor, update a changed addr
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import time
@@ -64,7 +66,20 @@ if TYPE_CHECKING:
 
     from erpsync.hooks.exact_online import ExactOnlineHook
 
-__all__ = ["COUNTRY_CODES", "CUSTOMER_COLUMNS", "CUSTOMER_RESULT_COLUMNS", "ENTITIES", "ExactOnlineAdapter"]
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "COUNTRY_CODES",
+    "CUSTOMER_COLUMNS",
+    "CUSTOMER_RESULT_COLUMNS",
+    "ENTITIES",
+    "SYNC_CURSOR",
+    "SYNC_DELETED_TYPES",
+    "ExactOnlineAdapter",
+    "SyncRead",
+    "parse_sync_token",
+    "sync_token",
+]
 
 # ---- field catalogue -------------------------------------------------------------------------------
 # Exact publishes no OData $metadata for the REST API; this catalogue follows the metadata Exact
@@ -89,7 +104,9 @@ class _Entity:
         return ObjectMeta(self.path, dict(self.fields), id_field=self.key, modified_field="Modified")
 
 
-def _entity(path: str, spec: str, *, key: str = "ID", bulk: bool = True, writable: bool = True) -> _Entity:
+def _entity(
+    path: str, spec: str, *, key: str = "ID", bulk: bool = True, writable: bool = True, sync: bool = False
+) -> _Entity:
     fields = {}
     for token in f"{key}:guid~ {spec} {_AUDIT}".split():
         m = _TOKEN.fullmatch(token)
@@ -107,7 +124,7 @@ def _entity(path: str, spec: str, *, key: str = "ID", bulk: bool = True, writabl
             updateable=not read_only and "^" not in flags and writable,
             external_id=False,
         )
-    if "Timestamp" not in fields and bulk:
+    if "Timestamp" not in fields and (bulk or sync):
         fields["Timestamp"] = FieldMeta("Timestamp", type="int64", createable=False, updateable=False)
     return _Entity(path, key, fields, bulk, writable)
 
@@ -184,6 +201,15 @@ ENTITIES: dict[str, _Entity] = {
             bulk=False,
         ),
         _entity(
+            "inventory/StockPositions",
+            "ItemCode~ Warehouse:guid~ CurrentStock:number~ FreeStock:number~ ReservedStock:number~ "
+            "PlanningIn:number~ PlanningOut:number~ ProjectedStock:number~ ReorderPoint:number~ UnitCode~",
+            key="ItemId",
+            bulk=False,
+            writable=False,
+            sync=True,
+        ),
+        _entity(
             "vat/VATCodes",
             "Code! Description! Percentage:number~ Type VATTransactionType IsBlocked:bool Charged:bool",
             bulk=False,
@@ -196,6 +222,21 @@ ENTITIES: dict[str, _Entity] = {
         ),
     )
 }
+
+#: Entities Exact offers a sync endpoint for (reference §7), with their EntityType in `sync/Deleted`
+#: (None: Exact lists no deletion type for them, so their deletions cannot be reported).
+SYNC_DELETED_TYPES: dict[str, int | None] = {
+    "crm/accounts": 2,
+    "crm/contacts": 5,
+    "logistics/items": 9,
+    "logistics/salesitemprices": 8,
+    "salesorder/salesorders": 12,
+    "salesorder/salesorderlines": None,
+    "inventory/stockpositions": 15,
+}
+#: The mapping cursor that asks for the sync API: Exact's per-division row version.
+SYNC_CURSOR = "Timestamp"
+_SYNC_TOKEN = re.compile(r"^exact-sync:(\d{20}):(\d{20})$")
 
 _ORDERS = "salesorder/salesorders"
 _INVOICES = "salesinvoice/salesinvoices"
@@ -698,6 +739,40 @@ class ExactOnlineAdapter:
                 buffer = buffer[chunk_rows:]
         if buffer:
             yield self._frame(buffer, columns)
+
+    def read_since(
+        self,
+        obj: str,
+        token: str | None,
+        *,
+        columns: list[str] | None = None,
+        chunk_rows: int = 50_000,
+        restart: bool = False,
+    ) -> SyncRead:
+        """Read `obj`'s rows changed since `token` through Exact's sync API, and its deletions.
+
+        `token` is what the last successful run stored (`SyncRead.cursor`; None: from the beginning).
+        It holds two `Timestamp` row versions: the entity's own sync feed, and `sync/Deleted`, which is
+        read first, so a record deleted while the rows are read is reported by the next run. On the
+        first run the deletions from before it are skipped (nothing of theirs was synced yet).
+        `restart` (a full refresh) reads every row again but keeps reporting deletions from `token` on.
+        Iterate the result for frames; afterwards it holds the new `cursor` and the `deleted` keys.
+        """
+        entity = self._entity(obj)
+        if entity.path.lower() not in SYNC_DELETED_TYPES:
+            offered = ", ".join(ENTITIES[k].path for k in SYNC_DELETED_TYPES)
+            raise ConfigError(
+                f"Exact Online has no sync endpoint for {entity.path}; sync reads exist for: {offered}",
+                where=f"{self.name}.{entity.path}",
+            )
+        if chunk_rows < 1:
+            raise ConfigError(f"chunk_rows must be at least 1, got {chunk_rows}")
+        if columns is None:
+            columns = [f for f, m in entity.fields.items() if m.type != "lines"]
+        columns = list(dict.fromkeys(columns))
+        self._check_columns(entity, columns)
+        start = parse_sync_token(token)
+        return SyncRead(self, entity, start, columns, chunk_rows, restart=restart)
 
     def read_by_keys(
         self,
@@ -1321,6 +1396,95 @@ class ExactOnlineAdapter:
                 result["action"] = "updated"
                 result["changed"] = ",".join(filter(None, [result.get("changed"), "MainContact"]))
         return result
+
+
+def parse_sync_token(token: str | None) -> tuple[int, int] | None:
+    """`exact-sync:<rows>:<deleted>` (zero-padded, so the state store orders tokens as text) -> ints."""
+    if token is None or not str(token).strip():
+        return None
+    m = _SYNC_TOKEN.fullmatch(str(token).strip())
+    if m is None:
+        try:  # a Modified time left by the flow before it read the sync API: start from the beginning
+            datetime.fromisoformat(str(token).strip())
+        except ValueError:
+            raise ConfigError(
+                f"cursor {token!r} is neither an Exact sync cursor (exact-sync:<20 digits>:<20 digits>) "
+                "nor a time; fix or delete the flow's cursor in the state store",
+                where="cursor",
+            ) from None
+        log.warning("cursor %r is a time, not an Exact sync cursor: reading from the beginning", token)
+        return None
+    return int(m.group(1)), int(m.group(2))
+
+
+def sync_token(rows: int, deleted: int) -> str:
+    return f"exact-sync:{rows:020d}:{deleted:020d}"
+
+
+class SyncRead:
+    """Frames of one sync read; after iterating: `cursor` (token to store) and `deleted` (keys).
+
+    Every sync page is one call of 1,000 rows; the rows come in `Timestamp` order, so the cursor is the
+    highest `Timestamp` received, never a clock value.
+    """
+
+    def __init__(
+        self,
+        adapter: ExactOnlineAdapter,
+        entity: _Entity,
+        start: tuple[int, int] | None,
+        columns: list[str],
+        chunk_rows: int,
+        *,
+        restart: bool = False,
+    ):
+        self.adapter, self.entity, self.start, self.restart = adapter, entity, start, restart
+        self.columns, self.chunk_rows = columns, chunk_rows
+        self.cursor: str | None = None
+        self.deleted: list[str] = []
+        self.deleted_before_first_run = 0
+
+    def _read_deleted(self, since: int) -> int:
+        adapter, hook = self.adapter, self.adapter.hook
+        wanted = SYNC_DELETED_TYPES[self.entity.path.lower()]
+        top = since
+        pages = (rows for rows, _ in hook.iter_sync("deleted", "EntityKey,EntityType", timestamp_from=since))
+        for page in adapter._pages("read_deleted", "sync/Deleted", pages):
+            for row in page:
+                top = max(top, int(row["Timestamp"]))
+                if wanted is None or row.get("EntityType") != wanted:
+                    continue
+                if self.start is None:
+                    self.deleted_before_first_run += 1
+                else:
+                    self.deleted.append(str(row.get("EntityKey") or "").lower())
+        return top
+
+    def __iter__(self) -> Iterator[pd.DataFrame]:
+        adapter, entity = self.adapter, self.entity
+        adapter._division()
+        rows_from, deleted_from = self.start or (1, 1)
+        if self.restart:
+            rows_from = 1
+        deleted_top = self._read_deleted(deleted_from)
+        select = list(dict.fromkeys([entity.key, *self.columns, "Timestamp"]))
+        buffer: list[dict] = []
+        state = {"top": rows_from}
+
+        def pages() -> Iterator[list[dict]]:
+            for rows, cursor in adapter.hook.iter_sync(entity.path, select, timestamp_from=rows_from):
+                state["top"] = cursor
+                yield rows
+
+        for page in adapter._pages("read_sync", entity.path, pages()):
+            buffer.extend(adapter._frame_rows(entity, page, self.columns))
+            while len(buffer) >= self.chunk_rows:
+                yield adapter._frame(buffer[: self.chunk_rows], self.columns)
+                buffer = buffer[self.chunk_rows :]
+        top = state["top"]
+        if buffer:
+            yield adapter._frame(buffer, self.columns)
+        self.cursor = sync_token(top, deleted_top)
 
 
 def _address_key(record: dict) -> tuple:
