@@ -818,9 +818,10 @@ def verify_step(
     def check(rows: list[dict[str, Any]]) -> None:
         ids = [str(r["_target_id"]) for r in rows]
         found: dict[str, dict] = {}
-        for i in range(0, len(ids), _KEY_BATCH):
+        step = max(_KEY_BATCH, int(getattr(adapter, "keys_per_read", _KEY_BATCH)))  # fewer QuickBooks jobs
+        for i in range(0, len(ids), step):
             frame = adapter.read_by_keys(
-                spec.target_object, id_field, ids[i : i + _KEY_BATCH], columns=spec.payload_columns("create")
+                spec.target_object, id_field, ids[i : i + step], columns=spec.payload_columns("create")
             )
             found.update({str(r[id_field]): r for r in frame.to_dict("records")})
         for r in rows:

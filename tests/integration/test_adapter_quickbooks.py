@@ -89,6 +89,18 @@ def test_adds_attach_the_dataext_and_are_found_by_dataext_and_by_name(live):
     assert by_mail[IDENTITY].tolist() == ["001AB"]
     assert qb.read_by_keys("Customer", IDENTITY, []).empty
 
+    # Many ids at once: queries of page_size ids in ONE job; only a query holding a missing id is
+    # asked again id by id (a second job). Ids are asked in sorted order: the missing one comes first.
+    paged = adapter("it/paged", page_size=2)
+    beta = by_name(live, "Beta BV")[0]["ListID"]
+    found = paged.read_by_keys(
+        "Customer", "ListID", [alpha[0]["ListID"], "10000000-1", beta], columns=["Name"]
+    )
+    assert sorted(found["Name"]) == ["Alpha BV", "Beta BV"] and len(paged.job_ids) == 2
+    paged = adapter("it/paged2", page_size=2)
+    found = paged.read_by_keys("Customer", "ListID", [alpha[0]["ListID"], beta], columns=["Name"])
+    assert sorted(found["Name"]) == ["Alpha BV", "Beta BV"] and len(paged.job_ids) == 1
+
 
 def test_refused_rows_come_back_as_errors_while_the_others_land(live):
     adapter("it/seed").upsert(
