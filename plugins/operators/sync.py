@@ -511,5 +511,6 @@ class ReportOperator(_SyncStepOperator):
 
 
 def _read(path: str) -> str:
-    with open(path, encoding="utf-8") as f:
-        return f.read()
+    from erpsync.staging import staging_path  # the report may be in object storage
+
+    return staging_path(path).read_text(encoding="utf-8")
