@@ -9,7 +9,7 @@ INPUTS := requirements.txt requirements-dev.txt constraints.txt pyproject.toml s
 STAMP := $(VENV)/.installed-$(shell cat $(INPUTS) 2>/dev/null | sha1sum | cut -c1-16)
 PYTEST_ARGS ?=
 
-.PHONY: install test test-unit lint format demo demo-reset lock clean
+.PHONY: install browser test test-unit lint format demo demo-reset lock clean
 
 install: $(STAMP)
 
@@ -28,7 +28,14 @@ format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-test: install lint
+# The browser tests drive Debian's chromium through Playwright (never a downloaded browser build).
+CHROMIUM := /usr/bin/chromium
+browser:
+	@test -x $(CHROMIUM) || { test "$$(id -u)" = 0 && command -v apt-get >/dev/null \
+	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+	  || { echo "$(CHROMIUM) is missing: install Debian's chromium package (apt-get install chromium)"; exit 1; }
+
+test: install lint browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-unit: install

@@ -129,6 +129,12 @@ def cmd_prune(args: argparse.Namespace) -> int:
         f"{result.payloads_cleared} expired quarantine payload(s) cleared, "
         f"{result.resolved_deleted} resolved quarantine entr(y/ies) deleted"
     )
+    from erpsync.state.activity import activity_retention_days, prune_activity
+
+    print(
+        f"pruned record activity: {prune_activity(store)} row(s) older than "
+        f"{activity_retention_days():g} days (ERPSYNC_ACTIVITY_RETENTION_DAYS)"
+    )
     if not args.keep_staging:
         root = Path(args.staging_root) if args.staging_root else staging_root()
         print(f"pruned staging {root}: {prune_staging(root, args.older_than)} run folder(s) removed")

@@ -70,10 +70,12 @@ def log_activity(
     """Append one row per record (a retried task replaces its own rows) and prune the flow's old ones."""
     days = activity_retention_days()
     rows = list(rows)
-    if days == 0:
+    t = RecordActivity.__table__
+    if days == 0:  # the log is off: keep nothing, not even what an earlier setting kept
+        with store.engine.begin() as conn:
+            conn.execute(delete(t).where(t.c.flow == flow))
         return 0
     now = now or datetime.now(UTC)
-    t = RecordActivity.__table__
     with store.engine.begin() as conn:
         conn.execute(delete(t).where(t.c.flow == flow, t.c.at < now - timedelta(days=days)))
         keys = [str(r.source_key) for r in rows]
@@ -106,8 +108,11 @@ def read_activity(
     store, flow: str, *, source_key: str | None = None, limit: int = 200, now: datetime | None = None
 ) -> list[dict[str, Any]]:
     """The flow's newest activity rows within the retention period (never older ones)."""
+    days = activity_retention_days()
+    if days == 0:
+        return []
     now = now or datetime.now(UTC)
-    cutoff = now - timedelta(days=activity_retention_days())
+    cutoff = now - timedelta(days=days)
     t = RecordActivity.__table__
     q = (
         select(t)
