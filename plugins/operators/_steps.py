@@ -73,6 +73,44 @@ class StepContext:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+class IdleAdapter:
+    """Stands in for a step's adapter when the step has nothing to send (an unchanged run's upsert
+    and verify): building the real one costs imports, a hook and often a login, for no call."""
+
+    def __init__(self, name: str) -> None:
+        from erpsync.adapters.base import CallLog
+
+        self.name = name
+        self.call_log = CallLog()
+
+    def __getattr__(self, attr: str) -> Any:
+        raise ConfigError(f"{self.name}: the step planned no call, yet asked the adapter for {attr!r}")
+
+
+def _manifest_or_none(manifest: Any) -> Manifest | None:
+    try:
+        return Manifest.from_xcom(manifest)
+    except Exception:  # not a manifest: the step itself will say so
+        return None
+
+
+def plans_writes(manifest: Manifest | dict) -> bool:
+    """Whether a plan manifest has creates or updates (True when it does not say: build the adapter)."""
+    m = _manifest_or_none(manifest)
+    counts = m.extra.get("counts") if m is not None else None
+    if not isinstance(counts, dict) or not {"create", "update"} <= set(counts):
+        return True
+    return int(counts["create"] or 0) + int(counts["update"] or 0) > 0
+
+
+def wrote_rows(manifest: Manifest | dict) -> bool:
+    """Whether an upsert manifest holds written rows (True when it does not say)."""
+    m = _manifest_or_none(manifest)
+    if m is None:
+        return True
+    return not m.extra.get("dry_run") and m.rows > 0
+
+
 def _payload(row: dict[str, Any]) -> dict[str, Any]:
     """Return a JSON-safe copy of a row for the quarantine payload."""
     from erpsync.plan import normalize
@@ -810,6 +848,11 @@ def verify_step(
     manifest = Manifest.from_xcom(manifest, where="verify input")
     if manifest.extra.get("dry_run"):
         return {"checked": 0, "dry_run": True, "calls": adapter.call_log.summary()}
+    if not manifest.rows:  # nothing written: nothing to read back (no describe call either)
+        return {
+            **dict.fromkeys(("checked", "missing", "differences", "found"), 0),
+            "calls": adapter.call_log.summary(),
+        }
     spec = PlanSpec.from_mapping(mapping)
     id_field = adapter.describe(spec.target_object).id_field
     tally = {"checked": 0, "missing": 0, "differences": 0}

@@ -421,17 +421,19 @@ class UpsertOperator(_AdapterStepOperator, _InputMixin):
         self.max_retries, self.retry_wait = max_retries, retry_wait
 
     def run_step(self, context) -> dict:
-        from erpsync.operators._steps import upsert_step
+        from erpsync.operators._steps import IdleAdapter, plans_writes, upsert_step
 
         batch_size = _as_number(self._param(context, "batch_size", self.batch_size, 200), "batch_size")
         if batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
         dry_run = _as_bool(self._param(context, "dry_run", self.dry_run, False), "dry_run")
+        # Nothing planned to write (an unchanged run): no adapter, no hook, no connection to build.
+        adapter = self._adapter() if plans_writes(self.manifest) else IdleAdapter(self.adapter)
         return upsert_step(
             self._step_context(context),
             self._mapping(),
             self.manifest,
-            self._adapter(),
+            adapter,
             batch_size=batch_size,
             dry_run=dry_run,
             max_retries=self.max_retries,
@@ -456,10 +458,12 @@ class VerifyOperator(_AdapterStepOperator, _InputMixin):
         self.manifest, self.sample = manifest, sample
 
     def run_step(self, context) -> dict:
-        from erpsync.operators._steps import verify_step
+        from erpsync.operators._steps import IdleAdapter, verify_step, wrote_rows
 
+        # Nothing was written: nothing to read back, so no adapter to build either.
+        adapter = self._adapter() if wrote_rows(self.manifest) else IdleAdapter(self.adapter)
         return verify_step(
-            self._step_context(context), self._mapping(), self.manifest, self._adapter(), sample=self.sample
+            self._step_context(context), self._mapping(), self.manifest, adapter, sample=self.sample
         )
 
 
