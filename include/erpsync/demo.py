@@ -317,21 +317,48 @@ def _quoted(run_id: str) -> str:
     return urllib.parse.quote(run_id, safe="")
 
 
+def patient(call, *args, timeout: float = 180, **kwargs):
+    """Call the Airflow API, riding out a busy api-server: on SQLite under load a request can time out
+    (30 s) or fail with a 5xx; a demo must not give up on its runs (and leave them behind) for that."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return call(*args, **kwargs)
+        except (OSError, RuntimeError) as exc:  # timeouts, refused connections, 5xx after retries
+            if isinstance(exc, RuntimeError) and "HTTP 5" not in str(exc):
+                raise
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(1)
+
+
 def unfinished_runs(api: AirflowApi, dag_id: str) -> list[dict]:
     """The flow's runs still queued or running (every run type)."""
     query = "&".join(f"state={state}" for state in UNFINISHED)
-    return api._request("GET", f"/api/v2/dags/{dag_id}/dagRuns?{query}&limit=100")["dag_runs"]
+    return patient(api._request, "GET", f"/api/v2/dags/{dag_id}/dagRuns?{query}&limit=100")["dag_runs"]
+
+
+def wait_for_run(api: AirflowApi, dag_id: str, run_id: str, *, timeout: float) -> dict:
+    """Wait until the run finished (success or failed) and return it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        run = patient(api.run, dag_id, run_id)
+        if run["state"] in {"success", "failed"}:
+            return run
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"{dag_id} {run_id} still {run['state']} after {timeout:.0f}s")
+        time.sleep(1)
 
 
 def cancel_run(api: AirflowApi, dag_id: str, run_id: str, why: str) -> None:
     """Mark a run failed (Airflow stops its running tasks, drops pending retries) and say why in its note."""
     path = f"/api/v2/dags/{dag_id}/dagRuns/{_quoted(run_id)}"
-    api._request("PATCH", path, {"state": "failed", "note": f"cancelled by make demo: {why}"})
+    patient(api._request, "PATCH", path, {"state": "failed", "note": f"cancelled by make demo: {why}"})
 
 
 def pause_flows(api: AirflowApi, paused: bool = True) -> None:
     for dag_id in FLOWS:
-        api._request("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": paused})
+        patient(api._request, "PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": paused})
 
 
 def clear_leftovers(api: AirflowApi) -> list[tuple[str, str]]:
@@ -360,7 +387,7 @@ def _trigger(api: AirflowApi, dag_id: str) -> str:
     from datetime import UTC, datetime
 
     conf = {"full_refresh": True}
-    dag = api._request("GET", f"/api/v2/dags/{dag_id}")
+    dag = patient(api._request, "GET", f"/api/v2/dags/{dag_id}")
     due, logical = dag.get("next_dagrun_run_after"), dag.get("next_dagrun_logical_date")
     if due and logical and datetime.fromisoformat(due) <= datetime.now(UTC):
         try:
@@ -383,18 +410,19 @@ def run_flows(api: AirflowApi, *, timeout: float = 900) -> dict[str, dict]:
     pause_flows(api, paused=False)
     results = {}
     for dag_id, run_id in runs.items():
-        run = api.wait_for_run(dag_id, run_id, timeout=timeout)
+        run = wait_for_run(api, dag_id, run_id, timeout=timeout)
         results[dag_id] = flow_summary(api, dag_id, run)
     return results
 
 
 def settle(
-    api: AirflowApi, *, timeout: float = SETTLE_TIMEOUT, cancel_now: bool = False
+    api: AirflowApi, *, timeout: float = SETTLE_TIMEOUT, cancel_now: str = ""
 ) -> list[tuple[str, str]]:
     """Before Airflow stops: wait for every run of the flows still in flight (the orders flow's
     asset-triggered run, a scheduled interval), then cancel what is left and pause the flows.
 
-    Returns the (dag_id, run_id) cancelled. `cancel_now` (a signal) cancels without waiting.
+    Returns the (dag_id, run_id) cancelled. `cancel_now` (why: a signal, an error) cancels without
+    waiting.
     """
     deadline = time.monotonic() + (0 if cancel_now else timeout)
     told = False
@@ -412,11 +440,7 @@ def settle(
     pause_flows(api)
     # Pausing stops new runs; one queued in the meantime is cancelled with the rest.
     pending = [(d, r["dag_run_id"]) for d in FLOWS for r in unfinished_runs(api, d)]
-    why = (
-        "stopped by a signal"
-        if cancel_now
-        else f"still unfinished after {timeout:.0f}s when the demo stopped"
-    )
+    why = cancel_now or f"still unfinished after {timeout:.0f}s when the demo stopped"
     for dag_id, run_id in pending:
         cancel_run(api, dag_id, run_id, why)
         print(f"[demo] cancelled {dag_id} {run_id} ({why})", flush=True)
@@ -489,6 +513,8 @@ def print_summary(results: dict[str, dict], stack: DemoStack) -> None:
     print(
         f"\nAirflow UI:     http://127.0.0.1:{stack.api_port}  (user admin, password {stack.admin_password()})"
     )
+    # The erpsync plugin's pages (plugins/erpsync_ui.py): runs, charts, quarantine with retry, activity.
+    print(f"Sync pages:     http://127.0.0.1:{stack.api_port}/erpsync/  (same login; one page per flow)")
     # /status needs a token with read: the browser asks for it (HTTP Basic, the token as password).
     print(
         f"Bridge status:  {stack.bridge_url}/status  (password {stack.status_token} with any user name;"
@@ -525,6 +551,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     ok = False
     settled = False
+    why = "the demo stopped on an error"
     try:
         for step, start in (
             ("simulators", stack.start_sandbox),
@@ -548,12 +575,13 @@ def main(argv: list[str] | None = None) -> int:
         settle(stack.api)
         settled = True
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM / SIGHUP (Stopped)
-        print(f"\n[demo] {exc or 'interrupted'}", flush=True)
+        why = f"stopped by {exc or 'SIGINT'}"
+        print(f"\n[demo] {why}", flush=True)
     finally:
         _hold_signals()
         if stack.api is not None and not settled:
             try:  # stopped early or by a signal: cancel what is in flight, do not wait
-                settle(stack.api, cancel_now=True)
+                settle(stack.api, cancel_now=why)
             except Exception as exc:  # Airflow gone already: stopping the processes is what matters
                 print(f"[demo] could not cancel the runs in flight: {exc}", flush=True)
         print("[demo] stopping every process it started ...", flush=True)
