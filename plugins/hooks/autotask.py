@@ -100,7 +100,7 @@ from erpsync.errors import (
     RetriableSourceError,
     SyncError,
 )
-from erpsync.hooks._autotask_budget import BudgetMixin, BudgetStatus
+from erpsync.hooks._autotask_budget import DEFAULT_THRESHOLD, BudgetMixin, BudgetStatus
 from erpsync.hooks._autotask_errors import (
     STALE_METADATA,
     classify,
@@ -941,7 +941,16 @@ class AutotaskHook(BudgetMixin, BaseHook):
         """Discover the zone and read the tenant's threshold: proves user, secret and integration code."""
         try:
             root = self.root
-            info = self.threshold_information()
+            s = self.settings
+            # The read is a call like any other: it must fit this package's share (never one past it).
+            known = self.budget.threshold or self.ledger.last_threshold(s.budget_key) or DEFAULT_THRESHOLD
+            cap = int(s.budget_share * known)
+            if self.ledger.reserve(s.budget_key, self._clock(), cap) is None:
+                return False, (
+                    f"Autotask {root} not asked: this package used its {cap} requests of the rolling hour "
+                    f"({s.budget_share:.0%} of the tenant's {known}); try again when the hour frees up"
+                )
+            info = self.threshold_information(reserved=True)
         except SyncError as exc:
             return False, str(exc)
         except Exception as exc:  # the UI button must answer, whatever broke

@@ -608,3 +608,19 @@ def test_a_threshold_read_is_never_sent_past_the_share(make_hook):
     with pytest.raises(RateLimitedError, match="used 10 of its 10 requests per hour"):
         list(hook2.query("Companies"))
     assert _budget_reads(tenant2) == 2 and hook2.api_calls == hook2.budget.own_hour == 10
+
+
+def test_test_connection_reads_the_threshold_only_within_the_share(make_hook):
+    """Each stage's validate (and the UI's Test button) reads ThresholdInformation: at the cap it says
+    so and sends nothing, instead of passing the share by that read."""
+    clock = FakeClock()
+    tenant = FakeTenant(rows=1, threshold=(100, 0))
+    hook = make_hook(tenant, clock=clock, budget_share=0.1, max_wait=0)  # 10 calls an hour
+    ok, _ = hook.test_connection()
+    assert ok
+    for _ in range(9):
+        list(hook.query("Companies"))  # 1 + 9 = 10
+    sent = len(tenant.requests)
+    ok, message = make_hook(tenant, clock=clock, budget_share=0.1, max_wait=0).test_connection()
+    assert not ok and "used its 10 requests of the rolling hour" in message, message
+    assert len(tenant.requests) == sent
