@@ -111,6 +111,12 @@ AUTOTASK_CONNECTION: dict[str, Any] = {
             "(every integration on the tenant shares them)",
             "schema": {"type": ["number", "null"], "default": 0.5},
         },
+        "ledger_url": {
+            "label": "Shared call ledger (SQLAlchemy URL)",
+            "description": "e.g. postgresql+psycopg://.../erpsync: workers on several hosts count their Autotask "
+            "calls in one ledger and keep one budget; blank = a SQLite file per host",
+            "schema": {"type": ["string", "null"]},
+        },
         "timeout": {"label": "HTTP timeout (s)", "schema": {"type": ["number", "null"], "default": 60}},
     },
 }

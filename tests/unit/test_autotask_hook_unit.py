@@ -231,6 +231,34 @@ def test_settings_precedence_and_blank_extras(make_hook):
     assert AutotaskHook(budget_share=0.2).settings.budget_share == 0.2  # hook argument beats the extra
 
 
+def test_every_field_of_the_connection_form_reaches_the_settings(make_hook):
+    """A form field the hook never reads would be a setting the UI offers and ignores."""
+    from erpsync.provider_info import AUTOTASK_CONNECTION
+
+    values = {
+        "integration_code": "FORMCODE",
+        "zone_url": "https://webservices14.autotask.net/ATServicesRest/",
+        "impersonation_resource_id": "29682885",
+        "ca_bundle": "/etc/ssl/form-ca.pem",
+        "budget_share": "0.3",
+        "ledger_url": "postgresql+psycopg://db-host/erpsync",
+        "timeout": "17",
+    }
+    assert set(AUTOTASK_CONNECTION["conn-fields"]) == set(values)
+    s = make_hook(FakeTenant(), **values).settings
+    assert (s.integration_code, s.zone_url, s.impersonation_resource_id) == (
+        "FORMCODE",
+        "https://webservices14.autotask.net/ATServicesRest/V1.0",  # the zone's REST root
+        29682885,
+    )
+    assert (s.verify, s.budget_share, s.ledger_url, s.timeout) == (
+        "/etc/ssl/form-ca.pem",
+        0.3,
+        values["ledger_url"],
+        17.0,
+    )
+
+
 @pytest.mark.parametrize(
     ("host", "url"),
     [
