@@ -60,6 +60,8 @@ class RunReport:
     :param calls: merged call summary (`merge_calls`).
     :param problems: one line per step that did not finish (the run failed).
     :param warnings: things a reader should know that did not fail the run.
+    :param api_usage: the real HTTP calls per system (`merge_api_usage`) with their budget figures,
+        for systems whose hooks count them (Autotask, Exact Online); these are the calls a run used.
     """
 
     flow: str
@@ -75,9 +77,17 @@ class RunReport:
     warnings: list[str] = field(default_factory=list)
     duration_seconds: float | None = None
     new_quarantine: int = 0
+    api_usage: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def api_calls(self) -> int:
+        """Calls the run used: the systems' counted HTTP calls where known, else the adapter operations."""
+        if self.api_usage:
+            return sum(int(u.get("calls") or 0) for u in self.api_usage.values())
+        return int(self.calls.get("total", 0))
 
     @property
     def headline(self) -> str:
@@ -96,6 +106,11 @@ class RunReport:
                 "Quarantine by rule",
                 ["stage", "rule", "column", "rows"],
                 [[q["stage"], q["rule"], q["column"], q["rows"]] for q in self.quarantine],
+            ),
+            (
+                "API budget",
+                ["system", "calls", "of the hour", "share allowed", "last reading", "waited (s)", "429s"],
+                [_budget_row(system, u) for system, u in sorted(self.api_usage.items())],
             ),
             (
                 "API calls",
@@ -124,7 +139,7 @@ class RunReport:
         lines += [
             f"- run: `{self.run_id}`",
             f"- interval: {self.interval[0] or '-'} to {self.interval[1] or '-'}",
-            f"- API calls used: {self.calls.get('total', 0)}",
+            f"- API calls used: {self.api_calls}",
             f"- left quarantine this run: {self.resolved}",
             f"- newly quarantined this run: {self.new_quarantine}",
         ]
@@ -151,7 +166,7 @@ class RunReport:
             f"<p style='color:{colour}'><strong>{e(self.headline)}</strong></p><ul>",
             f"<li>run: <code>{e(self.run_id)}</code></li>",
             f"<li>interval: {e(str(self.interval[0] or '-'))} to {e(str(self.interval[1] or '-'))}</li>",
-            f"<li>API calls used: {self.calls.get('total', 0)}</li>",
+            f"<li>API calls used: {self.api_calls}</li>",
             f"<li>left quarantine this run: {self.resolved}</li>",
         ]
         parts += [f"<li><strong>problem</strong>: {e(p)}</li>" for p in self.problems]
@@ -179,3 +194,22 @@ class RunReport:
 
 def _md(value: Any) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def _budget_row(system: str, usage: dict[str, Any]) -> list[Any]:
+    """One system's calls against its budget: the share of the tenant's hour (or the day's limit)."""
+    calls = int(usage.get("calls") or 0)
+    if usage.get("threshold"):
+        of_hour = f"{calls / usage['threshold']:.2%} of {usage['threshold']:,}"
+    elif usage.get("daily_limit"):
+        of_hour = f"{usage.get('daily_used', calls):,} of {usage['daily_limit']:,} a day"
+    else:
+        of_hour = "-"
+    share = f"{usage['budget_share']:.0%}" if usage.get("budget_share") else "-"
+    reading = usage.get("reading") or {}
+    last = (
+        f"{reading.get('tenant_count')} / {reading.get('threshold')} at {reading.get('read_at')}"
+        if reading.get("threshold")
+        else "-"
+    )
+    return [system, calls, of_hour, share, last, usage.get("waited_seconds", 0), usage.get("rate_limited", 0)]

@@ -1019,6 +1019,7 @@ def report_step(
         problems=problems,
         warnings=warnings,
         new_quarantine=new_quarantine,
+        api_usage=api_usage,
     )
     run = ctx.store.get_run(ctx.flow, ctx.run_id)
     if run is not None:

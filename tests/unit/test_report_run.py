@@ -66,3 +66,31 @@ def test_failed_run_lists_problems_and_escapes_html():
     page = report.to_html()
     assert "f&lt;x&gt;" in page and "&lt;b&gt;" in page and "#cf222e" in page
     assert report.to_dict()["status"] == "failed"
+
+
+def test_the_budget_table_counts_every_call_the_systems_saw():
+    """With counted HTTP calls (writes included) the report says those, not the adapter operations."""
+    report = RunReport(
+        flow="sf_accounts_to_autotask",
+        run_id="r",
+        status="success",
+        counts={"updated": 100},
+        calls=merge_calls({"upsert": _calls(("upsert", 0.5))}),
+        api_usage={
+            "autotask": {
+                "calls": 112,
+                "threshold": 10_000,
+                "budget_share": 0.5,
+                "waited_seconds": 1.5,
+                "rate_limited": 0,
+                "reading": {"tenant_count": 2_400, "threshold": 10_000, "read_at": "2026-12-07T22:00:00Z"},
+            },
+            "exact_online": {"calls": 40, "daily_limit": 5_000, "daily_used": 1_234},
+        },
+    )
+    md = report.to_markdown()
+    assert "- API calls used: 152" in md and report.api_calls == 152
+    assert "| autotask | 112 | 1.12% of 10,000 | 50% | 2400 / 10000 at 2026-12-07T22:00:00Z | 1.5 | 0 |" in md
+    assert "| exact_online | 40 | 1,234 of 5,000 a day | - | - | 0 | 0 |" in md
+    assert "<td>1.12% of 10,000</td>" in report.to_html()
+    assert RunReport(flow="f", run_id="r", status="success", counts={}, calls={"total": 7}).api_calls == 7
