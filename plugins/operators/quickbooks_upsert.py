@@ -183,7 +183,12 @@ class QuickBooksUpsertOperator(_SyncStepOperator, _InputMixin):
             saved = progress.batch(b)
             if saved is None:
                 batch = pending.iloc[start : start + rows_per_job].to_dict("records")
-                program = UpsertProgram(_payloads(spec, batch), identity=spec.identity, prefix=f"{base}/b{b}")
+                program = UpsertProgram(
+                    _payloads(spec, batch),
+                    identity=spec.identity,
+                    prefix=f"{base}/b{b}",
+                    prebuilt=progress.built(b),
+                )
                 saved = self._run_batch(adapter, spec, program, progress, b)
             adapter.job_ids.extend(saved["jobs"])
             adapter.call_log.calls.extend(saved["calls"])
@@ -203,6 +208,9 @@ class QuickBooksUpsertOperator(_SyncStepOperator, _InputMixin):
             while True:
                 done = progress.job(job.key)
                 if done is None:
+                    if not program.built.keys() <= program.prebuilt.keys():  # so a resume need not build them
+                        progress.save_built(batch, program.built)
+                        program.prebuilt = dict(program.built)
                     queued = adapter.hook.enqueue([r.xml for r in job.requests], idempotency_key=job.key)
                     if queued["state"] not in _TERMINAL:
                         self._wait(queued, job.phase, batch)
@@ -307,12 +315,19 @@ class _Progress:
     def batch(self, index: int) -> dict[str, Any] | None:
         return self._read(self.folder / f"batch-{index:05d}.json")
 
+    def built(self, index: int) -> dict[str, Any]:
+        """The requests batch `index` built so far (build key -> [kind, requestID, xml])."""
+        return self._read(self.folder / f"built-{index:05d}.json") or {}
+
+    def save_built(self, index: int, built: dict[str, Any]) -> None:
+        self._write(self.folder / f"built-{index:05d}.json", built)
+
     def save_batch(self, index: int, **saved: list) -> dict[str, Any]:
         """Save a finished batch (`jobs`, `calls`, `results`), drop its job answers, return what was saved."""
         self._write(self.folder / f"batch-{index:05d}.json", saved)
         from erpsync.staging import glob_fresh
 
-        for path in glob_fresh(self.folder, "job-*.json"):
+        for path in [*glob_fresh(self.folder, "job-*.json"), *glob_fresh(self.folder, "built-*.json")]:
             path.unlink(missing_ok=True)
         return saved
 

@@ -92,3 +92,36 @@ def test_a_row_the_schema_refuses_fails_alone_before_anything_is_sent():
         and "CustomerAdd/Name: is 42 characters long; maxLength is 41" in failed["error"]
     )
     assert program.results[1] is None
+
+
+def test_a_resumed_program_takes_its_saved_requests_instead_of_building_them_again(monkeypatch):
+    """What the deferred upsert saves between executions (`built`) gives the same jobs, keys and
+    requests without building or checking them again; a request not saved is still built."""
+    import erpsync.qbwc_bridge.qbxml.builders as builders
+
+    rows = [{"_source_key": str(i), "Name": f"Co {i}", IDENTITY: str(i)} for i in range(3)]
+    first = UpsertProgram(rows, identity=IDENTITY, prefix="p")
+    gen = first.run()
+    write = next(gen)
+    answers = [{"index": 0, "state": "done", "status_code": 0, "response": {}}] + [
+        {"index": n, "state": "done", "status_code": 0, "list_id": f"8000000{n}-1"} for n in range(1, 4)
+    ]
+    exts = gen.send(answers)
+    assert exts.phase == "dataext" and set(first.built) == {
+        "a0",
+        "a1",
+        "a2",
+        *(f"x{i}.SalesforceId" for i in range(3)),
+    }
+
+    saved = {k: v for k, v in first.built.items() if k != "a2"}  # saved before a2 was built: built anew
+    calls = []
+    real = builders.build_request
+    monkeypatch.setattr(builders, "build_request", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    again = UpsertProgram(rows, identity=IDENTITY, prefix="p", prebuilt=saved)
+    gen2 = again.run()
+    write2 = next(gen2)
+    assert write2.key == write.key and [r.xml for r in write2.requests] == [r.xml for r in write.requests]
+    assert gen2.send(answers).key == exts.key
+    # Only a2 among the rows' requests; the definition query and add are not rows' builds.
+    assert calls == ["DataExtDefQuery", "CustomerAdd", "DataExtDefAdd"]

@@ -366,7 +366,15 @@ class UpsertProgram:
     :param prefix: idempotency prefix (see `idempotency_prefix`).
     """
 
-    def __init__(self, rows: list[dict[str, Any]], *, identity: str, prefix: str, obj: str = "Customer"):
+    def __init__(
+        self,
+        rows: list[dict[str, Any]],
+        *,
+        identity: str,
+        prefix: str,
+        obj: str = "Customer",
+        prebuilt: dict[str, Any] | None = None,
+    ):
         if obj != "Customer":
             raise ConfigError(f"QuickBooks upsert supports Customer only, not {obj!r}", where="quickbooks")
         self.rows = rows
@@ -374,6 +382,10 @@ class UpsertProgram:
         self.prefix = prefix
         self.results: list[dict[str, Any] | None] = [None] * len(rows)
         self.jobs: list[str] = []  # bridge job ids, in order (for the report)
+        # Requests built by an earlier execution of this program (build key -> [kind, xml]): a resume
+        # replays its phases without building and checking them again; `built` is what to save.
+        self.prebuilt: dict[str, Any] = dict(prebuilt or {})
+        self.built: dict[str, list[str]] = {}
         self.digest = hashlib.sha256(json.dumps(rows, default=str, sort_keys=True).encode()).hexdigest()
         self._fields: list[dict[str, Any]] = []
         self._exts: list[dict[str, Any]] = []
@@ -412,23 +424,37 @@ class UpsertProgram:
         code = "3070" if "maxLength" in exc.rule else "invalid_field"
         self._fail(i, f"{self._label(i)}: {exc.field}: {exc.rule}", code)
 
-    def _build_all(self, builds: list[tuple[int, Callable[[], QbRequest]]]) -> list[tuple[int, QbRequest]]:
+    def _build_all(
+        self, builds: list[tuple[int, str, Callable[[], QbRequest]]]
+    ) -> list[tuple[int, QbRequest]]:
         """Build one phase's requests, row by row, and check them against the XSD in one pass
         (`xsd_later`): the same requests and row failures as building each alone, at a fraction of
         the cost of parsing and validating every request on its own. Returns (position in `builds`,
-        request) for the valid ones, in order."""
-        from erpsync.qbwc_bridge.qbxml import validate_requests, xsd_later
+        request) for the valid ones, in order. Each build has a key unique in the program; one in
+        `prebuilt` is taken as saved (it was checked when first built)."""
+        from erpsync.qbwc_bridge.qbxml import QbRequest, validate_requests, xsd_later
 
         built: list[tuple[int, QbRequest]] = []  # (position in builds, request)
+        fresh: list[int] = []  # positions in `built` of requests built here, to check
         with xsd_later():
-            for n, (i, builder) in enumerate(builds):
-                rq = self._build(i, builder)
-                if rq is not None:
-                    built.append((n, rq))
-        errors = validate_requests([rq.xml for _, rq in built])
-        for m, exc in errors.items():
-            self._invalid(builds[built[m][0]][0], exc)
-        return [(n, rq) for m, (n, rq) in enumerate(built) if m not in errors]
+            for n, (i, key, builder) in enumerate(builds):
+                saved = self.prebuilt.get(key)
+                if saved is not None:
+                    rq = QbRequest(kind=saved[0], request_id=saved[1], xml=saved[2])
+                else:
+                    rq = self._build(i, builder)
+                    if rq is None:
+                        continue
+                    fresh.append(len(built))
+                built.append((n, rq))
+        errors = validate_requests([built[m][1].xml for m in fresh])
+        bad = {fresh[k] for k in errors}
+        for k, exc in errors.items():
+            self._invalid(builds[built[fresh[k]][0]][0], exc)
+        out = [(n, rq) for m, (n, rq) in enumerate(built) if m not in bad]
+        for n, rq in out:
+            self.built[builds[n][1]] = [rq.kind, rq.request_id, rq.xml]
+        return out
 
     def _read_current(self, phase: str, indexes: list[int]) -> Generator[BridgeJob, list, dict[str, dict]]:
         """Read ListID, EditSequence and DataExts of `indexes`' target records; a missing one fails its row."""
@@ -476,6 +502,7 @@ class UpsertProgram:
             builds.append(
                 (
                     i,
+                    f"{tag}{i}",
                     lambda i=i, lid=lid, seq=seq: customer_mod(
                         lid, seq, self._fields[i], request_id=f"{tag}{i}"
                     ),
@@ -499,7 +526,7 @@ class UpsertProgram:
         if wants_ext:
             # Without OwnerID: every definition (the simulator fails on an OwnerID filter here, see the report).
             writes.append((None, data_ext_def_query(request_id="defs")))
-        adds = [(i, lambda i=i: customer_add(self._fields[i], request_id=f"a{i}")) for i in creates]
+        adds = [(i, f"a{i}", lambda i=i: customer_add(self._fields[i], request_id=f"a{i}")) for i in creates]
         writes.extend((adds[n][0], rq) for n, rq in self._build_all(adds))
         writes.extend(self._mod_requests(updates, current, "m"))
         defined: set[str] = set()
@@ -545,7 +572,7 @@ class UpsertProgram:
     def _write_exts(self, written: dict[int, dict], current: dict[str, dict], defined: set[str]):
         from erpsync.qbwc_bridge.qbxml import data_ext_add, data_ext_def_add, data_ext_mod
 
-        builds: list[tuple[int, Callable[[], QbRequest]]] = []
+        builds: list[tuple[int, str, Callable[[], QbRequest]]] = []
         names: list[str] = []
         for i, r in sorted(written.items()):
             lid = r.get("list_id")
@@ -559,6 +586,7 @@ class UpsertProgram:
                 builds.append(
                     (
                         i,
+                        f"{tag}{i}.{name}",
                         lambda b=build, n=name, v=value, lid=lid, t=tag, i=i: b(
                             OWNER_ID, n, "Customer", lid, v, request_id=f"{t}{i}.{n}"[:50]
                         ),
