@@ -114,6 +114,14 @@ def create_app(settings: BridgeSettings | None = None, *, store: Store | None = 
         with store.reading() as s:
             return HTMLResponse(status.render_status(s, companies=principal.companies))
 
+    @app.get("/api/v1/health", tags=["operations"])
+    def company_health(principal: api.Principal = Reader) -> list[dict]:
+        """Web Connector health per company file the token may read (the Airflow UI's sync pages)."""
+        from erpsync.qbwc_bridge.health import company_health
+
+        with store.reading() as s:
+            return company_health(s, companies=principal.companies)
+
     @app.get("/support", response_class=HTMLResponse, tags=["operations"])
     def support_page() -> HTMLResponse:
         """The .qwc AppSupport URL: the Web Connector wants a 200 there, the public gets no names."""
