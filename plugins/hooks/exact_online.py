@@ -11,7 +11,16 @@ Connection (`exact_online`, default id `exact_online_default`):
   `token_encryption_key` (Fernet key for the tokens at rest; default: Airflow's fernet key),
   `store_key`, `ca_bundle`, `timeout`, `minutely_margin` (calls kept in reserve per minute),
   `daily_reserve` (calls kept in reserve per day), `refresh_margin`, `max_rate_limit_wait`,
-  `max_retries` and `retry_backoff` (GET/PUT on 5xx and transport errors).
+  `max_retries` and `retry_backoff` (GET/PUT on 5xx and transport errors), `budget_path` (SQLite
+  file of the call budget shared by the host's Exact tasks; default under AIRFLOW_HOME) or
+  `budget_url` (PostgreSQL, for workers on several hosts), `minute_seconds` / `day_seconds` (the
+  limit windows; Exact's are 60 and 86,400).
+
+Budget: every call that carries a division is first reserved in the shared ledger
+(`erpsync.hooks._exact_budget`): Exact's 60 calls a minute and 5,000 a day per app and division
+(or the limits its `X-RateLimit-*` headers announce) hold for all flows and tasks together; a spent
+minute is waited out, a spent day is a RateLimitedError before anything is sent. `usage()` gives
+the hook's calls and the budget's figures for run reports.
 
 Precedence: hook argument > connection extra > default. Errors follow `erpsync.errors`:
 
@@ -46,10 +55,12 @@ from erpsync.errors import (
     RetriableSourceError,
     SyncError,
 )
+from erpsync.hooks._exact_budget import default_budget_path
 
 if TYPE_CHECKING:
     import httpx
 
+    from erpsync.hooks._exact_budget import SqlBudget, SqliteBudget, Windows
     from erpsync.hooks._exact_tokens import TokenPair, TokenStore
 
 __all__ = ["CONNECTION_TYPE_INFO", "ExactOnlineHook", "RateLimitState", "WriteResult", "pad_account_code"]
@@ -171,6 +182,10 @@ class _Settings:
     max_rate_limit_wait: float
     max_retries: int
     retry_backoff: float
+    budget_path: str
+    budget_url: str | None = field(repr=False)
+    minute_seconds: float
+    day_seconds: float
     extra: dict = field(default_factory=dict, repr=False)  # may hold the refresh token and keys
 
 
@@ -210,7 +225,10 @@ class ExactOnlineHook(BaseHook):
         self._timeout_arg = timeout
         self._token_store_arg = token_store_url
         self.limits: dict[int, RateLimitState] = {}
-        self.calls = 0
+        self.calls = 0  # every HTTP call sent (token calls aside)
+        self.metered_calls = 0  # those that count toward the division's limits
+        self.calls_by_kind: dict[str, int] = {}
+        self.rate_limited = 0
 
     # ---- Airflow UI ------------------------------------------------------------------------------
 
@@ -284,6 +302,14 @@ class ExactOnlineHook(BaseHook):
             max_rate_limit_wait=float(extra.get("max_rate_limit_wait") or 90),
             max_retries=int(extra.get("max_retries") if extra.get("max_retries") is not None else 3),
             retry_backoff=float(extra.get("retry_backoff") or 0.5),
+            budget_path=extra.get("budget_path") or default_budget_path(),
+            budget_url=extra.get("budget_url"),
+            minute_seconds=_positive(
+                extra.get("minute_seconds"), 60.0, "minute_seconds", self.exact_online_conn_id
+            ),
+            day_seconds=_positive(
+                extra.get("day_seconds"), 86_400.0, "day_seconds", self.exact_online_conn_id
+            ),
             extra=extra,
         )
 
@@ -310,9 +336,68 @@ class ExactOnlineHook(BaseHook):
             self.settings.token_store_url, encryption_key=self.settings.extra.get("token_encryption_key")
         )
 
+    @cached_property
+    def budget(self) -> SqliteBudget | SqlBudget:
+        """The call ledger every Exact task shares (`erpsync.hooks._exact_budget`)."""
+        from erpsync.hooks._exact_budget import open_budget
+
+        return open_budget(path=self.settings.budget_path, url=self.settings.budget_url)
+
+    @property
+    def _windows(self) -> Windows:
+        from erpsync.hooks._exact_budget import Windows
+
+        s = self.settings
+        return Windows(s.minute_seconds, s.day_seconds, s.minutely_margin, s.daily_reserve)
+
+    def _budget_key(self, division: int) -> str:
+        """Exact counts per app and division, whichever connection or task calls."""
+        return f"{self.settings.base_url}|{self.settings.client_id}|{division}"
+
+    def _reserve(self, division: int, state: RateLimitState, where: str) -> None:
+        """Take one call from the shared budget; wait out a spent minute, refuse a spent day."""
+        key = self._budget_key(division)
+        while True:
+            now = time.time()
+            got = self.budget.reserve(key, now, self._windows)
+            if got.granted:
+                return
+            if got.limit == "daily":
+                raise RateLimitedError(
+                    f"Exact Online daily API budget of division {division} is used up "
+                    f"({got.day_used} of {got.day_limit} calls, counted for every Exact task); "
+                    f"it resets at {_iso(got.reset_at)}",
+                    retry_after=got.reset_at - now,
+                    where=where,
+                    details={"limit": "daily", "reset": got.reset_at, "used": got.day_used},
+                )
+            self._wait(state, got.reset_at - now + 0.01, where)
+
+    def usage(self) -> dict[str, Any]:
+        """This hook's Exact calls and the shared budget's figures, for run reports (`calls["api"]`)."""
+        out: dict[str, Any] = {
+            "system": "exact_online",
+            "calls": self.metered_calls,
+            "by_kind": dict(self.calls_by_kind),
+            "waited_seconds": round(sum(st.waited_seconds for st in self.limits.values()), 3),
+            "rate_limited": self.rate_limited,
+        }
+        division = self.__dict__.get("division")
+        if division is not None and "budget" in self.__dict__:
+            figures = self.budget.used(self._budget_key(division), time.time(), self._windows)
+            out.update(
+                daily_limit=figures["day_limit"],
+                daily_used=figures["day_used"],
+                minutely_limit=figures["minute_limit"],
+            )
+        return out
+
     def close(self) -> None:
         if "client" in self.__dict__:
             self.client.close()
+        if "budget" in self.__dict__:
+            self.budget.close()
+            del self.__dict__["budget"]
 
     # ---- OAuth ---------------------------------------------------------------------------------------
 
@@ -432,6 +517,8 @@ class ExactOnlineHook(BaseHook):
         idempotent = method in ("GET", "PUT", "DELETE")
         while True:
             self._before_call(state, url)
+            if state is not None:
+                self._reserve(division, state, url)
             token = self._access_token(stale)
             try:
                 resp = self.client.request(
@@ -451,10 +538,15 @@ class ExactOnlineHook(BaseHook):
                     f"Exact Online unreachable: {type(exc).__name__}: {exc}", where=url
                 ) from exc
             self.calls += 1
+            status = resp.status_code
             if state is not None:
+                self.metered_calls += 1
+                self.calls_by_kind[method] = self.calls_by_kind.get(method, 0) + 1
                 state.calls += 1
                 state.update(resp.headers)
-            status = resp.status_code
+                self._observe(division, resp.headers)
+            else:
+                self.calls_by_kind["unmetered"] = self.calls_by_kind.get("unmetered", 0) + 1
             if status == 401:
                 if refreshed:
                     raise AuthError(
@@ -464,6 +556,7 @@ class ExactOnlineHook(BaseHook):
                 stale, refreshed = token, True
                 continue
             if status == 429:
+                self.rate_limited += 1
                 rate_waits += 1
                 self._on_429(state, resp, url, rate_waits)
                 continue
@@ -472,6 +565,23 @@ class ExactOnlineHook(BaseHook):
                 time.sleep(min(s.retry_backoff * 2 ** (retries - 1), 8))
                 continue
             return resp
+
+    def _observe(self, division: int, headers: httpx.Headers) -> None:
+        """Tell the shared budget what Exact says was used (calls from elsewhere with this app count)."""
+        seen: dict[str, float] = {}
+        for name, header in (
+            ("daily_limit", "X-RateLimit-Limit"),
+            ("daily_remaining", "X-RateLimit-Remaining"),
+            ("daily_reset", "X-RateLimit-Reset"),
+            ("minutely_limit", "X-RateLimit-Minutely-Limit"),
+            ("minutely_remaining", "X-RateLimit-Minutely-Remaining"),
+            ("minutely_reset", "X-RateLimit-Minutely-Reset"),
+        ):
+            raw = headers.get(header)
+            if raw is not None and raw.strip().isdigit():
+                seen[name] = int(raw) / 1000 if name.endswith("reset") else int(raw)
+        if seen:
+            self.budget.observe(self._budget_key(division), time.time(), self._windows, seen)
 
     def _on_429(self, state: RateLimitState | None, resp: httpx.Response, url: str, attempt: int) -> None:
         """Classify a 429 by its headers (never by its body, which Exact leaves empty or non-JSON)."""
@@ -812,6 +922,20 @@ class ExactOnlineHook(BaseHook):
 
 
 # ---- small pure helpers ------------------------------------------------------------------------------------------
+
+
+def _positive(raw: Any, default: float, name: str, where: str) -> float:
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        value = 0.0
+    if value <= 0:
+        raise ConfigError(
+            f"connection extra {name} must be a positive number of seconds, got {raw!r}", where=where
+        )
+    return value
 
 
 def _raise_if_tls_config(exc: Exception, url: str) -> None:

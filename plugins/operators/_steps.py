@@ -428,9 +428,11 @@ def merge_api_usage(summaries: dict[str, Any]) -> dict[str, dict[str, Any]]:
                 agg["by_kind"][kind] = agg["by_kind"].get(kind, 0) + int(k)
             agg["waited_seconds"] = round(agg["waited_seconds"] + float(part.get("waited_seconds") or 0), 3)
             agg["rate_limited"] += int(part.get("rate_limited") or 0)
-            for key in ("budget_share", "own_cap", "threshold"):
+            for key in ("budget_share", "own_cap", "threshold", "daily_limit", "minutely_limit"):
                 if part.get(key) is not None:
                     agg[key] = part[key]
+            if part.get("daily_used") is not None:  # Exact: the shared day's count after the step
+                agg["daily_used"] = max(int(part["daily_used"]), int(agg.get("daily_used") or 0))
             reading = part.get("reading")
             if isinstance(reading, dict) and str(reading.get("read_at")) > str(
                 (agg.get("reading") or {}).get("read_at", "")

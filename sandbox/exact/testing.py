@@ -59,10 +59,15 @@ class RunningExact:
     def connection_json(self, **extra: Any) -> str:
         """An `AIRFLOW_CONN_*` value (JSON form) for this simulator; `extra` is merged into the extras.
 
-        The token store defaults to a SQLite file in the data dir: the default store under
-        AIRFLOW_HOME would be shared by every test of the session.
+        The token store and the call budget default to SQLite files in the data dir: the default ones
+        under AIRFLOW_HOME would be shared by every test of the session.
         """
         extra.setdefault("token_store_url", f"sqlite:///{self.data_dir / 'tokens.db'}")
+        # The call budget too (the default file under AIRFLOW_HOME would outlive this simulator), with
+        # the simulator's window lengths, so the hook's ledger counts the windows Exact counts.
+        extra.setdefault("budget_path", str(self.data_dir / "exact-budget.sqlite"))
+        extra.setdefault("minute_seconds", self.simulator.options.minute_seconds)
+        extra.setdefault("day_seconds", self.simulator.options.day_seconds)
         return connection_json({**self.info, "url": self.url}, **extra)
 
     def new_consent(self, divisions: list[int] | None = None) -> str:

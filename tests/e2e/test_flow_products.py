@@ -158,10 +158,19 @@ def test_first_run_creates_and_updates_every_clean_item_and_quarantines_the_dirt
     assert run.xcom("target.verify")["differences"] == 0
 
 
+def exact_calls(world) -> int:
+    return world["exact"].simulator.stats.division_calls.get(str(DIV), 0)
+
+
 def test_rerun_without_change_writes_nothing(world, capfd):
     before, writes = stamps(world), sf_writes(world)
+    calls = exact_calls(world)
     run = run_dag(world["dag"], capfd, full_refresh=False)
     assert run.ok, run.why()
+    # The run report counts every Exact call the run made (all tasks), with the shared day's figures.
+    usage = run.xcom("report")["api_usage"]["exact_online"]
+    assert usage["calls"] == exact_calls(world) - calls > 0, usage
+    assert usage["daily_limit"] == 1_000_000 and usage["daily_used"] >= usage["calls"], usage
     assert run.counts["created"] == run.counts["updated"] == 0, run.counts
     # Exact's sync feed has nothing after the stored Timestamp: only the quarantined item is read
     # again (by key), and no deletion is reported.

@@ -16,7 +16,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from erpsync.adapters import FieldMeta, ReadWindow, get_adapter
+from erpsync.adapters import FieldMeta, get_adapter
 from erpsync.adapters.memory import MemoryAdapter
 from erpsync.mapping import default_mappings_dir, load_flow
 from erpsync.operators import _steps as steps
@@ -216,35 +216,42 @@ def test_orders_flow_creates_customers_then_orders_once(tmp_path, exact, conn):
     assert refs.count(f"{tag}001") == 1 and refs.count(f"{tag}002") == 1
 
 
-def test_items_flow_extracts_the_interval_from_exact(tmp_path, exact, conn):
+def test_items_flow_extracts_from_the_sync_cursor_and_a_backfill_its_interval(tmp_path, exact, conn):
     mapping = load_flow("exact_items_to_sf_products", default_mappings_dir())
     adapter = get_adapter(ADAPTER, conn_id=conn)
-    first = next(adapter.read("logistics/Items", columns=["ID", "Code"], chunk_rows=5))
+    store = StateStore(f"sqlite:///{tmp_path / 'state.db'}")
+    everything = len(exact.simulator.store.divisions[DIV].tables["logistics/Items"])
+
+    def ctx(run_id, start=None, end=None):
+        return steps.StepContext(
+            flow="exact_items_to_sf_products",
+            dag_id="exact_items_to_sf_products",
+            run_id=run_id,
+            staging=tmp_path / "staging" / run_id,
+            store=store,
+            interval_start=start,
+            interval_end=end,
+        )
+
+    # First run: no cursor yet, so every item, through sync/Logistics/Items; the cursor is a row version.
+    first = steps.extract_step(ctx("items-1"), mapping, adapter)
+    assert first.rows == everything and first.extra["deleted_in_source"] == 0
+    assert first.extra["max_cursor"].startswith("exact-sync:")
+    store.set_cursor("exact_items_to_sf_products", "logistics/Items", first.extra["max_cursor"])
+    changed = sorted(exact.simulator.store.divisions[DIV].tables["logistics/Items"])[:3]
     start = datetime.now(UTC)
-    for item_id in first["ID"][:3]:
+    for item_id in changed:
         adapter.hook.update("logistics/Items", item_id, {"Notes": "changed"})
     end = datetime.now(UTC) + timedelta(seconds=1)
-    ctx = steps.StepContext(
-        flow="exact_items_to_sf_products",
-        dag_id="exact_items_to_sf_products",
-        run_id="items-1",
-        staging=tmp_path / "staging",
-        store=StateStore(f"sqlite:///{tmp_path / 'state.db'}"),
-        interval_start=start,
-        interval_end=end,
-    )
-    manifest = steps.extract_step(ctx, mapping, adapter)
-    assert manifest.rows == 3 and manifest.extra["in_window"] == 3
-    assert {"StandardSalesPrice", "ItemGroupCode", "Modified", "Code"} <= set(manifest.columns)
-    assert (
-        manifest.extra["max_cursor"] >= start.isoformat()[:19]
-    )  # a real time, not the Timestamp row version
-    reads = [c for c in adapter.call_log.calls if c["method"] == "read"]
-    assert len(reads) == 2  # the probe above and the extract's single bulk page
-    full = list(
-        adapter.read("logistics/Items", window=ReadWindow(None, None), columns=["ID"], chunk_rows=100)
-    )
-    assert sum(len(c) for c in full) == len(exact.simulator.store.divisions[DIV].tables["logistics/Items"])
+    # Next run: exactly the three changes, whatever its data interval says; one sync page.
+    calls = len(adapter.call_log.calls)
+    second = steps.extract_step(ctx("items-2", end, end + timedelta(hours=1)), mapping, adapter)
+    assert second.rows == 3 and second.extra["max_cursor"] > first.extra["max_cursor"]
+    assert [c["method"] for c in adapter.call_log.calls[calls:]] == ["read_deleted", "read_sync"]
+    # A backfill replays its own interval through the Modified window and leaves the cursor alone.
+    replay = steps.extract_step(ctx("backfill__2026-12-07T10:15:00+00:00", start, end), mapping, adapter)
+    assert replay.rows == 3 and replay.extra["max_cursor"] is None
+    assert "deleted_in_source" not in replay.extra
 
 
 def test_orders_flow_validates_green_against_exact(tmp_path, exact, conn):

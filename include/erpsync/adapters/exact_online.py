@@ -203,7 +203,8 @@ ENTITIES: dict[str, _Entity] = {
         _entity(
             "inventory/StockPositions",
             "ItemCode~ Warehouse:guid~ CurrentStock:number~ FreeStock:number~ ReservedStock:number~ "
-            "PlanningIn:number~ PlanningOut:number~ ProjectedStock:number~ ReorderPoint:number~ UnitCode~",
+            "PlanningIn:number~ PlanningOut:number~ ProjectedStock:number~ ReorderPoint:number~ UnitCode~ "
+            "Stock:number~",
             key="ItemId",
             bulk=False,
             writable=False,
@@ -234,6 +235,14 @@ SYNC_DELETED_TYPES: dict[str, int | None] = {
     "salesorder/salesorderlines": None,
     "inventory/stockpositions": 15,
 }
+#: `Stock` of a stock position, by the adapter's `stock_calculation` (Exact's own fields it needs).
+STOCK_CALCULATIONS: dict[str, tuple[str, ...]] = {
+    "available": ("CurrentStock", "ReservedStock"),  # in stock minus reserved for sales orders
+    "in_stock": ("CurrentStock",),
+    "projected": ("ProjectedStock",),  # in stock + planned receipts - planned issues
+}
+_STOCK = "inventory/stockpositions"
+
 #: The mapping cursor that asks for the sync API: Exact's per-division row version.
 SYNC_CURSOR = "Timestamp"
 _SYNC_TOKEN = re.compile(r"^exact-sync:(\d{20}):(\d{20})$")
@@ -501,6 +510,8 @@ class ExactOnlineAdapter:
     :param sales_journal: the code of the Exact sales journal invoices are booked in (required with
         `sales_document="invoice"`; Exact refuses an invoice without one).
     :param extra_fields: object -> extra field names Exact has but the catalogue lacks (free fields).
+    :param stock_calculation: what a stock position's `Stock` column holds: "available" (default: in
+        stock minus reserved for sales orders), "in_stock" or "projected" (`STOCK_CALCULATIONS`).
     :param name: the system's name in reports.
     """
 
@@ -517,13 +528,14 @@ class ExactOnlineAdapter:
         sales_journal: str | int | None = None,
         line_fields: Iterable[str] = ("Item", "Quantity", "NetPrice", "Description", "VATCode"),
         extra_fields: dict[str, Iterable[str]] | None = None,
+        stock_calculation: str = "available",
         name: str = "exact_online",
     ):
         if existing_orders not in ("update", "skip"):
             raise ConfigError(f"existing_orders must be 'skip' or 'update', got {existing_orders!r}")
         self.name = name
         self.conn_id = conn_id or "exact_online_default"
-        self.call_log = CallLog()
+        self.call_log = _UsageCallLog(self)
         self.existing_orders = existing_orders
         if sales_document not in ("order", "invoice"):
             raise ConfigError(f"sales_document must be 'order' or 'invoice', got {sales_document!r}")
@@ -534,6 +546,11 @@ class ExactOnlineAdapter:
             )
         self.sales_document = sales_document
         self.sales_journal = journal
+        if stock_calculation not in STOCK_CALCULATIONS:
+            raise ConfigError(
+                f"stock_calculation must be one of {', '.join(STOCK_CALCULATIONS)}, got {stock_calculation!r}"
+            )
+        self.stock_calculation = stock_calculation
         self.line_fields = list(line_fields)
         self._hook_args = {
             "division": division,
@@ -774,6 +791,53 @@ class ExactOnlineAdapter:
         start = parse_sync_token(token)
         return SyncRead(self, entity, start, columns, chunk_rows, restart=restart)
 
+    def _with_stock(self, entity: _Entity, rows: list[dict]) -> list[dict]:
+        """Add `Stock` to stock positions, by `stock_calculation`; other rows pass unchanged."""
+        if entity.path.lower() != _STOCK:
+            return rows
+        for row in rows:
+            current, reserved = row.get("CurrentStock"), row.get("ReservedStock")
+            if self.stock_calculation == "available":
+                stock = None if current is None else round(float(current) - float(reserved or 0), 4)
+            elif self.stock_calculation == "in_stock":
+                stock = current
+            else:
+                stock = row.get("ProjectedStock")
+            row["Stock"] = stock
+        return rows
+
+    def _stock_by_keys(self, keys: list[str], columns: list[str]) -> pd.DataFrame:
+        """Stock positions of `keys` (item ids): one `read/logistics/StockPosition` call per item (Exact
+        has no regular stock endpoint to filter), the item codes from the items (bulk, by ID)."""
+        entity = self._entity(_STOCK)
+        codes = self.read_by_keys("logistics/Items", "ID", keys, columns=["Code"])
+        by_id = {str(r["ID"]).lower(): r["Code"] for r in codes.to_dict("records")}
+        rows = []
+        for key in keys:
+            if key.lower() not in by_id:
+                continue  # the item is gone: so is its stock position
+            with self.call_log.timed("read_by_keys", "read/logistics/StockPosition"):
+                url = self.hook.url("read/logistics/StockPosition")
+                resp = self.hook._send(
+                    "GET", url, division=self._division(), params={"itemId": f"guid'{key}'"}
+                )
+                found = self.hook._check(resp, url)
+            for pos in (found or {}).get("d", {}).get("results", []):
+                rows.append(
+                    {
+                        "ItemId": key.lower(),
+                        "ItemCode": by_id[key.lower()],
+                        "CurrentStock": pos.get("InStock"),
+                        "FreeStock": pos.get("FreeStock"),
+                        "ReservedStock": pos.get("ReservedStock"),
+                        "PlanningIn": pos.get("PlanningIn"),
+                        "PlanningOut": pos.get("PlanningOut"),
+                        "ProjectedStock": pos.get("ProjectedStock"),
+                    }
+                )
+        columns = list(dict.fromkeys([entity.key, *columns]))
+        return self._frame(self._frame_rows(entity, self._with_stock(entity, rows), columns), columns)
+
     def read_by_keys(
         self,
         obj: str,
@@ -799,6 +863,12 @@ class ExactOnlineAdapter:
         entity = self._entity(obj)
         if columns is None:
             columns = [f for f, m in entity.fields.items() if m.type != "lines" and f != "Timestamp"]
+        if entity.path.lower() == _STOCK:
+            if field != entity.key:
+                raise ConfigError(f"stock positions are found by {entity.key} only, not by {field}")
+            self._check_columns(entity, columns)
+            wanted = [str(k).strip() for k in keys if not _blank(k) and _GUID_RE.match(str(k).strip())]
+            return self._stock_by_keys(list(dict.fromkeys(wanted)), columns)
         out_columns = list(dict.fromkeys([entity.key, field, *columns]))
         self._check_columns(entity, out_columns)
         rows = self._find(entity, field, keys, out_columns, casefold=casefold)
@@ -1398,6 +1468,23 @@ class ExactOnlineAdapter:
         return result
 
 
+class _UsageCallLog(CallLog):
+    """The adapter's call log; its summary also carries the hook's real Exact calls (``api``).
+
+    The log's own entries are adapter operations (an upsert of 50 orders is one entry, but 50 or more
+    calls), so run reports count Exact calls from ``api``, with the shared budget's figures.
+    """
+
+    def __init__(self, adapter: ExactOnlineAdapter) -> None:
+        super().__init__()
+        self._adapter = adapter
+
+    def summary(self, slowest: int = 5) -> dict[str, Any]:
+        hook = self._adapter.__dict__.get("hook")
+        api = hook.usage() if hook is not None else {"system": "exact_online", "calls": 0, "by_kind": {}}
+        return {**super().summary(slowest), "api": api}
+
+
 def parse_sync_token(token: str | None) -> tuple[int, int] | None:
     """`exact-sync:<rows>:<deleted>` (zero-padded, so the state store orders tokens as text) -> ints."""
     if token is None or not str(token).strip():
@@ -1468,6 +1555,9 @@ class SyncRead:
             rows_from = 1
         deleted_top = self._read_deleted(deleted_from)
         select = list(dict.fromkeys([entity.key, *self.columns, "Timestamp"]))
+        if "Stock" in select and entity.path.lower() == _STOCK:
+            needed = STOCK_CALCULATIONS[adapter.stock_calculation]
+            select = [c for c in select if c != "Stock"] + [c for c in needed if c not in select]
         buffer: list[dict] = []
         state = {"top": rows_from}
 
@@ -1477,7 +1567,7 @@ class SyncRead:
                 yield rows
 
         for page in adapter._pages("read_sync", entity.path, pages()):
-            buffer.extend(adapter._frame_rows(entity, page, self.columns))
+            buffer.extend(adapter._frame_rows(entity, adapter._with_stock(entity, page), self.columns))
             while len(buffer) >= self.chunk_rows:
                 yield adapter._frame(buffer[: self.chunk_rows], self.columns)
                 buffer = buffer[self.chunk_rows :]
