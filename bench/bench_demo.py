@@ -55,8 +55,8 @@ def report(db: Path, summary_path: Path, logs: Path | None = None) -> dict:
     if logs is not None and logs.is_dir():
         ready = [
             float(m.group(1))
-            for f in logs.rglob("*check*")
-            if f.is_file()
+            for f in logs.rglob("*.log")
+            if "check" in str(f.parent)
             for m in GX_READY.finditer(f.read_text(errors="replace"))
         ]
         out["gx_ready_seconds"] = {
