@@ -13,13 +13,14 @@ and the REST API's run state are waited for.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
 import subprocess
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -50,13 +51,31 @@ def metadata_db():
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory, metadata_db):
+def bridge(tmp_path_factory):
+    """The QuickBooks Web Connector bridge with one company file, served over HTTP on loopback."""
+    from erpsync.sandbox.runner import SandboxCA, SandboxContext
+    from erpsync.sandbox.webconnector import start_bridge
+    from tests.integration.test_bridge_support import TOKEN
+
+    tmp = tmp_path_factory.mktemp("bridge")
+    b = start_bridge(
+        SandboxContext(data_dir=tmp, ca=SandboxCA(tmp / "ca")), companies={"acme": "pw"}, api_token=TOKEN
+    )
+    try:
+        yield b
+    finally:
+        b.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, metadata_db, bridge):
     """Simulators in this process; api-server, scheduler and dag-processor as processes."""
     from cryptography.fernet import Fernet
 
     from erpsync.flows import POOLS
     from erpsync.sandbox.exact.testing import running_exact
     from erpsync.sandbox.salesforce.testing import running_salesforce
+    from tests.integration.test_bridge_support import TOKEN
 
     if not os.access(CHROMIUM, os.X_OK):
         pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (make install does)", pytrace=False)
@@ -92,6 +111,15 @@ def stack(tmp_path_factory, metadata_db):
             "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
             "AIRFLOW_CONN_SALESFORCE_DEFAULT": sf.connection_json(),
             "AIRFLOW_CONN_EXACT_ONLINE_DEFAULT": exact.connection_json(),
+            "AIRFLOW_CONN_QBWC_BRIDGE_DEFAULT": json.dumps(
+                {
+                    "conn_type": "qbwc_bridge",
+                    "host": urlsplit(bridge.url).hostname,
+                    "port": urlsplit(bridge.url).port,
+                    "schema": urlsplit(bridge.url).scheme,
+                    "password": TOKEN,
+                }
+            ),
             "ERPSYNC_STATE_URL": state_url,
             "ERPSYNC_STAGING_ROOT": str(tmp / "staging"),
             "GX_ANALYTICS_ENABLED": "false",
@@ -148,6 +176,7 @@ def page(browser, stack):
 
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     context.set_default_timeout(UI_TIMEOUT_MS)
+    expect.set_options(timeout=UI_TIMEOUT_MS)  # a busy 2-core machine: wait for the condition, longer
     pg = context.new_page()
     pg.goto(stack["url"] + "/")
     expect(pg.get_by_text("Dags", exact=False).first).to_be_visible()
@@ -165,15 +194,24 @@ def shot(stack, page, name: str) -> Path:
 def _items(stack) -> dict[str, dict]:
     exact = stack["exact"]
     div = exact.simulator.store.divisions[int(exact.info["default_division"])]
-    return {i["ID"]: i for i in div.tables["logistics/Items"].values() if i.get("IsSalesItem")}
+    return {i["ID"]: dict(i) for i in div.tables["logistics/Items"].values() if i.get("IsSalesItem")}
 
 
-def _edit_item(stack, item_id: str, **fields) -> None:
-    """Change an item as a user in Exact would: the fields and its Modified stamp."""
-    from erpsync.sandbox.exact._odata import ms_to_date
+def _edit_item(stack, item_id: str, *, raw: bool = False, **fields) -> None:
+    """Change an item as a user in Exact would: through the simulator's own update rules, which
+    stamp Modified and the sync Timestamp. `raw` writes what Exact's API refuses (an empty
+    description, as some seeded items have) straight into the record, stamped the same way."""
+    from erpsync.sandbox.exact._entities import ENTITIES
 
-    now_ms = int(datetime.now(UTC).timestamp() * 1000)
-    _items(stack)[item_id].update(**fields, Modified=ms_to_date(now_ms))
+    exact = stack["exact"]
+    store = exact.simulator.store
+    div = store.division(int(exact.info["default_division"]))
+    if raw:
+        record = div.tables["logistics/Items"][item_id]
+        record.update(fields)
+        store._stamp(div, record, created=False)
+    else:
+        store.update(div, ENTITIES["logistics/items"], item_id, fields)
 
 
 def _store(stack):
@@ -220,3 +258,154 @@ def test_sync_page_shows_the_counts_of_a_run_that_just_happened(stack, page):
     frame = page.frame_locator("iframe").first
     expect(frame.locator(f"tr.run[data-run-id='{run_id}']")).to_be_visible()
     shot(stack, page, "02-sync-page-in-airflow-ui")
+
+
+def _dirty_item(stack) -> dict:
+    dirty = [i for i in _items(stack).values() if not str(i.get("Description") or "").strip()]
+    assert len(dirty) == 1, "the seed has one item without a description"
+    return dirty[0]
+
+
+def test_retry_a_fixed_quarantined_record_from_the_page_and_see_it_go_through(stack, page):
+    from playwright.sync_api import expect
+
+    dirty = _dirty_item(stack)
+    key, code = dirty["ID"], dirty["Code"].strip()
+    assert key in _open_keys(stack)
+    _edit_item(stack, key, Description="Fixed in Exact")
+
+    page.goto(f"{stack['url']}/erpsync/flows/{FLOW}")
+    row = page.locator(f"tr.q[data-key='{key}']")
+    expect(row).to_be_visible()
+    expect(row).to_contain_text("Description")  # the rule that refused it
+    row.locator("input[type=checkbox]").check()
+    shot(stack, page, "03-quarantine-selected")
+    page.locator("#retry").click()
+    message = page.locator("#message")
+    expect(message).to_contain_text("Started run")
+    run_id = re.search(r"Started run (\S+) retrying", message.inner_text()).group(1)
+    shot(stack, page, "04-retry-started")
+
+    row_after = _finished(stack, run_id)
+    run = stack["api"].run(FLOW, run_id)
+    assert run["conf"]["retry_keys"] == [key], run["conf"]
+    assert (row_after["created"], row_after["updated"], row_after["quarantined"]) == (1, 0, 0), row_after
+    assert (row_after["report"]["counts"]["extracted"]) == 1, "only the chosen record was read"
+    assert key not in _open_keys(stack)
+    assert _products(stack)[code]["Name"] == "Fixed in Exact"
+
+    page.reload()
+    expect(page.locator(f"tr.run[data-run-id='{run_id}'] td.created")).to_have_text("1")
+    expect(page.locator(f"tr.q[data-key='{key}']")).to_have_count(0)
+    activity = page.locator(f"tr.activity[data-key='{key}']").first
+    expect(activity).to_contain_text("created")
+    expect(activity).to_contain_text("Fixed in Exact")  # from the source and as sent
+    shot(stack, page, "05-retried-record-went-through")
+
+
+def test_retry_keys_from_the_rest_api_and_the_cli_read_and_write_only_those_records(stack):
+    store = _store(stack)
+    cursor_before = store.get_cursor(FLOW, "logistics/Items")
+    clean = sorted(
+        (i for i in _items(stack).values() if str(i["Description"]).strip()), key=lambda i: i["Code"]
+    )
+    by_api, by_cli = clean[0], clean[1]
+    _edit_item(stack, by_api["ID"], Description="Renamed for the API retry")
+    _edit_item(stack, by_cli["ID"], Description="Renamed for the CLI retry")
+
+    run_id = stack["api"].trigger(FLOW, {"retry_keys": [by_api["ID"]]})
+    row = _finished(stack, run_id)
+    assert (row["created"], row["updated"]) == (0, 1), row
+    assert row["report"]["counts"]["extracted"] == 1
+    products = _products(stack)
+    assert products[by_api["Code"].strip()]["Name"] == "Renamed for the API retry"
+    assert products[by_cli["Code"].strip()]["Name"] != "Renamed for the CLI retry"
+
+    out = subprocess.run(
+        airflow_argv(
+            "dags", "trigger", FLOW, "--conf", json.dumps({"retry_keys": [by_cli["ID"]]}), "-o", "json"
+        ),
+        env=stack["env"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    cli_run = json.loads(out[out.index("[{") :])[0]["dag_run_id"]  # after any warning lines
+    row = _finished(stack, cli_run)
+    assert (row["created"], row["updated"]) == (0, 1), row
+    assert _products(stack)[by_cli["Code"].strip()]["Name"] == "Renamed for the CLI retry"
+    # Runs limited to chosen keys leave the cursor where it was.
+    assert store.get_cursor(FLOW, "logistics/Items") == cursor_before
+
+
+def test_a_record_fixed_at_the_source_leaves_quarantine_on_the_next_plain_run(stack):
+    item = sorted(
+        (i for i in _items(stack).values() if str(i["Description"]).strip()), key=lambda i: i["Code"]
+    )[2]
+    _edit_item(stack, item["ID"], raw=True, Description="")
+    # The run reads this one changed item: 1 of 1 rows refused is over the default 10 % threshold.
+    row = _finished(stack, stack["api"].trigger(FLOW, {"quarantine_threshold": 1.0}))
+    assert row["quarantined"] == 1 and item["ID"] in _open_keys(stack), row
+
+    _edit_item(stack, item["ID"], Description="Fixed again")
+    row = _finished(stack, stack["api"].trigger(FLOW, {}))
+    assert item["ID"] not in _open_keys(stack), row
+    assert row["quarantined"] == 0 and row["updated"] == 1, row
+    assert _products(stack)[item["Code"].strip()]["Name"] == "Fixed again"
+
+
+def test_trigger_form_starts_a_run_with_a_changed_param(stack, page):
+    from playwright.sync_api import expect
+
+    before = {r["dag_run_id"] for r in stack["api"].dag_runs(FLOW)}
+    page.goto(f"{stack['url']}/dags/{FLOW}")
+    page.get_by_role("button", name=re.compile("^Trigger")).first.click()
+    dialog = page.get_by_role("dialog")
+    expect(dialog).to_contain_text("Run Parameters")
+    (stack["shots"] / "trigger-dialog.html").write_text(dialog.inner_html())
+    batch = dialog.locator("input[name='element_batch_size']")
+    batch.fill("57")
+    expect(batch).to_have_value("57")
+    shot(stack, page, "06-trigger-form-batch-size-changed")
+    dialog.get_by_role("button", name="Trigger", exact=True).click()
+    expect(dialog).to_be_hidden()
+
+    runs = [r for r in stack["api"].dag_runs(FLOW) if r["dag_run_id"] not in before]
+    assert len(runs) == 1, runs
+    assert runs[0]["conf"]["batch_size"] == 57, runs[0]["conf"]
+    row = _finished(stack, runs[0]["dag_run_id"])
+    assert row["failed"] == 0, row
+    shot(stack, page, "07-run-started-from-the-form")
+
+
+def test_the_bridge_status_page_opens_and_the_sync_pages_show_web_connector_health(
+    stack, bridge, browser, page, tmp_path
+):
+    from playwright.sync_api import expect
+
+    from tests.integration.test_bridge_support import TOKEN, customer_add, enqueue, make_company_file, wc
+
+    qb = make_company_file(tmp_path / "acme.qbw")
+    wc(bridge, qb).run_once()  # an idle poll
+    enqueue(bridge, [customer_add("UI Health Co")], key="k-ui-health").raise_for_status()
+    wc(bridge, qb).run_once()  # a session that does the work
+    wc(bridge, qb).run_once()  # and an idle poll after it
+
+    context = browser.new_context(extra_http_headers={"Authorization": f"Bearer {TOKEN}"})
+    context.set_default_timeout(UI_TIMEOUT_MS)
+    pg = context.new_page()
+    resp = pg.goto(f"{bridge.url}/status")
+    assert resp is not None and resp.status == 200
+    expect(pg.locator("body")).to_contain_text("acme")
+    shot(stack, pg, "08-bridge-status")
+    context.close()
+
+    page.goto(f"{stack['url']}/erpsync/")
+    row = page.locator("#bridge-health tr.company[data-company='acme']")
+    expect(row).to_be_visible()
+    expect(row.locator("td.last-poll")).not_to_have_text("never")
+    expect(row.locator("td.last-ok")).not_to_have_text("never")
+    expect(row.locator("td.idle")).to_have_text("1")
+    expect(row.locator("td.queue")).to_have_text("0")
+    expect(row.locator("td.doubt")).to_have_text("0")
+    shot(stack, page, "09-web-connector-health")

@@ -79,6 +79,40 @@ def _flows(store) -> list[dict[str, Any]]:
     ]
 
 
+BRIDGE_CONN_ID = "qbwc_bridge_default"
+
+
+def bridge_health(conn_id: str = BRIDGE_CONN_ID) -> dict[str, Any]:
+    """The bridge's /api/v1/health through the flows' own `qbwc_bridge` connection.
+
+    Returns {"companies": [...]} or {"error": "..."}; never raises, the page shows what went wrong.
+    """
+    import httpx
+
+    from erpsync.errors import SyncError
+    from erpsync.hooks.qbwc_bridge import bridge_config
+
+    try:
+        from airflow.models.connection import Connection
+
+        conn = Connection.get_connection_from_secrets(conn_id)
+    except Exception as exc:  # AirflowNotFoundException and backend errors alike: say which
+        return {"error": f"no connection {conn_id}: {exc}"}
+    try:
+        cfg = bridge_config(conn)
+        resp = httpx.get(
+            f"{cfg.base_url}/api/v1/health",
+            headers={"Authorization": f"Bearer {cfg.token}"},
+            verify=cfg.verify,
+            timeout=min(cfg.timeout, 10.0),
+        )
+    except (SyncError, httpx.HTTPError, OSError) as exc:
+        return {"error": f"bridge of {conn_id} not reachable: {exc}"}
+    if resp.status_code != 200:
+        return {"error": f"bridge of {conn_id} answered {resp.status_code}: {resp.text[:200]}"}
+    return {"companies": resp.json(), "url": cfg.base_url}
+
+
 def _token(request: Request) -> str | None:
     auth = request.headers.get("authorization", "")
     if auth.lower().startswith("bearer "):
@@ -113,7 +147,7 @@ def create_app() -> FastAPI:
 
     @app.get("/", response_class=HTMLResponse, dependencies=[Depends(get_user)])
     def index() -> str:
-        return render.index_page(_flows(_store()))
+        return render.index_page(_flows(_store()), bridge=bridge_health())
 
     @app.get("/flows/{dag_id}", response_class=HTMLResponse, dependencies=[read_runs])
     def flow_page(dag_id: str, message: str | None = None, error: str | None = None) -> str:

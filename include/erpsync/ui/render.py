@@ -6,7 +6,7 @@ Everything shown is escaped here; the routes only pass rows from the state store
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from html import escape
 from typing import Any
 from urllib.parse import quote
@@ -55,7 +55,7 @@ def run_link(dag_id: str, run_id: str | None) -> str:
     return f"<a href='{escape(href)}' target='_top' class='run-link'>{escape(run_id)}</a>"
 
 
-def index_page(flows: Sequence[Mapping[str, Any]]) -> str:
+def index_page(flows: Sequence[Mapping[str, Any]], bridge: Mapping[str, Any] | None = None) -> str:
     rows = "".join(
         f"<tr><td><a href='flows/{quote(f['flow'], safe='')}'>{escape(f['flow'])}</a></td>"
         f"<td>{_when(f.get('last_started'))}</td><td>{escape(str(f.get('last_status') or ''))}</td>"
@@ -68,7 +68,47 @@ def index_page(flows: Sequence[Mapping[str, Any]]) -> str:
     )
     if not flows:
         body += "<p class='note'>No flow has run yet.</p>"
+    if bridge is not None:
+        body += bridge_section(bridge)
     return page("ERP sync", body)
+
+
+def _epoch(ts: float | None) -> str:
+    if not ts:
+        return "never"
+    return datetime.fromtimestamp(float(ts), UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def bridge_section(bridge: Mapping[str, Any]) -> str:
+    """Web Connector health per company file, from the bridge's /api/v1/health."""
+    out = ["<h2>QuickBooks Web Connector</h2>"]
+    if bridge.get("error"):
+        return out[0] + f"<p class='note' id='bridge-error'>{escape(str(bridge['error']))}</p>"
+    rows = []
+    for c in bridge.get("companies") or []:
+        work = c.get("last_session_with_work") or {}
+        last = (
+            f"{_epoch(work.get('started'))}: {int(work.get('requests_ok') or 0)} ok, "
+            f"{int(work.get('requests_failed') or 0)} failed {escape(str(work.get('last_error') or ''))}"
+            if work
+            else "none"
+        )
+        doubt = int(c.get("in_doubt") or 0) + int(c.get("unanswered") or 0)
+        rows.append(
+            f"<tr class='company' data-company='{escape(str(c['company']))}'><td>{escape(str(c['company']))}</td>"
+            f"<td class='last-poll'>{_epoch(c.get('last_poll'))}</td>"
+            f"<td class='last-ok'>{_epoch(c.get('last_successful_session'))}</td><td>{last}</td>"
+            f"<td class='n idle'>{int(c.get('idle_polls_since_work') or 0)}</td>"
+            f"<td class='n queue'>{int(c.get('queue_depth') or 0)}</td>"
+            f"<td class='n doubt{' err' if doubt else ''}'>{doubt}</td></tr>"
+        )
+    out.append(
+        f"<p class='note'>From {escape(str(bridge.get('url') or 'the bridge'))}/api/v1/health.</p>"
+        "<table id='bridge-health'><tr><th>company file</th><th>last poll</th><th>last successful session</th>"
+        "<th>last session with work</th><th>idle polls since</th><th>queued</th><th>in doubt</th></tr>"
+        f"{''.join(rows)}</table>"
+    )
+    return "".join(out)
 
 
 def chart_svg(
