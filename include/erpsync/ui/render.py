@@ -171,8 +171,8 @@ def flow_page(
     if error:
         out.append(f"<div class='msg err' id='error'>{escape(error)}</div>")
     out.append(
-        f"<p><a href='/dags/{quote(dag_id, safe='')}/trigger' target='_top'>Trigger form</a> · "
-        f"<a href='/dags/{quote(dag_id, safe='')}' target='_top'>DAG</a> · <a href='../'>all flows</a></p>"
+        f"<p><a href='/dags/{quote(dag_id, safe='')}' target='_top'>DAG in Airflow</a> (its Trigger "
+        "button opens the trigger form with every param) · <a href='../'>all flows</a></p>"
     )
     # ---- runs
     out.append("<h2>Last runs</h2>")
