@@ -180,6 +180,7 @@ class ExactSimulator:
             Route("/admin/consent", self.admin_consent, methods=["POST"]),
             Route("/admin/stats", self.admin_stats, methods=["GET"]),
             Route("/admin/limits/reset", self.admin_reset_limits, methods=["POST"]),
+            Route("/admin/stock", self.admin_stock, methods=["POST"]),
         ]
 
     async def _fault(self, request: Request) -> Response | None:
@@ -667,6 +668,19 @@ class ExactSimulator:
                 "rate_limited": self.limits.refused,
             }
         )
+
+    async def admin_stock(self, request: Request) -> Response:
+        """A stock count: set an item's quantity in stock (`{"division", "code", "current"}`); the item's
+        stock position gets a new Timestamp, as a stock transaction would give it in Exact."""
+        body = await request.json()
+        div = self.store.divisions.get(int(body.get("division", 0)))
+        items = div.table(ENTITIES["logistics/items"]).values() if div else []
+        item = next((i for i in items if i.get("Code") == body.get("code")), None)
+        if item is None:
+            return odata_error(404, f"no item {body.get('code')!r} in division {body.get('division')!r}")
+        position = self.store.set_stock(div, item, current=float(body["current"]))
+        self._maybe_save()
+        return JSONResponse({k: v for k, v in position.items() if k != "Warehouse"})
 
     async def admin_reset_limits(self, request: Request) -> Response:
         self.limits.reset()

@@ -9,7 +9,8 @@ Custom fields the sync flows rely on (see DESIGN.md):
   can match several rows and answer 300 Multiple Choices as the real API does).
 - ``Contact.External_Id__c`` (unique external id).
 - ``Product2.SKU__c`` (unique external id: the Exact item code, the upsert key of
-  ``exact_items_to_sf_products``), ``Product2.Exact_Item_Id__c`` (unique external id: Exact's item GUID).
+  ``exact_items_to_sf_products``), ``Product2.Exact_Item_Id__c`` (unique external id: Exact's item GUID),
+  ``Product2.Exact_Stock__c`` (number: the item's stock in Exact, written by ``exact_stock_to_sf_products``).
 - ``Order.Exact_Order_Id__c`` (unique external id, written back by ``sf_orders_to_exact``) and
   ``OrderItem.Exact_Line_Id__c`` (unique external id).
 """
@@ -336,6 +337,7 @@ OBJECTS: dict[str, ObjectDef] = {
                 FieldDef("SKU__c", "string", 80, "SKU", external_id=True, unique=True),
                 FieldDef("Exact_Item_Id__c", "string", 36, "Exact Item Id", external_id=True, unique=True),
                 FieldDef("EAN__c", "string", 14, "EAN / GTIN"),
+                FieldDef("Exact_Stock__c", "double", 0, "Exact Stock", precision=18, scale=4),
             ),
         ),
         ObjectDef(

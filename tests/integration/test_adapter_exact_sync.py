@@ -118,3 +118,30 @@ def test_cursor_tokens(adapter):
     assert parse_sync_token("2026-06-01T10:15:00+00:00") is None
     with pytest.raises(ConfigError, match="neither an Exact sync cursor"):
         parse_sync_token("exact-sync:12:3")
+
+
+@pytest.mark.parametrize("calculation", ["available", "in_stock", "projected"])
+def test_stock_is_the_chosen_calculation_by_sync_and_by_key(exact, monkeypatch, tmp_path, calculation):
+    conn = exact.connection_json(
+        refresh_token=exact.new_consent(), token_store_url=f"sqlite:///{tmp_path / 'tok.db'}"
+    )
+    monkeypatch.setenv("AIRFLOW_CONN_EXACT_ONLINE_DEFAULT", conn)
+    adapter = get_adapter("exact_online", conn_id="exact_online_default", stock_calculation=calculation)
+    positions = exact.simulator.store.divisions[DIV].tables["inventory/StockPositions"]
+    expected = {
+        "available": lambda p: p["CurrentStock"] - p["ReservedStock"],
+        "in_stock": lambda p: p["CurrentStock"],
+        "projected": lambda p: p["ProjectedStock"],
+    }[calculation]
+    feed = adapter.read_since("inventory/StockPositions", None, columns=["ItemId", "ItemCode", "Stock"])
+    rows = {r["ItemId"]: r for f in feed for r in f.to_dict("records")}
+    assert rows and all(r["Stock"] == pytest.approx(expected(positions[k])) for k, r in rows.items())
+    # Retrying a quarantined position by key: one read/logistics/StockPosition call per item.
+    some = sorted(rows)[:2]
+    again = adapter.read_by_keys("inventory/StockPositions", "ItemId", some, columns=["ItemCode", "Stock"])
+    assert {r["ItemId"]: (r["ItemCode"], r["Stock"]) for r in again.to_dict("records")} == {
+        k: (rows[k]["ItemCode"], pytest.approx(rows[k]["Stock"])) for k in some
+    }
+    adapter.close()
+    with pytest.raises(ConfigError, match="stock_calculation must be one of"):
+        get_adapter("exact_online", conn_id="exact_online_default", stock_calculation="guess")
