@@ -34,6 +34,7 @@ DEMO = Path(os.environ.get("ERPSYNC_DEMO_DIR") or PROJECT / ".demo")
 SUMMARY = DEMO / "demo-summary.json" if os.environ.get("ERPSYNC_DEMO_DIR") else PROJECT / "demo-summary.json"
 FLOWS = [
     "exact_items_to_sf_products",
+    "exact_stock_to_sf_products",
     "sf_accounts_to_qb_customers",
     "sf_orders_to_exact",
     "sf_accounts_to_autotask",
