@@ -600,6 +600,41 @@ def test_delete_is_logged_in_sync_deleted(exact):
         ]
 
 
+def test_deleting_a_stock_item_deletes_its_position_and_a_stock_count_feeds_sync(exact):
+    def feed(client, path, since):
+        return client.get(
+            f"/api/v1/{DIV}/sync/{path}",
+            params={
+                "$select": "ItemId,CurrentStock,Timestamp"
+                if "Stock" in path
+                else "EntityKey,EntityType,Timestamp",
+                "$filter": f"Timestamp gt {since}L",
+            },
+        ).json()["d"]["results"]
+
+    with _client(exact) as client:
+        item = client.post(
+            f"/api/v1/{DIV}/logistics/Items",
+            json={"Code": "STOCK-DEL", "Description": "x", "IsStockItem": True},
+        ).json()["d"]
+        start = max(int(r["Timestamp"]) for r in feed(client, "Inventory/StockPositions", 1))
+        counted = exact.http.post(
+            f"{exact.url}/admin/stock", json={"division": DIV, "code": "STOCK-DEL", "current": 7}
+        )
+        assert counted.status_code == 200 and int(counted.json()["Timestamp"]) > start
+        assert [
+            (r["ItemId"], r["CurrentStock"]) for r in feed(client, "Inventory/StockPositions", start)
+        ] == [(item["ID"], 7.0)]
+        assert client.delete(f"/api/v1/{DIV}/logistics/Items(guid'{item['ID']}')").status_code == 204
+        gone = [(r["EntityKey"], r["EntityType"]) for r in feed(client, "Deleted", start)]
+        assert gone == [(item["ID"], 9), (item["ID"], 15)]  # the item, then its stock position
+        assert item["ID"] not in {r["ItemId"] for r in feed(client, "Inventory/StockPositions", 1)}
+        unknown = exact.http.post(
+            f"{exact.url}/admin/stock", json={"division": DIV, "code": "NOPE", "current": 1}
+        )
+        assert unknown.status_code == 404
+
+
 # ---- faults and persistence -----------------------------------------------------------------------------------------------
 
 
