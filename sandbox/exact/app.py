@@ -8,7 +8,8 @@ and the 10-errors-per-hour block. Handlers are `async` so everything runs on the
 and the state needs no locks.
 
 Sandbox-only endpoints under `/admin` inject faults (latency, 5xx, 429), revoke consent, hand out a
-fresh consent (refresh token) without a browser, and report counters for tests.
+fresh consent (refresh token) without a browser, count stock (`/admin/stock`: what a stock count
+transaction does in Exact, which has no API to write stock) and report counters for tests.
 """
 
 from __future__ import annotations
