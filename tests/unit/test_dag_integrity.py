@@ -21,12 +21,31 @@ def test_no_import_errors(dagbag):
 
 
 @pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)
-def test_file_parses_fast(dagbag, path: Path):
-    """Each file parses in under 0.3 s: nothing heavy or networked at the top level."""
-    stats = {Path(s.file).name: s for s in dagbag.dagbag_stats}
-    assert path.name in stats, f"{path.name} was not parsed"
-    duration = stats[path.name].duration.total_seconds()
-    assert duration < MAX_PARSE_SECONDS, f"{path.name} took {duration:.3f}s to parse"
+def test_file_parses_fast(dagbag, path: Path, monkeypatch):
+    """Each file's own top level costs under 0.3 s of CPU and opens no connection.
+
+    Measured after the session's DagBag has imported what every file shares (Airflow's SDK, the
+    erpsync engine), the way a dag-processor re-parses a file; CPU time, not wall time, so a busy
+    machine does not fail it. Heavy imports are `test_heavy_modules_not_imported_at_parse_time`'s.
+    """
+    import socket
+    import time
+
+    from airflow.dag_processing.dagbag import DagBag
+
+    assert path.name in {Path(s.file).name for s in dagbag.dagbag_stats}, f"{path.name} was not parsed"
+
+    def no_network(self, address, *args, **kwargs):
+        raise AssertionError(f"{path.name} opened a connection to {address} while parsing")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket.socket, "connect_ex", no_network)
+    started = time.process_time()
+    bag = DagBag(dag_folder=str(path))
+    cpu = time.process_time() - started
+    assert not bag.import_errors, bag.import_errors
+    assert bag.dags, f"{path.name} defines no DAG"
+    assert cpu < MAX_PARSE_SECONDS, f"{path.name} took {cpu:.3f} s of CPU to parse"
 
 
 def test_every_dag_follows_policy(dagbag):
