@@ -265,6 +265,63 @@ def jobs_enqueued() -> float:
     return sum(metrics.JOBS_ENQUEUED._values.values())
 
 
+# ---- a sampling profile of every thread ----------------------------------------------------------------
+
+
+class ThreadSampler:
+    """Sample every thread's stack every `interval` s (cProfile sees only the main thread, while the
+    bridge, the simulators and the Web Connector run on others); count leaf and inclusive frames."""
+
+    def __init__(self, interval: float = 0.005):
+        from collections import Counter
+
+        self.interval = interval
+        self.leaf: Counter[tuple[str, str]] = Counter()
+        self.inclusive: Counter[tuple[str, str]] = Counter()
+        self.samples: Counter[str] = Counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="sampler")
+
+    def _run(self) -> None:
+        me = threading.get_ident()
+        while not self._stop.wait(self.interval):
+            names = {t.ident: t.name for t in threading.enumerate()}
+            for ident, frame in sys._current_frames().items():
+                if ident == me:
+                    continue
+                thread = names.get(ident, "?").split("-")[0].split(" ")[0]
+                self.samples[thread] += 1
+                seen = set()
+                first = True
+                while frame is not None:
+                    code = frame.f_code
+                    where = f"{code.co_filename.rsplit('site-packages/', 1)[-1]}:{code.co_name}"
+                    if first:
+                        self.leaf[(thread, where)] += 1
+                        first = False
+                    if where not in seen:
+                        self.inclusive[(thread, where)] += 1
+                        seen.add(where)
+                    frame = frame.f_back
+
+    def __enter__(self) -> ThreadSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def dump(self, path: str, top: int = 60) -> None:
+        with open(path, "w") as out:
+            out.write(f"samples per thread: {dict(self.samples.most_common())}\n\n== inclusive ==\n")
+            for (thread, where), n in self.inclusive.most_common(top * 3):
+                out.write(f"{n:8d}  {thread:12} {where}\n")
+            out.write("\n== leaf ==\n")
+            for (thread, where), n in self.leaf.most_common(top):
+                out.write(f"{n:8d}  {thread:12} {where}\n")
+
+
 # ---- one mode -------------------------------------------------------------------------------------------
 
 
@@ -276,7 +333,7 @@ class Mode:
     conf: dict[str, Any]
 
 
-def run_mode(dag, mode: Mode, work: Path, *, every: float) -> dict[str, Any]:
+def run_mode(dag, mode: Mode, work: Path, *, every: float, profile: str | None = None) -> dict[str, Any]:
     from erpsync.sandbox.salesforce.testing import running_salesforce
     from erpsync.state import StateStore
 
@@ -298,9 +355,25 @@ def run_mode(dag, mode: Mode, work: Path, *, every: float) -> dict[str, Any]:
             sf.simulator.stats.clear()
             soap_before = bridge_counters()
             jobs_before = jobs_enqueued()
-            started = time.perf_counter()
+            profiler = sampler = None
+            if profile:
+                import cProfile
+
+                sampler = ThreadSampler().__enter__()
+                profiler = cProfile.Profile()
+                profiler.enable()
+            started, cpu_started = time.perf_counter(), time.process_time()
             dr = dag.test(run_conf={"dry_run": False, "full_refresh": True, **mode.conf})
             out["seconds"] = time.perf_counter() - started
+            if sampler is not None:
+                sampler.__exit__(None, None, None)
+                sampler.dump(f"{profile}.threads.txt")
+            # CPU of the whole process (tasks, simulators, bridge, Web Connector): moves less with load.
+            out["cpu_seconds"] = time.process_time() - cpu_started
+            out["load_average"] = os.getloadavg()[0]
+            if profiler is not None:
+                profiler.disable()
+                profiler.dump_stats(profile)
             time.sleep(0.3)  # let the Web Connector thread hand in its last session report
             soap_after = bridge_counters()
             out["bridge_jobs"] = int(jobs_enqueued() - jobs_before)
@@ -353,9 +426,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--every", type=float, default=0.05, help="seconds between Web Connector runs (QBWC Auto-Run)"
     )
+    parser.add_argument(
+        "--sizes",
+        default="",
+        help="comma-separated ON sizes to measure instead (e.g. 10000,25000,50000: linearity); no OFF run",
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="FILE",
+        help="cProfile the largest ON run's dag.test() (main thread: the tasks) into FILE",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     parser.add_argument("--json", action="store_true", help="also print every figure as JSON")
     args = parser.parse_args(argv)
+    sizes = [int(x) for x in args.sizes.split(",") if x.strip()]
     if args.accounts < 1 or not 1 <= args.off_accounts <= args.accounts:
         parser.error("need 1 <= --off-accounts <= --accounts")
 
@@ -367,10 +451,13 @@ def main(argv: list[str] | None = None) -> int:
         setup = time.perf_counter() - t0
         on_conf = {"batch_size": args.batch_size, "chunk_rows": 50_000}
         off_conf = {"batch_size": 1, "chunk_rows": 1000}
-        modes = [Mode("OFF", args.off_accounts, 1, off_conf)]
-        if args.off_accounts < args.accounts:
-            modes.append(Mode("ON", args.off_accounts, 100, on_conf))
-        modes.append(Mode("ON", args.accounts, 100, on_conf))
+        if sizes:
+            modes = [Mode("ON", n, 100, on_conf) for n in sizes]
+        else:
+            modes = [Mode("OFF", args.off_accounts, 1, off_conf)]
+            if args.off_accounts < args.accounts:
+                modes.append(Mode("ON", args.off_accounts, 100, on_conf))
+            modes.append(Mode("ON", args.accounts, 100, on_conf))
         print(f"[bench] warm-up run ({WARMUP} accounts, not reported) ...", flush=True)
         warm = run_mode(dag, Mode("warmup", WARMUP, 100, on_conf), work, every=args.every)
         if warm["state"] != "success":
@@ -379,10 +466,20 @@ def main(argv: list[str] | None = None) -> int:
         results = []
         for mode in modes:
             print(f"[bench] {mode.name} at {mode.accounts:,} accounts ...", flush=True)
-            r = run_mode(dag, mode, work, every=args.every)
+            profile = args.profile if mode is modes[-1] else None
+            r = run_mode(dag, mode, work, every=args.every, profile=profile)
             print(f"[bench]   {r['state']} in {r['seconds']:.1f} s", flush=True)
+            steps = ", ".join(f"{label} {r['task_seconds'].get(tid, 0):.1f}" for label, tid in STEPS)
+            print(
+                f"[bench]   CPU {r['cpu_seconds']:.1f} s, load {r['load_average']:.1f}, "
+                f"exchanges {r['exchanges']}, created {r['report_counts'].get('created')}; steps (s): {steps}",
+                flush=True,
+            )
             results.append(r)
-        report(results, args, setup)
+        if sizes:
+            report_sizes(results, args, setup)
+        else:
+            report(results, args, setup)
         if args.json:
             print(json.dumps(results, indent=2, default=str))
         return 0 if all(r["state"] == "success" for r in results) else 1
@@ -405,6 +502,44 @@ STEPS = [
     ("verify", "target.verify"),
     ("report", "report"),
 ]
+
+
+def report_sizes(results: list[dict[str, Any]], args, setup: float) -> None:
+    """ON at several sizes: wall and step seconds per size, and seconds per 1,000 accounts (linearity)."""
+    width = 34
+    colw = 14
+    print()
+    print(f"{'ON, dag.test()':{width}}" + "".join(f"{r['accounts']:>{colw},}" for r in results))
+    print("-" * (width + colw * len(results)))
+    print(f"{'run state':{width}}" + "".join(f"{r['state']:>{colw}}" for r in results))
+    print(f"{'wall time of dag.test() (s)':{width}}" + "".join(f"{r['seconds']:>{colw}.1f}" for r in results))
+    per_k = [r["seconds"] / r["accounts"] * 1000 for r in results]
+    print(f"{'  per 1,000 accounts (s)':{width}}" + "".join(f"{v:>{colw}.2f}" for v in per_k))
+    cpu = [r["cpu_seconds"] for r in results]
+    print(f"{'CPU of the process (s)':{width}}" + "".join(f"{v:>{colw}.1f}" for v in cpu))
+    cpu_k = [r["cpu_seconds"] / r["accounts"] * 1000 for r in results]
+    print(f"{'  per 1,000 accounts (s)':{width}}" + "".join(f"{v:>{colw}.2f}" for v in cpu_k))
+    print(
+        f"{'load average at the end (1 min)':{width}}"
+        + "".join(f"{r['load_average']:>{colw}.1f}" for r in results)
+    )
+    for label, fn in (
+        ("Web Connector exchanges", lambda r: r["exchanges"]),
+        ("Salesforce API calls", lambda r: r["sf_calls"]),
+        ("customers created", lambda r: r["report_counts"].get("created")),
+        ("quarantined", lambda r: r["report_counts"].get("quarantined")),
+        ("QuickBooks customers", lambda r: r["qb_customers"]),
+        ("accounts with QB_ListID__c", lambda r: r["sf_list_ids"]),
+    ):
+        print(f"{label:{width}}" + "".join(f"{_fmt(fn(r)):>{colw}}" for r in results))
+    print("step seconds (task start to end)")
+    for label, tid in STEPS:
+        cells = "".join(f"{_fmt(r['task_seconds'].get(tid), 1):>{colw}}" for r in results)
+        print(f"{'  ' + label:{width}}" + cells)
+    print(
+        f"Web Connector polls every {args.every} s; setup {setup:.1f} s; seeding (in process) "
+        + ", ".join(f"{r['accounts']:,}: {r['seed_seconds']:.1f} s" for r in results)
+    )
 
 
 def _fmt(value: Any, digits: int = 0) -> str:
