@@ -409,3 +409,24 @@ def test_the_bridge_status_page_opens_and_the_sync_pages_show_web_connector_heal
     expect(row.locator("td.queue")).to_have_text("0")
     expect(row.locator("td.doubt")).to_have_text("0")
     shot(stack, page, "09-web-connector-health")
+
+
+def test_every_flow_has_a_trigger_form_with_the_sync_params(stack, page):
+    """Each sync DAG's trigger form shows the shared params, retry_keys among them (a run of the
+    products flow with a changed param is started above; the others need their own systems)."""
+    from playwright.sync_api import expect
+
+    listed = stack["api"]._request("GET", "/api/v2/dags?tags=erpsync&limit=100")["dags"]
+    # A sync flow is tagged with its source and target systems too (erpsync_smoke is not a flow).
+    dags = [d["dag_id"] for d in listed if len({t["name"] for t in d["tags"]} - {"erpsync"}) >= 2]
+    assert FLOW in dags and "erpsync_smoke" not in dags and len(dags) >= 4, dags
+    for n, dag_id in enumerate(sorted(dags)):
+        page.goto(f"{stack['url']}/dags/{dag_id}")
+        page.get_by_role("button", name=re.compile("^Trigger")).first.click()
+        dialog = page.get_by_role("dialog")
+        expect(dialog).to_contain_text("Run Parameters")
+        for name in ("dry_run", "full_refresh", "batch_size", "retry_keys"):
+            expect(dialog.locator(f"[name='element_{name}']")).to_have_count(1)
+        shot(stack, page, f"10-{n}-trigger-form-{dag_id}")
+        page.keyboard.press("Escape")
+        expect(dialog).to_be_hidden()
